@@ -1,0 +1,53 @@
+# GxPLab: two commands on a fresh machine.
+#   make run   set up .venv and materialize the GxP benchmark graph on the embedded default
+#   make test  set up .venv and run the test suite (PostgreSQL tests included)
+#   make ui    Dagster web UI and daemon on http://127.0.0.1:3000
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.gxplab-installed
+export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
+export HF_HUB_OFFLINE ?= 1
+export LITELLM_LOCAL_MODEL_COST_MAP ?= True
+export DAGSTER_DISABLE_TELEMETRY ?= 1
+
+.PHONY: help setup run test ui lint bench instance clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@echo "==> setting up $(VENV) (torch CPU build first, then the project with dev extras)"
+	@start=$$(date +%s); \
+	$(PYTHON) -m venv $(VENV) && \
+	$(BIN)/pip install --quiet --upgrade pip && \
+	$(BIN)/pip install --quiet torch==2.13.0 && \
+	$(BIN)/pip install --quiet -e '.[dev]' && \
+	touch $(STAMP) && echo "==> set-up took $$(( $$(date +%s) - start )) s"
+
+setup: $(STAMP)  ## create .venv and install everything
+
+instance: setup  ## write $DAGSTER_HOME/dagster.yaml (SQLite, or PostgreSQL when GXPLAB_DAGSTER_PG_URL is set)
+	@$(BIN)/gxplab init-instance
+
+run: instance  ## materialize the whole GxP graph on the embedded default and print the leaderboard
+	@$(BIN)/gxplab benchmark
+
+test: setup  ## run the tests (starts a local PostgreSQL if none is reachable)
+	@bash scripts/ensure_postgres.sh
+	$(BIN)/pytest
+
+ui: instance  ## dagster dev (webserver + daemon) on 127.0.0.1:3000
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+lint: setup  ## ruff
+	$(BIN)/ruff check .
+
+bench: setup  ## run the benchmarks in bench/ (see docs/benchmarks.md)
+	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_audit_score.py
+	$(BIN)/python bench/bench_candidate_runner.py
+
+clean:  ## remove generated data (var/), keep .venv
+	rm -rf var

@@ -1,0 +1,1 @@
+"""Dagster assets and asset checks, grouped by stage: data, evaluation, reports."""

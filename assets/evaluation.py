@@ -1,0 +1,189 @@
+"""Evaluation stage: each candidate model audits each split; the audit is scored against labels."""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from assets.partitions import model_split_partitions
+from resources.llm import LLMResource
+from resources.warehouse import WarehouseResource
+from scoring.audit_prompt import load_prompt
+from scoring.candidates import run_candidate
+from scoring.gxp import score_predictions
+from scoring.model_registry import load_model_registry
+from synthetic.catalog import load_catalog
+from synthetic.contracts import MANIFEST_COLUMNS, PREDICTION_COLUMNS
+from synthetic.jsonl import dumps_jsonl, sha256_bytes
+
+HEADLINE_METRICS = ("gxp1_f1", "gxp2_micro_f1", "gxp2_macro_f1", "gxp1_fpr", "invalid_output_rate")
+
+
+class GxpPredictionsConfig(dg.Config):
+    max_batches: int | None = Field(
+        None,
+        description="Audit only the first N batches of the split (a quick look; the score "
+        "then covers only those batches and says so in metadata).",
+    )
+
+
+def _provenance(context: dg.AssetExecutionContext, dataset_hash: str, prompt_version: str):
+    from resources.clients.warehouse import Provenance, code_version
+
+    keys = context.partition_key.keys_by_dimension
+    return Provenance(
+        dagster_run_id=context.run.run_id,
+        model_id=keys["model"],
+        split=keys["split"],
+        dataset_hash=dataset_hash,
+        prompt_version=prompt_version,
+        code_version=code_version(),
+    )
+
+
+def _first_batches(records: list[dict], max_batches: int | None) -> list[dict]:
+    if max_batches is None:
+        return records
+    keep: list[str] = []
+    for record in records:
+        if record["batch_id"] not in keep:
+            if len(keep) == max_batches:
+                continue
+            keep.append(record["batch_id"])
+    kept = set(keep)
+    return [r for r in records if r["batch_id"] in kept]
+
+
+@dg.asset(
+    partitions_def=model_split_partitions,
+    group_name="evaluation",
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+    kinds={"python"},
+    code_version="1",
+)
+def gxp_predictions(
+    context: dg.AssetExecutionContext,
+    config: GxpPredictionsConfig,
+    gxp_records: list[dict],
+    gxp_site_master: dict,
+    llm: LLMResource,
+    warehouse: WarehouseResource,
+) -> pd.DataFrame:
+    """One candidate model's findings on one split: a row per finding, a row per clean batch."""
+    keys = context.partition_key.keys_by_dimension
+    model_id, split = keys["model"], keys["split"]
+    registry = {model.id: model for model in load_model_registry()}
+    if model_id not in registry:
+        raise dg.Failure(
+            f"model {model_id!r} is not in configs/models.yaml any more; the model-registry sensor "
+            "removes its partitions"
+        )
+    model = registry[model_id]
+    prompt = load_prompt()
+    records = _first_batches(gxp_records, config.max_batches)
+    dataset_hash = sha256_bytes(dumps_jsonl(gxp_records))
+    provenance = _provenance(context, dataset_hash, prompt.version)
+
+    def log_progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            context.log.info(f"{model_id} on {split}: {done}/{total} batches audited")
+
+    outcome = run_candidate(
+        model,
+        records,
+        gxp_site_master,
+        split=split,
+        client_factory=llm.get_client,
+        prompt=prompt,
+        catalog=load_catalog(),
+        progress=log_progress,
+    )
+    if outcome.skipped_reason:
+        context.log.warning(f"{model_id} on {split} skipped: {outcome.skipped_reason}")
+        warehouse.client.record_run(
+            provenance,
+            asset_key="gxp_predictions",
+            partition_key=str(context.partition_key),
+            status="skipped",
+            detail=outcome.skipped_reason,
+        )
+        context.add_output_metadata({"status": "skipped", "reason": outcome.skipped_reason})
+        return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+    summary = {**outcome.summary, "batches_in_split": len({r["batch_id"] for r in gxp_records})}
+    warehouse.client.record_run(
+        provenance,
+        asset_key="gxp_predictions",
+        partition_key=str(context.partition_key),
+        status="succeeded",
+        summary=summary,
+        predictions=outcome.predictions,
+        llm_calls=outcome.calls,
+    )
+    context.add_output_metadata(
+        {
+            "status": "audited",
+            "dataset_hash": dataset_hash,
+            "prompt_version": prompt.version,
+            **{k: v for k, v in summary.items() if isinstance(v, int | float | str)},
+        }
+    )
+    return outcome.predictions
+
+
+@dg.asset(
+    partitions_def=model_split_partitions,
+    group_name="evaluation",
+    kinds={"python"},
+    code_version="1",
+)
+def gxp_scores(
+    context: dg.AssetExecutionContext,
+    gxp_predictions: pd.DataFrame,
+    gxp_records: list[dict],
+    gxp_labels: list[dict],
+    warehouse: WarehouseResource,
+) -> dict:
+    """GxP1/GxP2, controls and adversarial scores with 95% bootstrap CIs (1000 batch resamples)."""
+    prompt = load_prompt()
+    dataset_hash = sha256_bytes(dumps_jsonl(gxp_records))
+    provenance = _provenance(context, dataset_hash, prompt.version)
+    if gxp_predictions.empty:
+        context.add_output_metadata({"status": "skipped (no predictions: model not audited)"})
+        return {"status": "skipped"}
+    audited = set(gxp_predictions["batch_id"])
+    records = pd.DataFrame(
+        [
+            {"record_id": r["record_id"], "batch_id": r["batch_id"]}
+            for r in gxp_records
+            if r["batch_id"] in audited
+        ]
+    )
+    manifest = pd.DataFrame(gxp_labels, columns=list(MANIFEST_COLUMNS))
+    manifest = manifest[manifest["batch_id"].isin(audited)]
+    scores = score_predictions(manifest, gxp_predictions, records, n_boot=1000, seed=0)
+    metric_rows = [
+        {"metric": name, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n}
+        for name, m in scores.metrics.items()
+    ]
+    warehouse.client.record_run(
+        provenance,
+        asset_key="gxp_scores",
+        partition_key=str(context.partition_key),
+        status="succeeded",
+        scores=metric_rows,
+        per_type=scores.per_type,
+        summary={"batches_scored": len(audited)},
+    )
+    context.add_output_metadata(
+        {
+            "status": "scored",
+            "batches_scored": len(audited),
+            **{
+                name: scores.metrics[name].value
+                for name in HEADLINE_METRICS
+                if name in scores.metrics
+            },
+            "scores": dg.MetadataValue.md(scores.headline_table()),
+            "per_type": dg.MetadataValue.md(scores.per_type.to_markdown(index=False)),
+        }
+    )
+    return scores.to_dict()

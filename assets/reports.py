@@ -1,0 +1,54 @@
+"""Reports stage: the GxP leaderboard."""
+
+import base64
+
+import dagster as dg
+import pandas as pd
+
+from resources.warehouse import WarehouseResource
+from scoring.leaderboard import build_leaderboard, leaderboard_markdown, leaderboard_plot
+from scoring.model_registry import load_model_registry
+
+
+@dg.asset(
+    group_name="reports",
+    deps=["gxp_scores"],
+    kinds={"python"},
+    automation_condition=dg.AutomationCondition.eager(),
+    code_version="1",
+)
+def gxp_leaderboard(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> pd.DataFrame:
+    """Every registered model's latest scores per split, with 95% CIs, cost and latency; the
+    warehouse rows carry the dataset hash, prompt and code versions behind each number."""
+    model_ids = [model.id for model in load_model_registry() if model.enabled]
+    scores = warehouse.client.latest_scores(model_ids=model_ids)
+    runs = warehouse.client.latest_run_summaries(model_ids=model_ids, asset_key="gxp_predictions")
+    table = build_leaderboard(model_ids, scores, runs)
+    markdown = leaderboard_markdown(table)
+    png = leaderboard_plot(table)
+    context.log.info("leaderboard:\n" + markdown)
+    image = base64.b64encode(png).decode()
+    context.add_output_metadata(
+        {
+            "leaderboard": dg.MetadataValue.md(markdown),
+            "plot": dg.MetadataValue.md(
+                f"![quality vs cost and latency](data:image/png;base64,{image})"
+            ),
+            "models": len(table),
+            "models_scored": int(table["gxp1_f1"].notna().sum()) if "gxp1_f1" in table else 0,
+            "dataset_hashes": dg.MetadataValue.json(
+                scores.groupby("split")["dataset_hash"].unique().apply(list).to_dict()
+                if len(scores)
+                else {}
+            ),
+        }
+    )
+    # CI tuples do not survive Parquet; keep them as two columns.
+    flat = table.copy()
+    for column in [c for c in flat.columns if c.endswith("_ci")]:
+        flat[column + "_low"] = flat[column].map(lambda v: v[0] if isinstance(v, tuple) else None)
+        flat[column + "_high"] = flat[column].map(lambda v: v[1] if isinstance(v, tuple) else None)
+        flat = flat.drop(columns=column)
+    return flat

@@ -1,0 +1,29 @@
+"""GxPLab Dagster definitions. Loaded by the webserver and daemon: nothing here imports torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from assets import data, evaluation, reports
+from jobs import all_jobs
+from resources.io_manager import DatasetIOManager
+from resources.llm import llm_resource
+from resources.warehouse import warehouse_resource
+from sensors.model_registry import model_registry_sensor
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+ARTIFACTS_DIR = Path(os.environ.get("GXPLAB_ARTIFACTS_DIR", PROJECT_ROOT / "var" / "artifacts"))
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([data, evaluation, reports]),
+    jobs=all_jobs,
+    sensors=[model_registry_sensor],
+    resources={
+        "io_manager": DatasetIOManager(root=str(ARTIFACTS_DIR)),
+        "llm": llm_resource(PROJECT_ROOT),
+        "warehouse": warehouse_resource(PROJECT_ROOT),
+    },
+)

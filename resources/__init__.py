@@ -1,0 +1,1 @@
+"""Dagster resources wrapping the plain clients in resources/clients/."""

@@ -1,0 +1,1 @@
+"""Plain clients for outside systems (LLM APIs, results warehouse); no Dagster import."""

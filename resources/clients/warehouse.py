@@ -1,0 +1,729 @@
+"""Results warehouse of the GxP benchmark: runs, predictions, scores and LLM calls (SQLAlchemy 2).
+
+Plain Python, no Dagster import. Every row carries its provenance (dataset hash, model id, prompt
+version, code version, Dagster run id, split), so a reviewer can trace a number to what produced it.
+The schema is owned by Alembic (`resources/warehouse_migrations/`); `Warehouse.upgrade()` brings a
+database to head and is safe to call at every start. See docs/warehouse.md.
+
+CLI: `python -m resources.clients.warehouse {upgrade,counts} [--url URL]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.pool import StaticPool
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite:///var/warehouse.sqlite"
+URL_ENV = "GXPLAB_WAREHOUSE_URL"
+CODE_VERSION_ENV = "GXPLAB_CODE_VERSION"
+RUN_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "skipped")
+PROVENANCE_FIELDS: tuple[str, ...] = (
+    "dagster_run_id", "model_id", "split", "dataset_hash", "prompt_version", "code_version",
+)  # fmt: skip
+_ID_LEN = 255  # length of every identifier column; checked up front so SQLite and PostgreSQL agree
+_CHUNK_ROWS = 5_000  # rows per executemany: bounds memory of one round trip for ~100k predictions
+# From this many rows a table is loaded with COPY on PostgreSQL: measured on 100k predictions,
+# COPY took ~1 s where executemany (SQLAlchemy's insertmanyvalues) took ~5.5 s.
+_COPY_MIN_ROWS = 1_000
+_COPY_CHUNK_ROWS = 20_000
+_MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "warehouse_migrations"
+# Key of the PostgreSQL advisory lock that serialises concurrent upgrade() calls (several Dagster
+# step processes may start at once on a fresh database).
+_UPGRADE_LOCK_KEY = zlib.crc32(b"gxplab.warehouse.upgrade")
+
+# --- schema (the migrations in resources/warehouse_migrations/ must create exactly this) ---------
+METADATA = MetaData()
+# BIGINT on PostgreSQL (predictions grow by ~100k rows per run); SQLite autoincrements only INTEGER.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _provenance_columns() -> list[Column]:
+    return [Column(name, String(_ID_LEN), nullable=False) for name in PROVENANCE_FIELDS]
+
+
+def _run_fk(table: str) -> Column:
+    fk = ForeignKey("benchmark_runs.id", ondelete="CASCADE", name=f"fk_{table}_run_id")
+    return Column("run_id", _ID, fk, nullable=False)
+
+
+BENCHMARK_RUNS = Table(
+    "benchmark_runs",
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    *_provenance_columns(),
+    Column("asset_key", String(_ID_LEN), nullable=False),
+    Column("partition_key", String(_ID_LEN), nullable=False),  # "" when unpartitioned
+    Column("status", String(16), nullable=False),
+    Column("detail", Text),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("summary", JSON),
+    UniqueConstraint("dagster_run_id", "asset_key", "partition_key", name="uq_benchmark_runs_step"),
+    CheckConstraint(
+        "status IN ('running', 'succeeded', 'failed', 'skipped')", name="ck_benchmark_runs_status"
+    ),
+    Index("ix_benchmark_runs_model_split", "model_id", "split", "status"),
+)
+PREDICTIONS = Table(
+    "predictions",
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    _run_fk("predictions"),
+    *_provenance_columns(),
+    Column("batch_id", Text, nullable=False),
+    # Text, not String(n): these come from model output and may be arbitrarily long.
+    Column("record_id", Text),
+    Column("deviation_type", Text),
+    Column("field", Text),
+    Column("evidence", Text),
+    Column("valid_output", Boolean, nullable=False),
+    Index("ix_predictions_run_id", "run_id"),
+    Index("ix_predictions_model_split", "model_id", "split"),
+)
+SCORES = Table(
+    "scores",
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    _run_fk("scores"),
+    *_provenance_columns(),
+    Column("metric", String(_ID_LEN), nullable=False),
+    Column("value", Float),
+    Column("ci_low", Float),
+    Column("ci_high", Float),
+    Column("n", Integer),
+    UniqueConstraint("run_id", "metric", name="uq_scores_run_metric"),
+    Index("ix_scores_model_split_metric", "model_id", "split", "metric"),
+)
+SCORE_DETAILS = Table(
+    "score_details",
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    _run_fk("score_details"),
+    *_provenance_columns(),
+    Column("deviation_type", String(_ID_LEN), nullable=False),
+    Column("support", Integer, nullable=False),
+    Column("tp", Integer, nullable=False),
+    Column("fp", Integer, nullable=False),
+    Column("fn", Integer, nullable=False),
+    Column("precision", Float),
+    Column("recall", Float),
+    Column("f1", Float),
+    UniqueConstraint("run_id", "deviation_type", name="uq_score_details_run_type"),
+)
+LLM_CALLS = Table(
+    "llm_calls",
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    _run_fk("llm_calls"),
+    *_provenance_columns(),
+    # Text throughout: values come from the LLM client and provider, with no fixed length.
+    Column("request_id", Text, nullable=False),  # the audited batch_id
+    Column("litellm_model", Text),
+    Column("cache_key", Text),
+    Column("cached", Boolean),
+    Column("attempts", Integer),
+    Column("status", Text, nullable=False),
+    Column("error", Text),
+    Column("latency_s", Float),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("cost_usd", Float),
+    Column("cost_source", Text),
+    Column("response_text", Text),
+    Index("ix_llm_calls_run_id", "run_id"),
+    Index("ix_llm_calls_cache_key", "cache_key"),
+)
+_CHILD_TABLES = (PREDICTIONS, SCORES, SCORE_DETAILS, LLM_CALLS)
+TABLES = (BENCHMARK_RUNS, *_CHILD_TABLES)
+
+LATEST_SCORE_COLUMNS: tuple[str, ...] = (
+    "model_id", "split", "metric", "value", "ci_low", "ci_high", "n", "dataset_hash",
+    "prompt_version", "code_version", "dagster_run_id", "finished_at",
+)  # fmt: skip
+RUN_SUMMARY_COLUMNS: tuple[str, ...] = (
+    "model_id", "split", "status", "detail", "summary", "asset_key", "partition_key",
+    "dagster_run_id", "dataset_hash", "prompt_version", "code_version", "started_at",
+    "finished_at",
+)  # fmt: skip
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse problem whose message is safe to log (never holds the URL's password)."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced a result; copied onto every warehouse row."""
+
+    dagster_run_id: str
+    model_id: str
+    split: str
+    dataset_hash: str
+    prompt_version: str
+    code_version: str
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"Provenance.{f.name} must be a non-empty string, got {value!r}")
+            if len(value) > _ID_LEN:
+                raise ValueError(f"Provenance.{f.name} is longer than {_ID_LEN} characters")
+
+
+# --- URLs, secrets, code version ---------------------------------------------------------------
+def _parse_url(url: str | URL) -> URL:
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        # The parser's message echoes the whole string, password included.
+        raise WarehouseError("invalid warehouse URL (not shown: it may hold a password)") from None
+    # SQLAlchemy would pick psycopg2 anyway today, but say so: it is the driver that is installed.
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
+def redact_url(url: str | URL) -> str:
+    """The URL with its password masked as ***, safe for logs and messages."""
+    return _parse_url(url).render_as_string(hide_password=True)
+
+
+def _scrub(message: str, url: URL) -> str:
+    if url.password:
+        message = message.replace(str(url.password), "***")
+    return message
+
+
+def code_version() -> str:
+    """Git sha of this checkout (+dirty with uncommitted changes), else $GXPLAB_CODE_VERSION, else
+    "unknown"."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        sha = _git(repo, "rev-parse", "HEAD")
+        if sha:
+            return f"{sha}+dirty" if _git(repo, "status", "--porcelain") else sha
+    except (OSError, subprocess.SubprocessError):
+        pass  # no git binary or not a checkout (installed package, container image): fall back
+    return os.environ.get(CODE_VERSION_ENV) or "unknown"
+
+
+def _git(repo: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=True
+    )
+    return out.stdout.strip()
+
+
+# --- input conversion (all checks happen before the database is touched) ------------------------
+def _scalar(value: Any) -> Any:
+    """Plain Python value for a driver: numpy scalars unboxed, NaN/NA as None."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """JSON-safe copy of a summary: NaN/inf become null (PostgreSQL's JSON rejects them)."""
+    value = _scalar(value) if not isinstance(value, dict | list | tuple) else value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, datetime | Path):
+        return str(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise ValueError(f"{where}: {type(value).__name__} is not JSON-serialisable")
+
+
+def _frame_rows(df: pd.DataFrame, name: str, required: Sequence[str], optional: Sequence[str] = ()):
+    """Rows of `df` restricted to the given columns as plain dicts; extra columns are ignored."""
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing}; has {list(df.columns)}")
+    frame = df.reindex(columns=[*required, *optional]).astype(object)
+    frame = frame.where(frame.notna(), None)
+    return [{k: _scalar(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _where(name: str, i: int, row: dict) -> str:
+    ident = ", ".join(f"{k}={row[k]!r}" for k in ("record_id", "batch_id") if row.get(k))
+    return f"{name} row {i}" + (f" ({ident})" if ident else "")
+
+
+def _prediction_rows(df: pd.DataFrame, prov: Provenance) -> list[dict]:
+    rows = _frame_rows(
+        df,
+        "predictions",
+        ("batch_id", "record_id", "deviation_type", "valid_output"),
+        ("field", "evidence", "model_id", "split"),
+    )
+    for i, row in enumerate(rows):
+        for col in ("model_id", "split"):  # contract columns that repeat the provenance
+            value = row.pop(col)
+            if value is not None and value != getattr(prov, col):
+                raise ValueError(
+                    f"{_where('predictions', i, row)}: field {col}={value!r} differs from "
+                    f"provenance {col}={getattr(prov, col)!r}"
+                )
+        if row["batch_id"] is None:
+            raise ValueError(f"{_where('predictions', i, row)}: field batch_id is empty")
+        if row["valid_output"] not in (True, False):
+            raise ValueError(
+                f"{_where('predictions', i, row)}: field valid_output must be true or false, "
+                f"got {row['valid_output']!r}"
+            )
+        row["valid_output"] = bool(row["valid_output"])
+    return rows
+
+
+_SCORE_KEYS = ("metric", "value", "ci_low", "ci_high", "n")
+_PER_TYPE_KEYS = ("deviation_type", "support", "tp", "fp", "fn", "precision", "recall", "f1")
+_LLM_CALL_COLUMNS = tuple(
+    c.name for c in LLM_CALLS.columns if c.name not in {"id", "run_id", *PROVENANCE_FIELDS}
+)
+
+
+def _score_rows(scores: Iterable[dict]) -> list[dict]:
+    rows = []
+    for i, score in enumerate(scores):
+        unknown = sorted(set(score) - set(_SCORE_KEYS))
+        if unknown or "metric" not in score or "value" not in score:
+            raise ValueError(
+                f"scores[{i}] ({score.get('metric')!r}): needs keys metric and value, may have "
+                f"ci_low, ci_high, n; unknown key(s) {unknown}"
+            )
+        row = {k: _scalar(score.get(k)) for k in _SCORE_KEYS}
+        if not isinstance(row["metric"], str) or not row["metric"]:
+            raise ValueError(f"scores[{i}]: field metric must be a non-empty string")
+        rows.append(row)
+    return rows
+
+
+def _per_type_rows(df: pd.DataFrame) -> list[dict]:
+    rows = _frame_rows(df, "per_type", _PER_TYPE_KEYS)
+    for i, row in enumerate(rows):
+        for col in ("deviation_type", "support", "tp", "fp", "fn"):
+            if row[col] is None:
+                raise ValueError(
+                    f"per_type row {i} ({row['deviation_type']!r}): field {col} is empty"
+                )
+    return rows
+
+
+def _llm_call_rows(calls: Iterable[dict], prov: Provenance) -> list[dict]:
+    rows = []
+    for i, call in enumerate(calls):
+        model_id = call.get("model_id")
+        if model_id is not None and model_id != prov.model_id:
+            raise ValueError(
+                f"llm_calls[{i}] (request_id={call.get('request_id')!r}): field model_id="
+                f"{model_id!r} differs from provenance model_id={prov.model_id!r}"
+            )
+        row = {k: _scalar(call.get(k)) for k in _LLM_CALL_COLUMNS}
+        if row["response_text"] is None:  # LLMCallResult.to_dict() names the response `text`
+            row["response_text"] = _scalar(call.get("text"))
+        for col in ("request_id", "status"):
+            if row[col] is None:
+                raise ValueError(f"llm_calls[{i}]: field {col} is missing or empty")
+        rows.append(row)
+    return rows
+
+
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware, got {value!r}")
+    return None if value is None else value.astimezone(UTC)
+
+
+def _as_list(values: str | Iterable[str] | None) -> list[str] | None:
+    return [values] if isinstance(values, str) else None if values is None else list(values)
+
+
+def _chunks(rows: list[dict], size: int) -> Iterator[list[dict]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+# --- Alembic ------------------------------------------------------------------------------------
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+    """Alembic configuration built in code (no alembic.ini); pass a connection to run on it."""
+    config = Config()
+    # ConfigParser interpolates '%', so escape it in paths and URLs.
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR).replace("%", "%%"))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+# --- the warehouse ------------------------------------------------------------------------------
+class Warehouse:
+    """Writer and reader of the results warehouse at any SQLAlchemy URL."""
+
+    def __init__(self, url: str | URL, *, echo: bool = False) -> None:
+        self._url = _parse_url(url)
+        self._engine = self._create_engine(echo)
+        self._schema_checked = False
+
+    def __repr__(self) -> str:
+        return f"Warehouse({self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """The URL with its password masked."""
+        return self._url.render_as_string(hide_password=True)
+
+    def _create_engine(self, echo: bool) -> Engine:
+        url, kwargs = self._url, {"echo": echo}
+        if url.get_backend_name() == "sqlite":
+            if url.database in (None, "", ":memory:"):
+                # One shared connection, otherwise each connection sees its own empty database.
+                kwargs |= {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+            else:
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        elif url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+            kwargs |= {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+        engine = create_engine(url, **kwargs)
+        if url.get_backend_name() == "sqlite":
+            event.listen(engine, "connect", _sqlite_foreign_keys)
+        return engine
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._engine.dispose()
+
+    def _connect(self) -> Connection:
+        try:
+            return self._engine.connect()
+        except DBAPIError as exc:
+            reason = _scrub(str(exc.orig).strip(), self._url)
+            # `from None`: the chained driver error is not needed and is not ours to scrub.
+            raise WarehouseError(
+                f"cannot connect to the warehouse at {self.url}: {reason}"
+            ) from None
+
+    def _head(self) -> str:
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert head is not None, f"no migrations in {_MIGRATIONS_DIR}"
+        return head
+
+    def upgrade(self) -> str:
+        """Migrate the schema to head (a no-op when there); returns the revision."""
+        with self._connect() as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                # Concurrent starters wait here instead of racing to CREATE the same tables.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
+            command.upgrade(alembic_config(conn), "head")
+            revision = MigrationContext.configure(conn).get_current_revision()
+        log.info("warehouse %s at schema revision %s", self.url, revision)
+        self._schema_checked = True
+        return str(revision)
+
+    def _check_schema(self, conn: Connection) -> None:
+        if self._schema_checked:
+            return
+        current, head = MigrationContext.configure(conn).get_current_revision(), self._head()
+        if current != head:
+            raise WarehouseError(
+                f"warehouse {self.url} is at schema revision {current}, this code needs {head}: "
+                "run `python -m resources.clients.warehouse upgrade` or Warehouse.upgrade()"
+            )
+        self._schema_checked = True
+
+    def record_run(
+        self,
+        prov: Provenance,
+        *,
+        asset_key: str,
+        partition_key: str | None,
+        status: str,
+        detail: str | None = None,
+        summary: dict | None = None,
+        predictions: pd.DataFrame | None = None,
+        scores: list[dict] | None = None,
+        per_type: pd.DataFrame | None = None,
+        llm_calls: list[dict] | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+    ) -> int:
+        """Write one run and its rows in one transaction; returns the run id.
+
+        Idempotent per (dagster_run_id, asset_key, partition_key): recording the same step again
+        replaces that run's rows and keeps its id. started_at defaults to the first recording's
+        time, finished_at to now unless status is "running".
+        """
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
+        children = {
+            PREDICTIONS: _prediction_rows(predictions, prov) if predictions is not None else [],
+            SCORES: _score_rows(scores or []),
+            SCORE_DETAILS: _per_type_rows(per_type) if per_type is not None else [],
+            LLM_CALLS: _llm_call_rows(llm_calls or [], prov),
+        }
+        now, started_at = datetime.now(UTC), _utc(started_at, "started_at")
+        run = {
+            **asdict(prov),
+            "asset_key": asset_key,
+            "partition_key": partition_key or "",
+            "status": status,
+            "detail": detail,
+            "summary": _jsonable(summary, "summary") if summary is not None else None,
+            "finished_at": _utc(finished_at, "finished_at")
+            or (None if status == "running" else now),
+        }
+        key = (
+            (BENCHMARK_RUNS.c.dagster_run_id == prov.dagster_run_id)
+            & (BENCHMARK_RUNS.c.asset_key == asset_key)
+            & (BENCHMARK_RUNS.c.partition_key == run["partition_key"])
+        )
+        with self._connect() as conn, conn.begin():
+            self._check_schema(conn)
+            old = conn.execute(select(BENCHMARK_RUNS.c.id, BENCHMARK_RUNS.c.started_at).where(key))
+            old = old.first()
+            run["started_at"] = started_at or (old.started_at if old else now)
+            if old is None:
+                run_id = conn.execute(insert(BENCHMARK_RUNS).values(run)).inserted_primary_key[0]
+            else:
+                run_id = old.id
+                for table in _CHILD_TABLES:
+                    conn.execute(delete(table).where(table.c.run_id == run_id))
+                conn.execute(
+                    update(BENCHMARK_RUNS).where(BENCHMARK_RUNS.c.id == run_id).values(run)
+                )
+            stamp = {"run_id": run_id, **asdict(prov)}
+            for table, rows in children.items():
+                _insert_rows(conn, table, [{**stamp, **row} for row in rows])
+        log.info(
+            "warehouse: run %s %s[%s] %s/%s %s (%s)",
+            run_id,
+            asset_key,
+            run["partition_key"],
+            prov.model_id,
+            prov.split,
+            status,
+            ", ".join(f"{t.name}={len(r)}" for t, r in children.items()),
+        )
+        return int(run_id)
+
+    def _query(self, stmt, columns: Sequence[str]) -> pd.DataFrame:
+        with self._connect() as conn:
+            self._check_schema(conn)
+            rows = conn.execute(stmt).mappings().all()
+        df = pd.DataFrame([dict(r) for r in rows], columns=list(columns))
+        for col in ("started_at", "finished_at"):
+            if col in df.columns:  # SQLite hands back naive datetimes; they were written in UTC
+                df[col] = pd.to_datetime(df[col], utc=True)
+        return df
+
+    @staticmethod
+    def _filters(model_ids, splits) -> list:
+        runs, out = BENCHMARK_RUNS.c, []
+        if (models := _as_list(model_ids)) is not None:
+            out.append(runs.model_id.in_(models))
+        if (split_list := _as_list(splits)) is not None:
+            out.append(runs.split.in_(split_list))
+        return out
+
+    def latest_scores(
+        self,
+        model_ids: str | Iterable[str] | None = None,
+        splits: str | Iterable[str] | None = None,
+    ) -> pd.DataFrame:
+        """Metrics of the most recent succeeded run that wrote scores, per (model_id, split)."""
+        runs = BENCHMARK_RUNS.c
+        rank = func.row_number().over(
+            partition_by=(runs.model_id, runs.split),
+            order_by=(runs.finished_at.desc(), runs.id.desc()),
+        )
+        latest = (
+            select(runs.id, rank.label("rank"))
+            .where(runs.status == "succeeded", exists().where(SCORES.c.run_id == runs.id))
+            .where(*self._filters(model_ids, splits))
+            .subquery()
+        )
+        stmt = (
+            select(*(SCORES.c[c] for c in LATEST_SCORE_COLUMNS[:-1]), runs.finished_at)
+            .join(BENCHMARK_RUNS, runs.id == SCORES.c.run_id)
+            .join(latest, (latest.c.id == SCORES.c.run_id) & (latest.c.rank == 1))
+            .order_by(SCORES.c.model_id, SCORES.c.split, SCORES.c.metric)
+        )
+        return self._query(stmt, LATEST_SCORE_COLUMNS)
+
+    def latest_run_summaries(
+        self,
+        model_ids: str | Iterable[str] | None = None,
+        splits: str | Iterable[str] | None = None,
+        *,
+        asset_key: str | None = None,
+    ) -> pd.DataFrame:
+        """Status, summary and detail of the latest run of any status per (model_id, split)."""
+        runs = BENCHMARK_RUNS.c
+        when = func.coalesce(runs.finished_at, runs.started_at)
+        rank = func.row_number().over(
+            partition_by=(runs.model_id, runs.split), order_by=(when.desc(), runs.id.desc())
+        )
+        filters = self._filters(model_ids, splits)
+        if asset_key is not None:
+            filters.append(runs.asset_key == asset_key)
+        latest = select(BENCHMARK_RUNS, rank.label("rank")).where(*filters).subquery()
+        stmt = (
+            select(*(latest.c[c] for c in RUN_SUMMARY_COLUMNS))
+            .where(latest.c.rank == 1)
+            .order_by(latest.c.model_id, latest.c.split)
+        )
+        return self._query(stmt, RUN_SUMMARY_COLUMNS)
+
+    def table_counts(self) -> dict[str, int]:
+        """Row count of every warehouse table."""
+        with self._connect() as conn:
+            self._check_schema(conn)
+            return {
+                t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+                for t in TABLES
+            }
+
+
+def _insert_rows(conn: Connection, table: Table, rows: list[dict]) -> None:
+    if conn.dialect.name == "postgresql" and len(rows) >= _COPY_MIN_ROWS:
+        for chunk in _chunks(rows, _COPY_CHUNK_ROWS):
+            _copy_rows(conn, table, chunk)
+        return
+    for chunk in _chunks(rows, _CHUNK_ROWS):
+        conn.execute(insert(table), chunk)
+
+
+def _copy_text(value: Any) -> str:
+    """One value in PostgreSQL's COPY text format (NULL is \\N; backslash escapes)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return (
+        str(value)
+        .replace("\\", "\\\\")
+        .replace("\t", "\\t")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+    )
+
+
+def _copy_rows(conn: Connection, table: Table, rows: list[dict]) -> None:
+    """COPY rows into table on the connection's open transaction (psycopg2)."""
+    columns = list(rows[0])
+    quote = conn.dialect.identifier_preparer
+    sql = "COPY {} ({}) FROM STDIN".format(
+        quote.format_table(table), ", ".join(quote.quote(c) for c in columns)
+    )
+    data = io.StringIO("".join("\t".join(_copy_text(r[c]) for c in columns) + "\n" for r in rows))
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.copy_expert(sql, data)
+    finally:
+        cursor.close()
+
+
+def _sqlite_foreign_keys(dbapi_connection, _record) -> None:
+    # SQLite ignores FOREIGN KEY clauses unless asked, per connection.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m resources.clients.warehouse",
+        description="Results warehouse of the GxP benchmark (see docs/warehouse.md).",
+    )
+    parser.add_argument(
+        "action",
+        choices=("upgrade", "counts"),
+        help="upgrade: migrate the schema to head; counts: rows per table",
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        help=f"SQLAlchemy URL (default: ${URL_ENV}, else {DEFAULT_URL})",
+    )
+    parser.add_argument("--json", action="store_true", help="print counts as JSON")
+    args = parser.parse_args(argv)
+    try:
+        warehouse = Warehouse(args.url)
+        try:
+            if args.action == "upgrade":
+                print(f"{warehouse.url}: schema revision {warehouse.upgrade()}")
+            else:
+                counts = warehouse.table_counts()
+                if args.json:
+                    print(json.dumps(counts))
+                else:
+                    print("\n".join(f"{name:<16} {n:>10}" for name, n in counts.items()))
+        finally:
+            warehouse.close()
+    except WarehouseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Alembic migrations of the results warehouse; run by resources.clients.warehouse."""

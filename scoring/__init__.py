@@ -1,0 +1,1 @@
+"""Plain-Python scoring: GxP metrics, reference auditor, statistics, prompts (no Dagster import)."""

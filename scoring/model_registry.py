@@ -1,0 +1,171 @@
+"""The candidate-model registry (configs/models.yaml): one entry per model the benchmark can run.
+
+The registry holds environment variable NAMES only. Secret values are read from the environment at
+call time by the LLM client and never stored in a `CandidateModel`, so its repr is safe to log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+KINDS = ("rule_based", "litellm")
+RESPONSE_FORMATS = ("json_schema", "json_object", "none")
+ID_PATTERN = re.compile(r"^[a-z0-9_.-]+$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_ENV_FIELDS = ("api_base_env", "api_key_env", "model_name_env")
+_FIELDS = frozenset({"id", "kind", "litellm_model", "required_env", "api_base", "description",
+                     "response_format", "temperature", "max_tokens", "timeout_s", "max_concurrency",
+                     "rpm", "enabled", *_ENV_FIELDS})
+
+
+@dataclass(frozen=True)
+class CandidateModel:
+    """One candidate model of the benchmark."""
+
+    id: str
+    kind: str
+    litellm_model: str | None = None
+    required_env: tuple[str, ...] = ()
+    api_base: str | None = None
+    api_base_env: str | None = None
+    api_key_env: str | None = None
+    model_name_env: str | None = None
+    response_format: str = "json_object"
+    temperature: float = 0.0
+    max_tokens: int = 4096
+    timeout_s: float | None = None
+    max_concurrency: int | None = None
+    rpm: float | None = None
+    description: str = ""
+    enabled: bool = True
+
+
+def load_model_registry(path: Path | str | None = None) -> list[CandidateModel]:
+    """Load and check configs/models.yaml (or another registry file)."""
+    path = Path(path) if path else CONFIG_DIR / "models.yaml"
+    with path.open(encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle)
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), list) or not raw["models"]:
+        raise ValueError(f"{path}: expected a mapping with a non-empty 'models' list")
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, dict) or set(defaults) - _FIELDS:
+        raise ValueError(f"{path}: 'defaults' must be a mapping of entry fields, "
+                         f"unknown: {sorted(set(defaults) - _FIELDS)}")
+    models: list[CandidateModel] = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(raw["models"]):
+        model = parse_model_entry(entry, defaults, f"{path}: models[{index}]")
+        if model.id in seen:
+            raise ValueError(f"{path}: models[{index}] field 'id': duplicate id {model.id!r} "
+                             f"(first used by models[{seen[model.id]}])")
+        seen[model.id] = index
+        models.append(model)
+    return models
+
+
+def parse_model_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> CandidateModel:
+    """One registry entry -> CandidateModel; errors name `where`, the id and the field."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(entry).__name__}")
+    model_id = entry.get("id")
+    if not isinstance(model_id, str) or not ID_PATTERN.match(model_id):
+        raise ValueError(f"{where} field 'id': {model_id!r} must match {ID_PATTERN.pattern}")
+    where = f"{where} (id {model_id!r})"
+    unknown = set(entry) - _FIELDS
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; allowed {sorted(_FIELDS)}")
+    kind = entry.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"{where} field 'kind': {kind!r} is not one of {KINDS}")
+    if kind == "rule_based":
+        return CandidateModel(id=model_id, kind=kind, description=str(entry.get("description", "")),
+                              enabled=_bool(entry.get("enabled", True), where, "enabled"))
+    merged = {**defaults, **entry}
+
+    def field(name: str, check: Any, problem: str, default: Any = None) -> Any:
+        value = merged.get(name, default)
+        if value is not None and not check(value):
+            raise ValueError(f"{where} field {name!r}: {value!r} {problem}")
+        return value
+
+    litellm_model = field("litellm_model", lambda v: isinstance(v, str) and "/" in v,
+                          "must be a '<provider>/<model>' string")
+    if litellm_model is None:
+        raise ValueError(f"{where} field 'litellm_model': required for kind litellm")
+    required_env = field("required_env", lambda v: isinstance(v, list), "must be a list", [])
+    for name in (*required_env, *(merged.get(key) for key in _ENV_FIELDS)):
+        if name is not None and not (isinstance(name, str) and ENV_NAME_PATTERN.match(name)):
+            # Catches a secret pasted where a variable name belongs, without echoing it.
+            raise ValueError(f"{where}: required_env/*_env fields must hold environment variable "
+                             f"NAMES matching {ENV_NAME_PATTERN.pattern}; got a non-name value")
+    return CandidateModel(
+        id=model_id, kind=kind, litellm_model=litellm_model, required_env=tuple(required_env),
+        api_base=field("api_base", lambda v: isinstance(v, str) and "://" in v, "must be a URL"),
+        api_base_env=merged.get("api_base_env"), api_key_env=merged.get("api_key_env"),
+        model_name_env=merged.get("model_name_env"),
+        response_format=field("response_format", lambda v: v in RESPONSE_FORMATS,
+                              f"is not one of {RESPONSE_FORMATS}", "json_object"),
+        temperature=float(field("temperature", lambda v: number(v) or v == 0, "must be >= 0", 0)),
+        max_tokens=field("max_tokens", lambda v: number(v) and isinstance(v, int),
+                         "must be a positive integer", 4096),
+        timeout_s=field("timeout_s", number, "must be a positive number"),
+        max_concurrency=field("max_concurrency", lambda v: number(v) and isinstance(v, int),
+                              "must be a positive integer"),
+        rpm=field("rpm", number, "must be a positive number"),
+        description=str(merged.get("description", "")),
+        enabled=_bool(merged.get("enabled", True), where, "enabled"),
+    )
+
+
+def model_availability(model: CandidateModel,
+                       environ: Mapping[str, str] = os.environ) -> tuple[bool, str]:
+    """Whether `model` can run with this environment, and why not (e.g. a missing key)."""
+    if not model.enabled:
+        return False, "skipped: disabled in the model registry (enabled: false)"
+    if model.kind == "rule_based":
+        return True, "available: rule-based, runs locally"
+    needed = list(model.required_env)
+    if model.api_base_env and not model.api_base and model.api_base_env not in needed:
+        needed.append(model.api_base_env)
+    missing = [name for name in needed if not environ.get(name, "").strip()]
+    if len(missing) == 1:
+        return False, f"skipped: environment variable {missing[0]} is not set"
+    if missing:
+        return False, f"skipped: environment variables {', '.join(missing)} are not set"
+    return True, "available"
+
+
+def resolve_litellm_model(model: CandidateModel, environ: Mapping[str, str] = os.environ) -> str:
+    """The litellm model string, with the model name from `model_name_env` when that is set."""
+    if model.litellm_model is None:
+        raise ValueError(f"model {model.id!r} (kind {model.kind}) has no litellm_model")
+    name = environ.get(model.model_name_env, "").strip() if model.model_name_env else ""
+    if not name:
+        return model.litellm_model
+    provider = model.litellm_model.split("/", 1)[0]
+    return name if name.startswith(f"{provider}/") else f"{provider}/{name}"
+
+
+def resolve_api_base(model: CandidateModel, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The API base URL: `api_base_env`'s value when set, else `api_base`."""
+    from_env = environ.get(model.api_base_env, "").strip() if model.api_base_env else ""
+    return from_env or model.api_base
+
+
+def number(value: Any) -> bool:
+    """A positive int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _bool(value: Any, where: str, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where} field {name!r}: {value!r} must be true or false")
+    return value

@@ -1,0 +1,1 @@
+"""Sensors: model registry (more arrive with the orchestration issue)."""

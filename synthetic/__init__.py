@@ -1,0 +1,1 @@
+"""Seeded synthetic data generators (plain Python, no Dagster import)."""

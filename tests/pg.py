@@ -1,0 +1,88 @@
+"""PostgreSQL test helpers: a throw-away database per test session and a fresh schema per test.
+
+The server is $GXPLAB_TEST_PG_URL, default postgresql+psycopg2://postgres@127.0.0.1:5432/test.
+Use the fixtures in any test module (tests/conftest.py registers this plugin) and mark the tests
+`@pytest.mark.postgres`. When the server cannot be reached the tests skip with the reason, or FAIL
+when $CI is set (CI must not silently lose its PostgreSQL coverage).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import NoReturn
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+
+PG_URL_ENV = "GXPLAB_TEST_PG_URL"
+DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def admin_url() -> URL:
+    """The server URL from the environment, with the psycopg2 driver named explicitly."""
+    url = make_url(os.environ.get(PG_URL_ENV) or DEFAULT_PG_URL)
+    return url.set(drivername="postgresql+psycopg2") if url.drivername == "postgresql" else url
+
+
+def _unavailable(reason: str) -> NoReturn:
+    message = f"PostgreSQL tests need a server: {reason} (set {PG_URL_ENV})"
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _as_string(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[URL]:
+    """URL of a uniquely named database created for this session and dropped after it.
+
+    A role without CREATEDB gets the configured database itself; tests still stay apart because
+    each one works in its own schema (see `pg_url`).
+    """
+    url = admin_url()
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    try:
+        conn = engine.connect()
+    except DBAPIError as exc:
+        engine.dispose()
+        redacted = url.render_as_string(hide_password=True)
+        _unavailable(f"cannot connect to {redacted}: {str(exc.orig).strip().splitlines()[0]}")
+    name = f"gxplab_test_{uuid.uuid4().hex[:12]}"
+    try:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except ProgrammingError:  # no CREATEDB privilege
+        name = None
+    try:
+        yield url if name is None else url.set(database=name)
+    finally:
+        if name is not None:
+            # Pooled connections of the code under test may still be open: end them first.
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.close()
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_database: URL) -> Iterator[str]:
+    """URL (as a string) whose search_path is a fresh schema in the session database."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(pg_database, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _as_string(pg_database.update_query_dict({"options": f"-csearch_path={schema}"}))
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()

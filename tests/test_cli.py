@@ -1,0 +1,94 @@
+"""The command line as a user runs it: `gxplab benchmark`, then a `dagster job backfill`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SPLITS = ("control_clean", "control_faulty")
+
+
+@pytest.fixture
+def cli_env(tmp_path):
+    home = tmp_path / "dagster_home"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "GXPLAB_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "GXPLAB_WAREHOUSE_URL": f"sqlite:///{tmp_path / 'warehouse.sqlite'}",
+        "GXPLAB_LLM_CACHE_DIR": str(tmp_path / "llm_cache"),
+    }
+    env.pop("GXPLAB_DAGSTER_PG_URL", None)
+    return env
+
+
+def run(args: list[str], env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_help_explains_the_commands():
+    result = subprocess.run([str(BIN / "gxplab"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("init-instance", "sync-models", "benchmark", "leaderboard"):
+        assert command in result.stdout
+
+
+def test_benchmark_then_cli_backfill(cli_env):
+    gxplab = str(BIN / "gxplab")
+    run([gxplab, "init-instance"], cli_env)
+    assert "DefaultRunCoordinator" in (Path(cli_env["DAGSTER_HOME"]) / "dagster.yaml").read_text()
+    result = run(
+        [gxplab, "benchmark", "--models", "reference_auditor", "gpt-4o", "--splits", *SPLITS],
+        cli_env,
+    )
+    row = next(line for line in result.stdout.splitlines() if "| reference_auditor |" in line)
+    assert "1.000 [1.00, 1.00]" in row and "audited 2/5 splits" in row  # control_faulty recall
+    assert "skipped: environment variable OPENAI_API_KEY is not set" in result.stdout
+
+    partitions = ",".join(f"reference_auditor|{split}" for split in SPLITS)
+    run(
+        [
+            str(BIN / "dagster"),
+            "job",
+            "backfill",
+            "-w",
+            "workspace.yaml",
+            "-j",
+            "gxp_evaluation_job",
+            "--partitions",
+            partitions,
+            "--noprompt",
+        ],
+        cli_env,
+    )
+
+    os.environ["DAGSTER_HOME"], previous = cli_env["DAGSTER_HOME"], os.environ.get("DAGSTER_HOME")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            backfills = instance.get_backfills()
+            assert len(backfills) == 1
+            runs = instance.get_runs(
+                dg.RunsFilter(tags={"dagster/backfill": backfills[0].backfill_id})
+            )
+            assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(
+                partitions.split(",")
+            )
+            assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME")
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+    shutil.rmtree(cli_env["DAGSTER_HOME"], ignore_errors=True)

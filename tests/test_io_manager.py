@@ -1,0 +1,76 @@
+"""DatasetIOManager round trips and the artifact store's path safety."""
+
+from __future__ import annotations
+
+import hashlib
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from resources.clients.artifacts import ArtifactStore
+from resources.io_manager import DatasetIOManager
+from synthetic.jsonl import dumps_jsonl
+
+split_partitions = dg.StaticPartitionsDefinition(["benchmark", "train"])
+
+
+@dg.asset(partitions_def=split_partitions)
+def records_asset(context: dg.AssetExecutionContext) -> list[dict]:
+    return [{"record_id": f"R-{context.partition_key}-1", "batch_id": "B1", "qty": 1.5}]
+
+
+@dg.asset(partitions_def=split_partitions)
+def frame_asset(records_asset: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(records_asset)
+
+
+@dg.asset(partitions_def=split_partitions)
+def summary_asset(frame_asset: pd.DataFrame) -> dict:
+    return {"rows": len(frame_asset), "ids": list(frame_asset["record_id"])}
+
+
+def test_round_trip_and_metadata(tmp_path):
+    io_manager = DatasetIOManager(root=str(tmp_path))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [records_asset, frame_asset, summary_asset],
+            partition_key="train",
+            resources={"io_manager": io_manager},
+            instance=instance,
+        )
+    assert result.success
+    assert result.output_for_node("summary_asset") == {"rows": 1, "ids": ["R-train-1"]}
+    stored = tmp_path / "records_asset" / "train.jsonl"
+    expected = dumps_jsonl([{"record_id": "R-train-1", "batch_id": "B1", "qty": 1.5}])
+    assert stored.read_bytes() == expected
+    event = result.asset_materializations_for_node("records_asset")[0]
+    assert event.metadata["artifact_sha256"].value == hashlib.sha256(expected).hexdigest()
+    assert event.metadata["rows"].value == 1
+    assert (tmp_path / "frame_asset" / "train.parquet").exists()
+    assert (tmp_path / "summary_asset" / "train.json").exists()
+
+
+def test_missing_upstream_names_asset_and_partition(tmp_path):
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [records_asset, frame_asset],
+            selection=[frame_asset],
+            partition_key="benchmark",
+            resources={"io_manager": DatasetIOManager(root=str(tmp_path))},
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = str(failure.step_failure_data.error.message)
+    assert "records_asset" in message and "benchmark" in message
+
+
+def test_artifact_keys_cannot_escape_root(tmp_path):
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(ValueError, match="inside the store"):
+        store.path_for("../outside.txt")
+    digest = store.write_bytes("a/b.bin", b"abc")
+    assert digest == hashlib.sha256(b"abc").hexdigest()
+    assert store.read_bytes("a/b.bin") == b"abc"

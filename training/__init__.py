@@ -1,0 +1,1 @@
+"""Plain-Python training code (issue 3); no Dagster import."""

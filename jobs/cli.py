@@ -131,6 +131,9 @@ def benchmark(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - started
     print(f"\nMaterialization took {elapsed:.0f} s.\n")
+    from definitions import ARTIFACTS_DIR
+
+    args.plot = ARTIFACTS_DIR / "gxp_leaderboard" / "leaderboard.png"
     print_leaderboard(args)
     print(
         "\nOpen the Dagster UI with `make ui`, then http://127.0.0.1:3000 "
@@ -142,10 +145,10 @@ def benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_leaderboard(_: argparse.Namespace) -> int:
+def print_leaderboard(args: argparse.Namespace) -> int:
     """Print the leaderboard from the latest scores in the results warehouse."""
     from definitions import defs
-    from scoring.leaderboard import build_leaderboard, leaderboard_markdown
+    from scoring.leaderboard import build_leaderboard, leaderboard_markdown, leaderboard_plot
     from scoring.model_registry import load_model_registry
 
     warehouse = defs.resources["warehouse"].client
@@ -157,6 +160,10 @@ def print_leaderboard(_: argparse.Namespace) -> int:
     )
     print("GxP leaderboard (benchmark split unless the column says otherwise; 95% bootstrap CIs)")
     print(leaderboard_markdown(table))
+    plot_path = getattr(args, "plot", None)
+    if plot_path:
+        Path(plot_path).write_bytes(leaderboard_plot(table))
+        print(f"plot written to {plot_path}")
     return 0
 
 
@@ -179,9 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-batches", type=int, help="audit only the first N batches per split")
     run.add_argument("--verbose", action="store_true", help="show Dagster's DEBUG event log")
     run.set_defaults(func=benchmark)
-    commands.add_parser("leaderboard", help=print_leaderboard.__doc__).set_defaults(
-        func=print_leaderboard
-    )
+    board = commands.add_parser("leaderboard", help=print_leaderboard.__doc__)
+    board.add_argument("--plot", metavar="PNG", help="also write the quality/cost/latency plot")
+    board.set_defaults(func=print_leaderboard)
     return parser
 
 

@@ -45,6 +45,12 @@ def build_leaderboard(
                 first = hit.iloc[0]
                 row[column] = float(first["value"])
                 row[f"{column}_ci"] = (float(first["ci_low"]), float(first["ci_high"]))
+        normal = model_scores[
+            (model_scores["split"] == "benchmark") & (model_scores["metric"] == "gxp2_micro_recall")
+        ]
+        if "adversarial_recall" in row and len(normal) and normal.iloc[0]["value"] > 0:
+            # Share of its benchmark recall a model keeps when batches carry an injection.
+            row["recall_kept"] = row["adversarial_recall"] / float(normal.iloc[0]["value"])
         runs = (
             prediction_runs[prediction_runs["model_id"] == model_id]
             if len(prediction_runs)
@@ -94,6 +100,7 @@ def leaderboard_markdown(table: pd.DataFrame) -> str:
         "rank",
         "model",
         *[c for c, _, _ in QUALITY_COLUMNS],
+        "recall_kept",
         "p50 s/batch",
         "cost USD",
         "status",
@@ -104,6 +111,7 @@ def leaderboard_markdown(table: pd.DataFrame) -> str:
         cells += [_cell(row.get(c), row.get(f"{c}_ci")) for c, _, _ in QUALITY_COLUMNS]
         latency, cost = row.get("latency_p50_s"), row.get("cost_usd")
         cells += [
+            _cell(row.get("recall_kept")),
             _cell(latency),
             "–" if cost is None or pd.isna(cost) else f"{cost:.4f}",
             str(row.get("status", "")),

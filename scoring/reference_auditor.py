@@ -130,16 +130,6 @@ class _Unhashable:
         return self.text
 
 
-def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (-1 for None/NaN) and the distinct values; unhashable values are wrapped."""
-    try:
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    except TypeError:
-        wrapped = _obj([v if _hashable(v) else _Unhashable(v) for v in values])
-        codes, uniques = pd.factorize(wrapped, use_na_sentinel=True)
-    return codes.astype(np.int32), np.asarray(uniques, dtype=object)
-
-
 def _hashable(v: object) -> bool:
     try:
         hash(v)
@@ -202,13 +192,13 @@ def _leap(y: np.ndarray) -> np.ndarray:
     return ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
 
 
-def parse_timestamps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def parse_timestamps(values: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parse ISO 8601 'YYYY-MM-DDTHH:MM:SS[.f](+HH:MM|Z)' strings.
 
     Returns (state, utc, offset): state -1 absent, 0 not valid, 1 valid; utc epoch seconds
     (float, NaN unless valid); offset the written UTC offset in seconds (NaN unless valid).
     """
-    values = values if isinstance(values, np.ndarray) else _obj(values)
+    values = values if isinstance(values, list) else list(values)
     n = len(values)
     lens = np.fromiter((len(v) if type(v) is str else (-2 if v is ABSENT else -1) for v in values),
                        dtype=np.int64, count=n)
@@ -216,24 +206,36 @@ def parse_timestamps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     utc = np.full(n, np.nan)
     off = np.full(n, np.nan)
 
-    fast = np.flatnonzero(lens == 25)  # the site format: 2026-03-04T08:15:00+01:00
+    is25 = lens == 25  # the site format: 2026-03-04T08:15:00+01:00
+    fast = np.flatnonzero(is25)
     if len(fast):
-        u = values[fast].astype("U25").view(np.uint32).reshape(-1, 25)
-        d = u[:, _DIGITS].astype(np.int64) - 48
-        ok = ((d >= 0) & (d <= 9)).all(axis=1)
+        chosen = values if len(fast) == n else [values[i] for i in fast]
+        try:
+            u = np.frombuffer("".join(chosen).encode("ascii"), dtype=np.uint8).reshape(-1, 25)
+        except UnicodeEncodeError:  # a non-ASCII character: code points instead of bytes
+            u = np.array(chosen, dtype="U25").view(np.uint32).reshape(-1, 25)
+
+        def digit(j: int) -> np.ndarray:
+            return u[:, j].astype(np.int64) - 48
+
+        ok = np.ones(len(fast), dtype=bool)
+        dig = {}
+        for j in _DIGITS:
+            dj = digit(j)
+            ok &= (dj >= 0) & (dj <= 9)
+            dig[j] = dj
         for pos, ch in _SEPS.items():
             ok &= u[:, pos] == ord(ch)
         sign_ch = u[:, 19]
         ok &= (sign_ch == ord("+")) | (sign_ch == ord("-"))
-        d = np.where(ok[:, None], d, 0)
-        year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
-        month = d[:, 4] * 10 + d[:, 5]
-        day = d[:, 6] * 10 + d[:, 7]
-        hh = d[:, 8] * 10 + d[:, 9]
-        mi = d[:, 10] * 10 + d[:, 11]
-        ss = d[:, 12] * 10 + d[:, 13]
-        oh = d[:, 14] * 10 + d[:, 15]
-        om = d[:, 16] * 10 + d[:, 17]
+        year = dig[0] * 1000 + dig[1] * 100 + dig[2] * 10 + dig[3]
+        month = dig[5] * 10 + dig[6]
+        day = dig[8] * 10 + dig[9]
+        hh = dig[11] * 10 + dig[12]
+        mi = dig[14] * 10 + dig[15]
+        ss = dig[17] * 10 + dig[18]
+        oh = dig[20] * 10 + dig[21]
+        om = dig[23] * 10 + dig[24]
         ok &= (month >= 1) & (month <= 12) & (day >= 1) & (hh <= 23) & (mi <= 59)
         ok &= (ss <= 59) & (oh <= 23) & (om <= 59) & (year >= 1)
         mclip = np.clip(month, 1, 12)
@@ -245,7 +247,7 @@ def parse_timestamps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
         utc[idx] = (seconds - offset)[ok]
         off[idx] = offset[ok]
 
-    for i in np.flatnonzero((lens >= 0) & (lens != 25)):  # fractions, 'Z', or not valid
+    for i in np.flatnonzero((lens >= 0) & ~is25):  # fractions, 'Z', or not valid
         m = _TS_SLOW_RE.fullmatch(values[i])
         if not m:
             continue
@@ -302,7 +304,6 @@ def _normalise(rec: dict) -> tuple[dict, list[tuple[str, str, str]]]:
 
 
 # --- flattening ----------------------------------------------------------------------------
-_I_PARAMS, _I_ENV = _POS["parameters"], _POS["environment"]
 
 
 def _env_state(env: object) -> int:
@@ -325,26 +326,6 @@ def _params_slow(p: object) -> tuple:
     return tuple(out)
 
 
-def _extract(r: dict) -> tuple | None:
-    """All columns of one record, touching it once; None if its keys are not the schema's."""
-    if tuple(r) != _FIELDS:
-        return None
-    vals = tuple(r.values())
-    p = vals[_I_PARAMS]
-    try:
-        t, d = p["temperature_c"], p["duration_min"]
-        par = (t["value"], t["low"], t["high"], d["value"], d["low"], d["high"])
-    except Exception:  # noqa: BLE001 - any malformed parameters value
-        par = _params_slow(p)
-    e = vals[_I_ENV]
-    try:
-        env = int(e["room_temp_c"] is None or e["relative_humidity_pct"] is None
-                  or e["differential_pressure_pa"] is None)
-    except Exception:  # noqa: BLE001
-        env = _env_state(e)
-    return vals + par + (env,)
-
-
 def _audit_reason_missing(trail: object) -> bool:
     if not trail or not isinstance(trail, list):
         return False
@@ -353,9 +334,12 @@ def _audit_reason_missing(trail: object) -> bool:
 
 @dataclass
 class _Flat:
-    frame: pd.DataFrame  # numeric columns only; text fields as int codes
-    uniques: dict[str, np.ndarray]  # text field -> distinct values (code -1 is None)
-    raw: dict[str, np.ndarray]  # timestamp strings, for evidence
+    """Flattened records: `frame` holds numeric columns only (text fields as codes into
+    `uniques[field]`, whose entry 0 is None); `raw` keeps the timestamp strings for evidence."""
+
+    frame: pd.DataFrame
+    uniques: dict[str, np.ndarray]
+    raw: dict[str, list]
     key_findings: list[tuple[int, str, str, str]]
 
     def __post_init__(self):
@@ -365,45 +349,72 @@ class _Flat:
         """The record's value of a text or timestamp field (None for null)."""
         if col in self.raw:
             return self.raw[col][row]
-        code = self._codes[col][row]
-        return None if code < 0 else self.uniques[col][code]
+        return self.uniques[col][self._codes[col][row]]
 
     def table(self, col: str, fn: Callable[[object], bool]) -> np.ndarray:
-        """fn over the distinct values of a text column (+ None for code -1 at the end)."""
-        u = self.uniques[col]
-        return np.array([bool(fn(v)) for v in u] + [bool(fn(None))], dtype=bool)
+        """fn over the distinct values of a text column, indexable by its codes."""
+        return np.fromiter((bool(fn(v)) for v in self.uniques[col]), dtype=bool,
+                           count=len(self.uniques[col]))
 
 
 def _flatten(records: Sequence[dict], tz_name: str) -> _Flat:
+    """One pass over the records (each touched once, while it is in cache): text fields are
+    dictionary-encoded on the fly, nested values pulled out, key problems normalised."""
     n = len(records)
-    rows = [_extract(r) for r in records]
+    tables = [{None: 0} for _ in TEXT_FIELDS]
+    (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13) = tables
+    (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13) = (t.setdefault for t in tables)
+    code_rows: list[tuple] = []
+    other_rows: list[tuple] = []
+    add_codes, add_other = code_rows.append, other_rows.append
     key_findings: list[tuple[int, str, str, str]] = []
-    for i, row in enumerate(rows):
-        if row is None:
-            norm, found = _normalise(records[i])
-            rows[i] = _extract(norm)
+    fields = _FIELDS
+    for i, r in enumerate(records):
+        if tuple(r) != fields:
+            r, found = _normalise(r)
             key_findings.extend((i, *f) for f in found)
-    cols = list(zip(*rows, strict=True)) if n else [()] * (len(_FIELDS) + 7)
-    del rows
+        (rid, bid, prod, up, op, ph, seq, mat, lot, qty, uom, eq, opr, ver, st, et, rt, status,
+         par, env, com, aud) = r.values()
+        try:
+            add_codes((s0(rid, len(t0)), s1(bid, len(t1)), s2(prod, len(t2)), s3(up, len(t3)),
+                       s4(op, len(t4)), s5(ph, len(t5)), s6(mat, len(t6)), s7(lot, len(t7)),
+                       s8(uom, len(t8)), s9(eq, len(t9)), s10(opr, len(t10)), s11(ver, len(t11)),
+                       s12(status, len(t12)), s13(com, len(t13))))
+        except TypeError:  # an unhashable value where text belongs
+            vals = (rid, bid, prod, up, op, ph, mat, lot, uom, eq, opr, ver, status, com)
+            add_codes(tuple(t.setdefault(v if _hashable(v) else _Unhashable(v), len(t))
+                            for t, v in zip(tables, vals, strict=True)))
+        try:
+            t, d = par["temperature_c"], par["duration_min"]
+            pv = (t["value"], t["low"], t["high"], d["value"], d["low"], d["high"])
+        except Exception:  # noqa: BLE001 - any malformed parameters value
+            pv = _params_slow(par)
+        try:
+            ev = int(env["room_temp_c"] is None or env["relative_humidity_pct"] is None
+                     or env["differential_pressure_pa"] is None)
+        except Exception:  # noqa: BLE001
+            ev = _env_state(env)
+        add_other((seq, qty, st, et, rt, ev, bool(aud) and _audit_reason_missing(aud), *pv))
     frame: dict[str, np.ndarray] = {"_row": np.arange(n)}
     uniques: dict[str, np.ndarray] = {}
-    for key in TEXT_FIELDS:
-        codes, uniq = _factorize(_obj(cols[_POS[key]]))
-        frame[key] = codes
-        uniques[key] = uniq
-    frame["step_seq"], _ = _to_float(cols[_POS["step_seq"]])
-    frame["qty_num"], frame["qty_state"] = _to_float(cols[_POS["qty_actual"]])
-    base = len(_FIELDS)
-    for k, name in enumerate(_PARAM_COLS):
-        frame[name], _ = _to_float(cols[base + k])
-    frame["env_state"] = np.array(cols[base + 6], dtype=np.int8)
-    frame["audit_bad"] = np.fromiter(
-        (bool(t) and _audit_reason_missing(t) for t in cols[_POS["audit_trail"]]),
-        dtype=bool, count=n)
-    raw = {}
-    for key in TIMESTAMP_FIELDS:
-        raw[key] = _obj(cols[_POS[key]])
-        state, utc, off = parse_timestamps(raw[key])
+    code_matrix = (np.array(code_rows, dtype=np.int32) if n
+                   else np.zeros((0, len(TEXT_FIELDS)), dtype=np.int32))
+    del code_rows
+    for j, (key, table) in enumerate(zip(TEXT_FIELDS, tables, strict=True)):
+        frame[key] = np.ascontiguousarray(code_matrix[:, j])
+        uniques[key] = _obj(list(table))
+    cols = list(zip(*other_rows, strict=True)) if n else [()] * 13
+    del other_rows
+    steps, qtys, starts, ends, recorded, envs, audits = (list(c) for c in cols[:7])
+    frame["step_seq"], _ = _to_float(steps)
+    frame["qty_num"], frame["qty_state"] = _to_float(qtys)
+    for name, col in zip(_PARAM_COLS, cols[7:], strict=True):
+        frame[name], _ = _to_float(col)
+    frame["env_state"] = np.array(envs, dtype=np.int8)
+    frame["audit_bad"] = np.array(audits, dtype=bool)
+    raw = {"start_ts": starts, "end_ts": ends, "recorded_ts": recorded}
+    for key, values in raw.items():
+        state, utc, off = parse_timestamps(values)
         frame[f"{key}__state"] = state
         frame[f"{key}__utc"] = utc
         frame[f"{key}__off"] = off
@@ -504,7 +515,7 @@ class _Rules:
         op, ver = d["operator_id"].to_numpy(), d["verifier_id"].to_numpy()
         op_u = self.flat.uniques["operator_id"]
         where = {v: k for k, v in enumerate(op_u)}
-        ver_in_op = np.array([where.get(v, -2) for v in self.flat.uniques["verifier_id"]] + [-2])
+        ver_in_op = np.array([where.get(v, -1) for v in self.flat.uniques["verifier_id"]])
         return self.is_set(d, "operator_id") & self.is_set(d, "verifier_id") & (
             op == ver_in_op[ver])
 
@@ -529,25 +540,24 @@ class _Rules:
         ucombo, first, inverse = np.unique(combo, return_index=True, return_inverse=True)
         mat_u = self.flat.uniques["material_id"]
         bom = self.index.phase_bom
-        table = np.zeros((len(ucombo), len(mat_u) + 1), dtype=bool)
+        table = np.zeros((len(ucombo), len(mat_u)), dtype=bool)
         for i, row in enumerate(first):
             key = tuple(self.flat.value(k, d["_row"].iat[row]) for k in keys)
             allowed = bom.get(key) if all(isinstance(x, str) for x in key) else None
             if allowed is None:  # phase not in the master recipe: not checkable
                 continue
-            table[i, :-1] = [m not in allowed for m in mat_u]
+            table[i, :] = [m not in allowed for m in mat_u]
         return has & table[inverse.reshape(-1), d["material_id"].to_numpy()]
 
     def inconsistent_unit_of_measure(self, d):
         mat_u, uom_u = self.flat.uniques["material_id"], self.flat.uniques["uom"]
         master = self.index.material_uom
-        table = np.zeros((len(mat_u) + 1, len(uom_u) + 1), dtype=bool)
+        table = np.zeros((len(mat_u), len(uom_u)), dtype=bool)
         for i, m in enumerate(mat_u):
             expected = master.get(m) if isinstance(m, str) else None
             if expected is None:  # not a master material: not checkable
                 continue
-            table[i, :-1] = [u is not ABSENT and u != expected for u in uom_u]
-            table[i, -1] = True  # uom null
+            table[i, :] = [u is not ABSENT and u != expected for u in uom_u]
         return self.is_set(d, "material_id") & table[d["material_id"].to_numpy(),
                                                      d["uom"].to_numpy()]
 
@@ -719,10 +729,9 @@ def _batch_findings(flat: _Flat, index: MasterIndex,
     n = len(frame)
     out: list[tuple[int, str, str, str]] = []
 
-    def codes(col: str, valid_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def codes(col: str) -> tuple[np.ndarray, np.ndarray]:
         c = frame[col].to_numpy()
-        valid = flat.table(col, _is_set)[c] if valid_only else c >= 0
-        return c, valid
+        return c, flat.table(col, _is_set)[c]
 
     bcodes, bvalid = codes("batch_id")
     bkey = np.where(bvalid, bcodes, -1)

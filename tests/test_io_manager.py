@@ -1,7 +1,5 @@
 """DatasetIOManager round trips and the artifact store's path safety."""
 
-from __future__ import annotations
-
 import hashlib
 
 import dagster as dg
@@ -63,8 +61,13 @@ def test_missing_upstream_names_asset_and_partition(tmp_path):
         )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    message = str(failure.step_failure_data.error.message)
-    assert "records_asset" in message and "benchmark" in message
+    error, messages = failure.step_failure_data.error, []
+    while error is not None:  # Dagster wraps the IO manager's exception
+        messages.append(error.message)
+        error = error.cause
+    assert any(
+        "records_asset" in m and "'benchmark'" in m and "materialize it first" in m for m in messages
+    ), messages
 
 
 def test_artifact_keys_cannot_escape_root(tmp_path):

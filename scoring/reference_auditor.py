@@ -29,7 +29,11 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
+
+try:
+    import pandera.pandas as pa
+except ImportError:  # pragma: no cover - pandera < 0.24 has no pandera.pandas namespace
+    import pandera as pa
 
 from synthetic.catalog import DeviationCatalog, load_catalog
 from synthetic.contracts import (

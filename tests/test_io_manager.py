@@ -66,7 +66,8 @@ def test_missing_upstream_names_asset_and_partition(tmp_path):
         messages.append(error.message)
         error = error.cause
     assert any(
-        "records_asset" in m and "'benchmark'" in m and "materialize it first" in m for m in messages
+        "records_asset" in m and "'benchmark'" in m and "materialize it first" in m
+        for m in messages
     ), messages
 
 

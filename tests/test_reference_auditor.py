@@ -19,17 +19,7 @@ from scoring.reference_auditor import (
 from synthetic.catalog import load_catalog
 from synthetic.contracts import PREDICTION_COLUMNS
 from synthetic.master_data import build_site_master
-from synthetic.splits import SplitSpec, generate_split, load_dataset_config
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_dataset_config()
-
-
-@pytest.fixture(scope="module")
-def master(cfg):
-    return build_site_master(cfg.site_master, cfg.seed)
+from synthetic.splits import SplitSpec, generate_split
 
 
 def _pairs(findings):

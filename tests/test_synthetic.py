@@ -32,21 +32,10 @@ from synthetic.splits import (
     deviation_count,
     generate_split,
     iter_split_chunks,
-    load_dataset_config,
     split_prefix,
 )
 
 ISO_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}")
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_dataset_config()
-
-
-@pytest.fixture(scope="module")
-def master(cfg):
-    return build_site_master(cfg.site_master, cfg.seed)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,9 @@ def _provenance(context: dg.AssetExecutionContext, dataset_hash: str, prompt_ver
     from resources.clients.warehouse import Provenance, code_version
 
     keys = context.partition_key.keys_by_dimension
+    rule_based = {model.id for model in load_model_registry() if model.kind == "rule_based"}
+    if keys["model"] in rule_based:  # its findings do not depend on the prompt
+        prompt_version = "none (rule-based)"
     return Provenance(
         dagster_run_id=context.run.run_id,
         model_id=keys["model"],
@@ -98,7 +101,7 @@ def gxp_predictions(
         progress=log_progress,
     )
     if outcome.skipped_reason:
-        context.log.warning(f"{model_id} on {split} skipped: {outcome.skipped_reason}")
+        context.log.info(f"{model_id} on {split}: {outcome.skipped_reason}")
         warehouse.client.record_run(
             provenance,
             asset_key="gxp_predictions",

@@ -38,6 +38,8 @@ class CompletionClient(Protocol):
     def complete_many(self, model: CandidateModel, requests: Sequence[tuple[str, Any, str]],
                       progress: Progress | None = None) -> Sequence[CallResult]: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class CandidateRun:

@@ -68,14 +68,18 @@ def run_candidate(
                 "prompt_version": "n/a (rule-based)",
             },
         )
-    run = run_llm_candidate(
-        model,
-        records,
-        master,
-        split=split,
-        client=client_factory(),
-        prompt=prompt,
-        catalog=catalog,
-        progress=progress,
-    )
+    client = client_factory()
+    try:
+        run = run_llm_candidate(
+            model,
+            records,
+            master,
+            split=split,
+            client=client,
+            prompt=prompt,
+            catalog=catalog,
+            progress=progress,
+        )
+    finally:
+        client.close()
     return CandidateOutcome(predictions=run.predictions, summary=run.summary, calls=run.calls)

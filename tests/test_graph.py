@@ -128,6 +128,8 @@ def test_graph_end_to_end(graph):
     assert counts["llm_calls"] == 3 * 8
     scores = warehouse.latest_scores(model_ids=["openai-compatible"], splits=["benchmark"])
     assert set(scores["prompt_version"]) == {"gxp-audit-v1"}
+    reference = warehouse.latest_scores(model_ids=["reference_auditor"])
+    assert set(reference["prompt_version"]) == {"none (rule-based)"}
     assert scores["dataset_hash"].str.len().eq(64).all()
 
 

@@ -9,7 +9,8 @@ many lines were bad in total. Column and type rules live in the pandera schemas 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -397,3 +398,31 @@ def _record_problem(path: Path, line: int, location: str, obj: dict) -> DataFile
         return DataFileError(path, reason, line=line, location=location, record_id=shown,
                              field=field)
     return None
+
+
+def quarantine(errors: Sequence[DataFileError], out_dir: str | Path) -> list[Path]:
+    """Write rejected lines to `<out_dir>/<input file name>.rejects.jsonl`, one JSON object per
+    error (file, line, record_id, field, error, and the original line for text files), so that
+    nothing is lost when the good rows go on. Returns the files written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_file: dict[str, list[DataFileError]] = {}
+    for error in errors:
+        by_file.setdefault(error.path, []).append(error)
+    written = []
+    for source, file_errors in by_file.items():
+        source_path = Path(source)
+        original: list[str] = []
+        if source_path.suffix.lower() in {".jsonl", ".json", ".ndjson", ".csv"}:
+            original = source_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        target = out_dir / f"{source_path.name}.rejects.jsonl"
+        with target.open("w", encoding="utf-8") as handle:
+            for error in file_errors:
+                line_text = (original[error.line - 1] if error.line and error.location == "line"
+                             and error.line <= len(original) else None)
+                handle.write(json.dumps({
+                    "file": error.path, "line": error.line, "record_id": error.record_id,
+                    "field": error.field, "error": str(error), "original": line_text,
+                }, ensure_ascii=False) + "\n")
+        written.append(target)
+    return written

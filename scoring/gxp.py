@@ -20,7 +20,13 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from scoring.data_files import DataFileError, read_manifest, read_predictions, read_records
+from scoring.data_files import (
+    DataFileError,
+    quarantine,
+    read_manifest,
+    read_predictions,
+    read_records,
+)
 from scoring.stats import cluster_bootstrap_totals, percentile_interval
 from synthetic.catalog import DeviationCatalog, load_catalog
 
@@ -421,15 +427,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0: no CI)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument(
+        "--quarantine", metavar="DIR",
+        help="score the good lines and write bad ones, with the reason, to "
+             "DIR/<file>.rejects.jsonl (default: stop at a bad file with exit code 2)")
     return parser
+
+
+def _read_inputs(args: argparse.Namespace):
+    """The three inputs; with --quarantine bad lines go to the quarantine folder, not the score."""
+    if not args.quarantine:
+        records = read_records(args.records, columns=()) if args.records else None
+        return read_manifest(args.labels), read_predictions(args.predictions), records
+    manifest, bad = read_manifest(args.labels, errors="collect")
+    predictions, bad_predictions = read_predictions(args.predictions, errors="collect")
+    bad += bad_predictions
+    records = None
+    if args.records:
+        records, bad_records = read_records(args.records, errors="collect", columns=())
+        bad += bad_records
+    if bad:
+        written = ", ".join(str(path) for path in quarantine(bad, args.quarantine))
+        print(f"warning: {len(bad)} bad line(s) left out of the score and quarantined in "
+              f"{written}", file=sys.stderr)
+    return manifest, predictions, records
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        manifest = read_manifest(args.labels)
-        predictions = read_predictions(args.predictions)
-        records = read_records(args.records, columns=()) if args.records else None
+        manifest, predictions, records = _read_inputs(args)
         if args.model_id:
             predictions = predictions[predictions["model_id"] == args.model_id]
         scores = score_predictions(manifest, predictions, records, n_boot=args.n_boot,

@@ -371,3 +371,28 @@ def test_resamples_where_a_metric_is_undefined_do_not_drag_the_ci():
         assert (metrics[name].ci_low, metrics[name].ci_high) == (1.0, 1.0), name
     # FP rate over the clean records: 0 in every resample that has a clean record.
     assert (metrics["gxp1_fpr"].ci_low, metrics["gxp1_fpr"].ci_high) == (0.0, 0.0)
+
+
+def test_cli_quarantines_bad_lines_and_scores_the_good_ones(files, tmp_path, capsys):
+    manifest, preds, records = files
+    good = manifest.read_text()
+    # A truncated line and an unknown deviation type between good lines.
+    lines = good.splitlines()
+    bad_type = json.dumps({**MANIFEST.to_dict("records")[0], "deviation_type": "made_up_type"})
+    manifest.write_text("\n".join([lines[0], '{"record_id": "R9", "batch', bad_type, *lines[1:]])
+                        + "\n")
+    rejects = tmp_path / "rejects"
+    args = ["--labels", str(manifest), "--predictions", str(preds), "--records", str(records)]
+    assert main(args) == 2  # without --quarantine a bad file stops the run
+    assert main([*args, "--json", "--quarantine", str(rejects)]) == 0
+    out, err = capsys.readouterr()
+    assert "2 bad line(s)" in err
+    scored = json.loads(out[out.index("{"):])
+    # All four good manifest rows were scored: one found out of four labelled deviations.
+    assert scored["metrics"]["gxp2_micro_recall"]["value"] == 0.25
+    quarantined = [json.loads(line) for line in
+                   (rejects / "manifest.jsonl.rejects.jsonl").read_text().splitlines()]
+    assert [row["line"] for row in quarantined] == [2, 3]
+    assert quarantined[0]["original"] == '{"record_id": "R9", "batch'
+    assert quarantined[1]["field"] == "deviation_type"
+    assert "made_up_type" in quarantined[1]["error"]

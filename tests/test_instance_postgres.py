@@ -50,3 +50,19 @@ def test_materialization_is_stored_in_postgres(pg_database, tmp_path):
     engine.dispose()
     assert runs >= 2
     assert materializations >= 3  # site master, records, labels
+
+
+def test_init_instance_selects_postgres_from_the_environment(pg_database, tmp_path, monkeypatch):
+    """`gxplab init-instance` with GXPLAB_DAGSTER_PG_URL set gives an instance on that server; the
+    URL (and so any password) stays in the environment, not in dagster.yaml."""
+    from jobs.cli import main
+
+    url = pg_database.render_as_string(hide_password=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("GXPLAB_DAGSTER_PG_URL", url)
+    assert main(["init-instance"]) == 0
+    written = (tmp_path / "dagster.yaml").read_text()
+    assert "env: GXPLAB_DAGSTER_PG_URL" in written and url not in written
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import data, evaluation, reports
+from assets import data, evaluation, models, reports
 from jobs import all_jobs
+from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
 from resources.llm import llm_resource
 from resources.warehouse import warehouse_resource
@@ -18,11 +19,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 ARTIFACTS_DIR = Path(os.environ.get("GXPLAB_ARTIFACTS_DIR", PROJECT_ROOT / "var" / "artifacts"))
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([data, evaluation, reports]),
+    assets=dg.load_assets_from_modules([data, evaluation, models, reports]),
     jobs=all_jobs,
     sensors=[model_registry_sensor],
     resources={
         "io_manager": DatasetIOManager(root=str(ARTIFACTS_DIR)),
+        "compute": ComputeResource(models_dir=str(ARTIFACTS_DIR / "models")),
         "llm": llm_resource(PROJECT_ROOT),
         "warehouse": warehouse_resource(PROJECT_ROOT),
     },

@@ -21,10 +21,15 @@ evaluation_job = dg.define_asset_job(
     partitions_def=model_split_partitions,
     description="Audit one (model, split) partition and score it. Backfill it from the CLI.",
 )
+models_job = dg.define_asset_job(
+    "gxp_models_job",
+    selection=dg.AssetSelection.groups("models"),
+    description="Build the base model (and, with issue 3, the adapters) through Dagster Pipes.",
+)
 reports_job = dg.define_asset_job(
     "gxp_reports_job",
     selection=dg.AssetSelection.assets("gxp_leaderboard"),
     description="Rebuild the leaderboard from the latest scores in the results warehouse.",
 )
 
-all_jobs = [site_master_job, data_job, evaluation_job, reports_job]
+all_jobs = [site_master_job, data_job, evaluation_job, models_job, reports_job]

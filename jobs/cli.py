@@ -122,6 +122,14 @@ def benchmark(args: argparse.Namespace) -> int:
                 partition_key=model_split_key(model_id, split),
                 run_config=run_config,
             )
+    if not args.no_training:
+        _run(
+            defs.resolve_job_def("gxp_models_job"),
+            "base_model (Pipes subprocess)",
+            failures,
+            log_level,
+            instance=instance,
+        )
     _run(
         defs.resolve_job_def("gxp_reports_job"),
         "gxp_leaderboard",
@@ -185,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--splits", nargs="*", help="splits to run (default: all)")
     run.add_argument("--max-batches", type=int, help="audit only the first N batches per split")
     run.add_argument("--verbose", action="store_true", help="show Dagster's DEBUG event log")
+    run.add_argument(
+        "--no-training",
+        action="store_true",
+        help="skip the models stage (base model training, about 1-2 min on CPU)",
+    )
     run.set_defaults(func=benchmark)
     board = commands.add_parser("leaderboard", help=print_leaderboard.__doc__)
     board.add_argument("--plot", metavar="PNG", help="also write the quality/cost/latency plot")

@@ -50,7 +50,8 @@ def test_benchmark_then_cli_backfill(cli_env):
     run([gxplab, "init-instance"], cli_env)
     assert "DefaultRunCoordinator" in (Path(cli_env["DAGSTER_HOME"]) / "dagster.yaml").read_text()
     result = run(
-        [gxplab, "benchmark", "--models", "reference_auditor", "gpt-4o", "--splits", *SPLITS],
+        [gxplab, "benchmark", "--models", "reference_auditor", "gpt-4o", "--splits", *SPLITS,
+         "--no-training"],
         cli_env,
     )
     row = next(line for line in result.stdout.splitlines() if "| reference_auditor |" in line)

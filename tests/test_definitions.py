@@ -35,7 +35,9 @@ def test_definitions_load_and_validate():
     from definitions import defs
 
     dg.Definitions.validate_loadable(defs)
-    for job in ("gxp_site_master_job", "gxp_data_job", "gxp_evaluation_job", "gxp_reports_job"):
+    jobs = ("gxp_site_master_job", "gxp_data_job", "gxp_evaluation_job", "gxp_models_job",
+            "gxp_reports_job")
+    for job in jobs:
         assert defs.resolve_job_def(job) is not None
 
 

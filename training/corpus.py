@@ -148,7 +148,7 @@ def audit_prompt_documents(seed: int) -> list[str]:
 
 
 def chat_documents(seed: int) -> list[str]:
-    """Chat-formatted Q/A: catalog questions and single-record audits answered in the output JSON."""
+    """Chat Q/A: catalog questions, and single-record audits answered in the output JSON."""
     rng = random.Random(seed)
     catalog = load_catalog()
     system = "You are a GxP data-integrity assistant."

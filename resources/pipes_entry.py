@@ -1,0 +1,94 @@
+"""Process side of training through Dagster Pipes: `python -m resources.pipes_entry TASK ...`.
+
+Runs one task of `training.tasks.TASKS` in its own process (locally under PipesSubprocessClient, or
+in a Kubernetes pod). Inside a Pipes session it streams progress as log lines and custom messages
+and reports the final metadata as the asset materialization; run by hand it prints JSON lines. Only
+`dagster_pipes` (the small protocol package made for external processes) is imported here, never
+Dagster itself, and the training code stays Pipes-agnostic.
+
+    python -m resources.pipes_entry base_model --output-dir var/models/base
+    python -m resources.pipes_entry base_model --output-dir /tmp/m --config '{"pretrain_steps": 20}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster_pipes
+
+LOG_EVERY_S = 5.0  # progress lines at most this often (each step is still a custom message)
+
+
+def _pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Typed Pipes metadata: lists as JSON, the loss curve as an embedded PNG."""
+    from training.plots import loss_curves_png
+
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if key == "losses":
+            png = base64.b64encode(loss_curves_png({"loss": value})).decode()
+            out["loss_curve"] = {"raw_value": f"![loss](data:image/png;base64,{png})", "type": "md"}
+            out["losses"] = {"raw_value": value, "type": "json"}
+        elif key.endswith("_path"):
+            out[key] = {"raw_value": value, "type": "path"}
+        else:
+            out[key] = value
+    return out
+
+
+def run_task(task: str, config: dict, output_dir: Path) -> dict:
+    from training.tasks import TASKS
+
+    if task not in TASKS:
+        raise SystemExit(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
+    if not os.environ.get(dagster_pipes.DAGSTER_PIPES_CONTEXT_ENV_VAR):
+
+        def print_report(**metrics: Any) -> None:
+            print(json.dumps(metrics), flush=True)
+
+        metadata = TASKS[task](config, output_dir, print_report)
+        print(json.dumps({k: v for k, v in metadata.items() if k != "losses"}), flush=True)
+        return metadata
+    with dagster_pipes.open_dagster_pipes() as pipes:
+        last_log = [0.0]
+
+        def pipes_report(**metrics: Any) -> None:
+            pipes.report_custom_message(metrics)
+            now = time.monotonic()
+            if now - last_log[0] >= LOG_EVERY_S or metrics.get("step") == metrics.get("total"):
+                last_log[0] = now
+                pipes.log.info(
+                    " ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in metrics.items()
+                    )
+                )
+
+        metadata = TASKS[task](config, output_dir, pipes_report)
+        pipes.report_asset_materialization(metadata=_pipes_metadata(metadata))
+        return metadata
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m resources.pipes_entry",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("task", help="task name from training/tasks.py (e.g. base_model)")
+    parser.add_argument("--output-dir", required=True, type=Path, help="where artifacts go")
+    parser.add_argument("--config", default="{}", help="JSON object of task settings")
+    args = parser.parse_args(argv)
+    run_task(args.task, json.loads(args.config), args.output_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The base_model asset trains in its own process; metrics arrive through Dagster Pipes."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from assets import models
+from resources.compute import ComputeResource
+
+TINY = {
+    "vocab_size": 512,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "pretrain_steps": 30,
+    "batch_size": 4,
+    "sequence_length": 64,
+    "max_documents": 40,
+    "seed": 7,
+}
+
+
+def test_base_model_metrics_arrive_through_pipes(tmp_path):
+    compute = ComputeResource(models_dir=str(tmp_path / "models"))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [models.base_model],
+            instance=instance,
+            resources={"compute": compute},
+            run_config={"ops": {"base_model": {"config": TINY}}},
+        )
+        logs = [
+            e.message
+            for e in instance.all_logs(result.run_id)
+            if e.message and "step=" in e.message and "loss=" in e.message
+        ]
+    assert result.success
+    metadata = result.asset_materializations_for_node("base_model")[0].metadata
+    # Numbers computed in the training process, reported through Pipes.
+    assert metadata["final_perplexity"].value < metadata["initial_perplexity"].value
+    assert metadata["parameter_count"].value > 10_000
+    assert len(metadata["losses"].value) == 30
+    assert metadata["loss_curve"].value.startswith("![loss](data:image/png;base64,")
+    model_path = Path(metadata["model_path"].value)
+    assert model_path.parent == tmp_path / "models" / "base_model"  # run-scoped folder
+    assert (model_path / "config.json").exists() and (model_path / "tokenizer.json").exists()
+    card = json.loads((model_path / "gxplab_model.json").read_text())
+    assert card["parameter_count"] == metadata["parameter_count"].value
+    assert logs, "progress lines from the training process should reach the run's event log"
+
+
+def test_standalone_entry_prints_json_lines(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resources.pipes_entry",
+            "base_model",
+            "--output-dir",
+            str(tmp_path / "m"),
+            "--config",
+            json.dumps({**TINY, "pretrain_steps": 5}),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=True,
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line["step"] for line in lines if "step" in line] == [1, 2, 3, 4, 5]
+    assert lines[-1]["model_path"] == str(tmp_path / "m")

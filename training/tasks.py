@@ -1,0 +1,51 @@
+"""Training tasks that run in their own process (through Dagster Pipes, or standalone).
+
+A task is `fn(config: dict, output_dir: Path, report: Report) -> dict`: it writes its artifacts
+under `output_dir`, calls `report(step=..., **metrics)` while it runs (streamed back to Dagster by
+`resources/pipes_entry.py`, printed as JSON lines when run standalone) and returns the final
+metadata. Plain Python: no Dagster import here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Report(Protocol):
+    def __call__(self, **metrics: Any) -> None: ...
+
+
+def base_model_task(config: dict, output_dir: Path, report: Report) -> dict:
+    """Build the embedded base model (config: overrides of configs/base_model.yaml `embedded:`)."""
+    from training.embedded_model import (
+        EmbeddedModelConfig,
+        build_embedded_base_model,
+        load_base_model_settings,
+    )
+
+    defaults = dataclasses.asdict(load_base_model_settings().embedded)
+    model_config = EmbeddedModelConfig.from_mapping({**defaults, **config}, "task config")
+
+    def progress(step: int, total: int, loss: float) -> None:
+        report(step=step, total=total, loss=loss)
+
+    info = build_embedded_base_model(output_dir, model_config, progress=progress)
+    result = info.pretrain
+    return {
+        "model_path": str(output_dir),
+        "parameter_count": info.parameter_count,
+        "size_bytes": info.size_bytes,
+        "corpus_sha256": info.corpus_sha256,
+        "documents": info.n_documents,
+        "initial_perplexity": result.initial_perplexity,
+        "final_perplexity": result.final_perplexity,
+        "tokens_per_s": result.tokens_per_s,
+        "wall_s": info.timings_s.get("total_s"),
+        "losses": list(result.losses),
+    }
+
+
+TASKS: dict[str, Callable[[dict, Path, Report], dict]] = {"base_model": base_model_task}

@@ -190,3 +190,34 @@ def _data_checks(records, manifest, master, spec, observed_rate, config: GxpReco
             ),
         },
     )
+
+
+class AlignmentInstructionsConfig(dg.Config):
+    hub_id: str = Field("Vaibhaav/alignment-instructions", description="Hugging Face dataset id.")
+    local_path: str | None = Field(None, description="A local JSONL/CSV/Parquet copy instead.")
+    max_rows: int | None = Field(None, description="Keep at most this many rows.")
+
+
+@dg.asset(group_name="data", kinds={"python"}, code_version="1")
+def alignment_instructions(
+    context: dg.AssetExecutionContext, config: AlignmentInstructionsConfig
+) -> list[dict]:
+    """Prompt / Accepted Response / Rejected Response / Instruction generated rows: the hub dataset
+    when reachable, a configured local copy, or the sample the project builds (offline default)."""
+    from resources.clients.hub_datasets import load_rows
+    from synthetic.alignment_instructions import build_alignment_sample, preference_pairs
+
+    loaded = load_rows(config.hub_id, local_path=config.local_path,
+                       sample=build_alignment_sample, max_rows=config.max_rows)
+    unique = list({tuple(sorted(row.items())): row for row in loaded.rows}.values())
+    context.log.info(f"alignment_instructions: {len(unique)} rows from {loaded.source} "
+                     f"({loaded.detail})")
+    context.add_output_metadata({
+        "source": loaded.source,
+        "source_detail": loaded.detail,
+        "rows": len(unique),
+        "duplicates_removed": len(loaded.rows) - len(unique),
+        "usable_preference_pairs": len(preference_pairs(unique)),
+        "dataset_hash": sha256_bytes(dumps_jsonl(unique)),
+    })
+    return unique

@@ -1,9 +1,32 @@
-"""Models stage: the base model (embedded profile), trained in its own process through Pipes."""
+"""Models stage: the base model and adapters, each trained in its own process through Pipes.
+
+Model files never pass through the IO manager: a training process writes them under the compute
+resource's run-scoped folder, and the asset's value is a small JSON reference (path, sizes, hashes)
+that downstream assets receive as their input.
+"""
+
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from resources.compute import ComputeResource
+from synthetic.alignment_instructions import preference_pairs
+from synthetic.jsonl import write_jsonl
+
+REFERENCE_KEYS = ("model_path", "adapter_path", "archive_path", "archive_sha256",
+                  "parameter_count", "trainable_params", "quantization")
+
+
+def _reference(result: dg.MaterializeResult, run_id: str) -> dg.Output:
+    """The asset's value (a JSON reference) with the training metadata attached."""
+    metadata = dict(result.metadata or {})
+    reference = {"run_id": run_id}
+    for key in REFERENCE_KEYS:
+        if key in metadata:
+            value = metadata[key]
+            reference[key] = value.value if isinstance(value, dg.MetadataValue) else value
+    return dg.Output(reference, metadata=metadata)
 
 
 class BaseModelConfig(dg.Config):
@@ -25,10 +48,46 @@ class BaseModelConfig(dg.Config):
 @dg.asset(group_name="models", pool="gpu", kinds={"pytorch"}, code_version="1")
 def base_model(
     context: dg.AssetExecutionContext, config: BaseModelConfig, compute: ComputeResource
-) -> dg.MaterializeResult:
+) -> dg.Output[dict]:
     """A tiny Llama-architecture causal LM with its own BPE tokenizer and chat template, pretrained
     on the platform's corpora, so every later stage runs on a CPU with no download. Saved with
     save_pretrained; metadata: size, parameters, perplexity before/after, loss curve, tokens/s."""
     overrides = {key: value for key, value in config.model_dump().items() if value is not None}
     output_dir = compute.output_dir("base_model", context.run.run_id)
-    return compute.run_task(context, "base_model", overrides, output_dir)
+    result = compute.run_task(context, "base_model", overrides, output_dir)
+    return _reference(result, context.run.run_id)
+
+
+class QloraAdapterConfig(dg.Config):
+    """Overrides of training/sft.py's SftSettings (issue 3 defaults: r 16, alpha 32, lr 2e-4...)."""
+
+    max_steps: int | None = Field(None, description="Stop after this many optimizer steps.")
+    num_train_epochs: float | None = Field(None, description="Epochs over the training split.")
+    per_device_train_batch_size: int | None = Field(None, description="Batch size per device.")
+    quantization: str | None = Field(None, description="auto | nf4 | none (auto: NF4 on CUDA).")
+
+
+@dg.asset(group_name="models", pool="gpu", kinds={"pytorch"}, code_version="1")
+def qlora_adapter(
+    context: dg.AssetExecutionContext,
+    config: QloraAdapterConfig,
+    compute: ComputeResource,
+    base_model: dict,
+    alignment_instructions: list[dict],
+) -> dg.Output[dict]:
+    """LoRA adapter on the alignment-instructions chosen answers (TRL SFTTrainer): 4-bit NF4 with
+    double quantisation on CUDA, plain LoRA on a CPU (said in metadata)."""
+    output_dir = compute.output_dir("qlora_adapter", context.run.run_id)
+    train_file = Path(output_dir) / "train.jsonl"
+    train_file.parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"messages": [{"role": "user", "content": pair["prompt"]},
+                      {"role": "assistant", "content": pair["chosen"]}]}
+        for pair in preference_pairs(alignment_instructions)
+    ]
+    write_jsonl(rows, train_file)
+    settings = {key: value for key, value in config.model_dump().items() if value is not None}
+    task_config = {**settings, "base_model_path": base_model["model_path"],
+                   "train_file": str(train_file)}
+    result = compute.run_task(context, "qlora_adapter", task_config, output_dir)
+    return _reference(result, context.run.run_id)

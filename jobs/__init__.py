@@ -23,8 +23,10 @@ evaluation_job = dg.define_asset_job(
 )
 models_job = dg.define_asset_job(
     "gxp_models_job",
-    selection=dg.AssetSelection.groups("models"),
-    description="Build the base model (and, with issue 3, the adapters) through Dagster Pipes.",
+    selection=(
+        dg.AssetSelection.groups("models") | dg.AssetSelection.assets("alignment_instructions")
+    ),
+    description="The training data they need, then the base model and adapters through Pipes.",
 )
 reports_job = dg.define_asset_job(
     "gxp_reports_job",

@@ -7,6 +7,7 @@ import dagster as dg
 
 from assets import models
 from resources.compute import ComputeResource
+from resources.io_manager import DatasetIOManager
 
 TINY = {
     "vocab_size": 512,
@@ -29,7 +30,7 @@ def test_base_model_metrics_arrive_through_pipes(tmp_path):
         result = dg.materialize(
             [models.base_model],
             instance=instance,
-            resources={"compute": compute},
+            resources={"compute": compute, "io_manager": DatasetIOManager(root=str(tmp_path))},
             run_config={"ops": {"base_model": {"config": TINY}}},
         )
         logs = [
@@ -50,6 +51,10 @@ def test_base_model_metrics_arrive_through_pipes(tmp_path):
     card = json.loads((model_path / "gxplab_model.json").read_text())
     assert card["parameter_count"] == metadata["parameter_count"].value
     assert logs, "progress lines from the training process should reach the run's event log"
+    # The asset's value is a JSON reference that downstream assets receive, not the model itself.
+    reference = result.output_for_node("base_model")
+    assert reference["model_path"] == str(model_path)
+    assert json.loads((tmp_path / "base_model" / "all.json").read_text()) == reference
 
 
 def test_standalone_entry_prints_json_lines(tmp_path):

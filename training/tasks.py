@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from training.sft import sft_task
+
 
 class Report(Protocol):
     def __call__(self, **metrics: Any) -> None: ...
@@ -48,4 +50,7 @@ def base_model_task(config: dict, output_dir: Path, report: Report) -> dict:
     }
 
 
-TASKS: dict[str, Callable[[dict, Path, Report], dict]] = {"base_model": base_model_task}
+TASKS: dict[str, Callable[[dict, Path, Report], dict]] = {
+    "base_model": base_model_task,
+    "qlora_adapter": sft_task,
+}

@@ -1,0 +1,38 @@
+"""Models stage end to end: alignment data -> base model -> LoRA adapter, all through Pipes."""
+
+from pathlib import Path
+
+import dagster as dg
+from test_base_model_pipes import TINY
+
+from assets import data, models
+from resources.compute import ComputeResource
+from resources.io_manager import DatasetIOManager
+
+
+def test_qlora_adapter_trains_on_the_base_model_it_receives(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    resources = {
+        "compute": ComputeResource(models_dir=str(tmp_path / "models")),
+        "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [data.alignment_instructions, models.base_model, models.qlora_adapter],
+            instance=instance, resources=resources,
+            run_config={"ops": {
+                "base_model": {"config": TINY},
+                "qlora_adapter": {"config": {"max_steps": 3, "per_device_train_batch_size": 2}},
+            }},
+        )
+    assert result.success
+    base = result.output_for_node("base_model")
+    adapter = result.output_for_node("qlora_adapter")
+    metadata = result.asset_materializations_for_node("qlora_adapter")[0].metadata
+    assert metadata["quantization"].value == "none (no CUDA)"  # CPU fallback, said in metadata
+    assert adapter["quantization"] == "none (no CUDA)"
+    assert 0 < metadata["trainable_params"].value < metadata["total_params"].value
+    assert len(metadata["losses"].value) == 3
+    assert Path(adapter["adapter_path"]).is_dir() and Path(adapter["archive_path"]).is_file()
+    card = (Path(adapter["adapter_path"]).parent / "model_card.md").read_text()
+    assert base["model_path"] in card  # trained on the base model it received as input

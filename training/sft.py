@@ -1,0 +1,392 @@
+"""SFT of a LoRA adapter (QLoRA on CUDA) with TRL's `SFTTrainer` and peft: the `qlora_adapter` task.
+
+`sft_task(config, output_dir, report)` trains on a JSONL file of chat rows (`{"messages": [...]}`,
+loss on the assistant replies only) or prompt/completion rows (loss on the completion). With CUDA
+the base model is loaded 4-bit NF4 (double quantization, bf16 compute); without CUDA it trains plain
+LoRA in float32 and says so. Checkpoints go to `output_dir/checkpoints` and a re-run resumes from
+the last one; the adapter, a timestamped `.tar.gz` of it and a model card go to `output_dir`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import resource
+import sys
+import tarfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # training.tasks imports this module; torch loads only when a task runs
+    from training.tasks import Report
+
+QUANTIZATIONS = ("auto", "nf4", "none")
+ROLES = frozenset({"system", "user", "assistant"})
+NO_CUDA = "none (no CUDA)"
+
+
+@dataclass(frozen=True)
+class SftSettings:
+    """LoRA and training settings (issue 3 defaults); any field can be overridden by the config."""
+
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                       "up_proj", "down_proj")
+    learning_rate: float = 2e-4
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.03
+    gradient_checkpointing: bool = True
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_steps: int | None = None  # overrides num_train_epochs when set
+    max_length: int = 512
+    eval_fraction: float = 0.1
+    seed: int = 42
+    logging_steps: int = 1
+    save_steps: int = 50
+    save_total_limit: int = 2
+    quantization: str = "auto"
+    # Intra-op CPU threads (None: torch's default); see EmbeddedModelConfig.torch_threads for why.
+    torch_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, "
+                             f"got {self.quantization!r}")
+        for name in ("lora_r", "per_device_train_batch_size", "gradient_accumulation_steps",
+                     "max_length", "logging_steps", "save_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        if not 0 <= self.eval_fraction < 1 or not 0 <= self.warmup_ratio < 1:
+            raise ValueError("eval_fraction and warmup_ratio must be in [0, 1)")
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], source: str = "task config") -> SftSettings:
+        """Build from a mapping; an unknown or mistyped field names the source and the field."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in fields:
+                raise ValueError(f"{source}: field {key!r} is unknown; known: {', '.join(fields)}")
+            default = fields[key].default
+            try:
+                if key == "target_modules":
+                    value = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+                elif value is None and key in {"max_steps", "torch_threads"}:
+                    pass
+                elif isinstance(default, bool):
+                    if not isinstance(value, bool):
+                        raise TypeError
+                elif isinstance(default, int | float | str) or default is None:
+                    value = (int if default is None else type(default))(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{source}: field {key!r}: cannot use {value!r}") from None
+            values[key] = value
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+
+
+def read_sft_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL training file, all chat (`messages`) or all `prompt`/`completion`."""
+    rows: list[dict[str, Any]] = []
+    kind: str | None = None
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}: line {line_no}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object")
+            if "record_id" in row:
+                where += f" (record_id {row['record_id']})"
+            row_kind = "messages" if "messages" in row else "prompt_completion"
+            if kind is not None and row_kind != kind:
+                raise ValueError(f"{where}: mixes {row_kind} with {kind} rows of earlier lines")
+            kind = row_kind
+            rows.append(_check_messages(row, where) if row_kind == "messages"
+                        else _check_prompt_completion(row, where))
+    if not rows:
+        raise ValueError(f"{path}: no training rows")
+    return rows
+
+
+def _check_messages(row: dict, where: str) -> dict[str, Any]:
+    messages = row["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where}: field 'messages' must be a non-empty list")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise ValueError(f"{where}: field 'messages[{i}].role' must be one of "
+                             f"{', '.join(sorted(ROLES))}")
+        if not isinstance(message.get("content"), str):
+            raise ValueError(f"{where}: field 'messages[{i}].content' must be a string")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ValueError(f"{where}: field 'messages' has no assistant message to learn")
+    return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
+
+
+def _check_prompt_completion(row: dict, where: str) -> dict[str, Any]:
+    for name in ("prompt", "completion"):
+        if not isinstance(row.get(name), str):
+            raise ValueError(f"{where}: field {name!r} must be a string (or give 'messages')")
+    return {"prompt": row["prompt"], "completion": row["completion"]}
+
+
+def resolve_quantization(requested: str, cuda: bool) -> str:
+    """The quantization actually used: "nf4", "none", or "none (no CUDA)" for auto/nf4 on CPU."""
+    if requested == "none":
+        return "none"
+    return "nf4" if cuda else NO_CUDA
+
+
+def sft_task(config: dict, output_dir: Path, report: Report) -> dict:
+    """Train a LoRA adapter on `config["train_file"]` over `config["base_model_path"]`."""
+    import torch
+    from transformers.trainer_utils import get_last_checkpoint
+
+    config = dict(config)
+    missing = [k for k in ("base_model_path", "train_file") if not config.get(k)]
+    if missing:
+        raise ValueError(f"task config: field {missing[0]!r} is required")
+    base_model_path, train_file = str(config.pop("base_model_path")), Path(config.pop("train_file"))
+    settings = SftSettings.from_mapping(config)
+    rows = read_sft_rows(train_file)
+    output_dir = Path(output_dir)
+    checkpoints = output_dir / "checkpoints"
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    tokens_before = _checkpoint_tokens(resume)
+    cuda = torch.cuda.is_available()
+    quantization = resolve_quantization(settings.quantization, cuda)
+    if quantization == NO_CUDA:
+        print("qlora_adapter: no CUDA, training plain LoRA in float32", file=sys.stderr)
+        report(note="quantization none (no CUDA): plain LoRA in float32")
+    previous_threads = torch.get_num_threads()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    try:
+        trainer = _build_trainer(base_model_path, rows, settings, quantization, checkpoints,
+                                 report)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume)
+        wall_s = time.perf_counter() - start
+        eval_loss = _final_eval_loss(trainer)
+    finally:
+        torch.set_num_threads(previous_threads)
+    state = trainer.state
+    tokens_run = state.num_input_tokens_seen - tokens_before
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    adapter_dir = output_dir / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    trainer.processing_class.save_pretrained(adapter_dir)  # chat template for inference
+    archive = _archive(adapter_dir)
+    metadata: dict[str, Any] = {
+        "adapter_path": str(adapter_dir),
+        "archive_path": str(archive),
+        "archive_sha256": file_sha256(archive),
+        "train_loss": result.training_loss,
+        "eval_loss": eval_loss,
+        "losses": [e["loss"] for e in state.log_history if "loss" in e],
+        "steps": state.global_step,
+        "tokens_seen": int(state.num_input_tokens_seen),
+        "tokens_per_s": tokens_run / wall_s if wall_s > 0 else 0.0,
+        "wall_s": wall_s,
+        "peak_memory_mb": _peak_memory_mb(cuda),
+        "trainable_params": int(trainable),
+        "total_params": int(total),
+        "adapter_size_bytes": sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file()),
+        "quantization": quantization,
+        "device": "cuda" if cuda else "cpu",
+        "resumed_from": resume,
+        "train_rows": len(trainer.train_dataset),
+        "dataset_sha256": file_sha256(train_file),
+    }
+    (output_dir / "model_card.md").write_text(
+        model_card(base_model_path, settings, metadata), encoding="utf-8")
+    return metadata
+
+
+def _checkpoint_tokens(checkpoint: str | None) -> int:
+    """Input tokens already seen at `checkpoint` (its trainer_state.json), 0 for a fresh run."""
+    if checkpoint is None:
+        return 0
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return int(state.get("num_input_tokens_seen", 0))
+
+
+def _build_trainer(base_model_path: str, rows: list[dict[str, Any]], settings: SftSettings,
+                   quantization: str, checkpoints: Path, report: Report) -> Any:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = _load_model(base_model_path, quantization)
+    chat = "messages" in rows[0]
+    dataset = Dataset.from_list(rows)
+    eval_dataset = None
+    if settings.eval_fraction > 0 and len(rows) >= 2:
+        split = dataset.train_test_split(test_size=settings.eval_fraction, seed=settings.seed)
+        dataset, eval_dataset = split["train"], split["test"]
+    on_gpu = quantization != NO_CUDA and torch.cuda.is_available()
+    args = SFTConfig(
+        output_dir=str(checkpoints),
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler_type,
+        warmup_steps=settings.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+        # transformers 5 names gradient checkpointing `activation_checkpointing`
+        activation_checkpointing=settings.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        num_train_epochs=settings.num_train_epochs,
+        max_steps=settings.max_steps or -1,
+        per_device_train_batch_size=settings.per_device_train_batch_size,
+        per_device_eval_batch_size=settings.per_device_train_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        max_length=settings.max_length,
+        assistant_only_loss=chat,  # the chat template marks replies with {% generation %}
+        logging_steps=settings.logging_steps,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit,
+        eval_strategy="steps" if eval_dataset is not None else "no",
+        eval_steps=settings.save_steps,
+        include_num_input_tokens_seen="non_padding",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        # TRL defaults bf16=True, which fails on a CPU; use_cpu also keeps a GPU-less run off MPS.
+        bf16=on_gpu,
+        use_cpu=not on_gpu,
+        report_to="none",
+        dataset_num_proc=None,
+        disable_tqdm=True,
+    )
+    lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                      lora_dropout=settings.lora_dropout,
+                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+                         processing_class=tokenizer, peft_config=lora,
+                         callbacks=[_report_callback(report)])
+    # The printer writes Python dicts to stdout, where a standalone task prints JSON lines; the
+    # report callback carries the same numbers.
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _load_model(base_model_path: str, quantization: str) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_path)
+    if quantization == "nf4":
+        from peft import prepare_model_for_kbit_training
+
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                 bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(
+            base_model_path, quantization_config=bnb, dtype=torch.bfloat16, device_map={"": 0})
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=True,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif torch.cuda.is_available() and quantization == "none":
+        model = AutoModelForCausalLM.from_pretrained(
+            base_model_path, dtype=torch.bfloat16, device_map={"": 0})
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
+    return model, tokenizer
+
+
+def _final_eval_loss(trainer: Any) -> float | None:
+    """Eval loss after the last step: the logged one when it ran there, else a fresh evaluation."""
+    if trainer.eval_dataset is None:
+        return None
+    last = [e for e in trainer.state.log_history if "eval_loss" in e]
+    if last and last[-1].get("step") == trainer.state.global_step:
+        return float(last[-1]["eval_loss"])
+    return float(trainer.evaluate()["eval_loss"])
+
+
+def _report_callback(report: Report) -> Any:
+    from transformers import TrainerCallback
+
+    class ReportCallback(TrainerCallback):
+        """Streams every training log (step, loss, lr) and every evaluation to `report`."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                report(step=state.global_step, total=state.max_steps, loss=float(logs["loss"]),
+                       learning_rate=float(logs.get("learning_rate", 0.0)))
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if metrics and "eval_loss" in metrics:
+                report(eval_loss=float(metrics["eval_loss"]), step=state.global_step)
+
+    return ReportCallback()
+
+
+def _peak_memory_mb(cuda: bool) -> float:
+    import torch
+
+    if cuda:
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _archive(adapter_dir: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    archive = adapter_dir.parent / f"adapter-{stamp}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(adapter_dir, arcname="adapter")
+    return archive
+
+
+def model_card(base_model_path: str, settings: SftSettings, metadata: Mapping[str, Any]) -> str:
+    """A short markdown card: base model, dataset hash, settings and the run's metrics."""
+    lines = ["# GxPLab LoRA adapter (qlora_adapter)", "",
+             f"- base model: `{base_model_path}`",
+             f"- dataset sha256: `{metadata['dataset_sha256']}` "
+             f"({metadata['train_rows']} rows trained on, the rest held out)",
+             f"- quantization: {metadata['quantization']} on {metadata['device']}", "",
+             "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in dataclasses.asdict(settings).items()]
+    lines += ["", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in metadata.items()
+              if k not in {"losses", "dataset_sha256", "quantization", "device"}]
+    return "\n".join(lines) + "\n"
+
+
+def load_adapter(base_model_path: str | Path, adapter_path: str | Path) -> Any:
+    """The base model with the trained adapter (peft `PeftModel`), in eval mode, for inference."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(base_model_path), dtype=torch.float32)
+    return PeftModel.from_pretrained(base, str(adapter_path)).eval()

@@ -1,26 +1,20 @@
 """The base_model asset trains in its own process; metrics arrive through Dagster Pipes."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import dagster as dg
+from test_embedded_model import TINY as TINY_MODEL
 
 from assets import models
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
 
+# The tiny model of tests/test_embedded_model.py, as the asset's config overrides.
 TINY = {
-    "vocab_size": 512,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "pretrain_steps": 30,
-    "batch_size": 4,
-    "sequence_length": 64,
-    "max_documents": 40,
-    "seed": 7,
+    key: value for key, value in dataclasses.asdict(TINY_MODEL).items()
+    if key in models.BaseModelConfig.model_fields
 }
 
 

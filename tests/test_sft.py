@@ -11,8 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_embedded_model import TINY
 
-from training.embedded_model import EmbeddedModelConfig, build_embedded_base_model
+from training.embedded_model import build_embedded_base_model
 from training.sft import (
     NO_CUDA,
     SftSettings,
@@ -23,13 +24,6 @@ from training.sft import (
 )
 from training.tasks import TASKS
 
-# tests/test_embedded_model.py's TINY model
-TINY = EmbeddedModelConfig(
-    vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-    pretrain_steps=30, batch_size=4, sequence_length=64, learning_rate=1e-2, warmup_steps=3,
-    eval_max_blocks=16, max_documents=40, torch_threads=1, seed=7,
-)
 # Eight short audit Q/A chats; the assistant reply is all the loss sees (assistant_only_loss).
 CHATS = [
     {"messages": [{"role": "system", "content": "You are a GxP auditor."},

@@ -391,12 +391,12 @@ def _flatten(records: Sequence[dict], tz_name: str) -> _Flat:
         try:
             t, d = par["temperature_c"], par["duration_min"]
             pv = (t["value"], t["low"], t["high"], d["value"], d["low"], d["high"])
-        except Exception:  # noqa: BLE001 - any malformed parameters value
+        except (KeyError, TypeError):  # malformed parameters: the slow path says what is wrong
             pv = _params_slow(par)
         try:
             ev = int(env["room_temp_c"] is None or env["relative_humidity_pct"] is None
                      or env["differential_pressure_pa"] is None)
-        except Exception:  # noqa: BLE001
+        except (KeyError, TypeError):  # malformed environment: the slow path handles it
             ev = _env_state(env)
         add_other((seq, qty, st, et, rt, ev, bool(aud) and _audit_reason_missing(aud), *pv))
     frame: dict[str, np.ndarray] = {"_row": np.arange(n)}

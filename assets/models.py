@@ -14,18 +14,16 @@ from resources.compute import ComputeResource
 from synthetic.alignment_instructions import preference_pairs
 from synthetic.jsonl import write_jsonl
 
-REFERENCE_KEYS = ("model_path", "adapter_path", "archive_path", "archive_sha256",
-                  "parameter_count", "trainable_params", "quantization")
-
 
 def _reference(result: dg.MaterializeResult, run_id: str) -> dg.Output:
-    """The asset's value (a JSON reference) with the training metadata attached."""
+    """The asset's value: a JSON reference (paths, hashes, the training metrics and loss curve)
+    with the training metadata attached to the materialization."""
     metadata = dict(result.metadata or {})
-    reference = {"run_id": run_id}
-    for key in REFERENCE_KEYS:
-        if key in metadata:
-            value = metadata[key]
-            reference[key] = value.value if isinstance(value, dg.MetadataValue) else value
+    reference: dict = {"run_id": run_id}
+    for key, value in metadata.items():
+        value = value.value if isinstance(value, dg.MetadataValue) else value
+        if key != "loss_curve" and (value is None or isinstance(value, str | int | float | list)):
+            reference[key] = value
     return dg.Output(reference, metadata=metadata)
 
 
@@ -58,26 +56,27 @@ def base_model(
     return _reference(result, context.run.run_id)
 
 
-class QloraAdapterConfig(dg.Config):
+class AdapterConfig(dg.Config):
     """Overrides of training/sft.py's SftSettings (issue 3 defaults: r 16, alpha 32, lr 2e-4...)."""
 
     max_steps: int | None = Field(None, description="Stop after this many optimizer steps.")
     num_train_epochs: float | None = Field(None, description="Epochs over the training split.")
     per_device_train_batch_size: int | None = Field(None, description="Batch size per device.")
+    learning_rate: float | None = Field(None, description="Peak learning rate.")
     quantization: str | None = Field(None, description="auto | nf4 | none (auto: NF4 on CUDA).")
 
 
-@dg.asset(group_name="models", pool="gpu", kinds={"pytorch"}, code_version="1")
-def qlora_adapter(
-    context: dg.AssetExecutionContext,
-    config: QloraAdapterConfig,
-    compute: ComputeResource,
-    base_model: dict,
-    alignment_instructions: list[dict],
-) -> dg.Output[dict]:
-    """LoRA adapter on the alignment-instructions chosen answers (TRL SFTTrainer): 4-bit NF4 with
-    double quantisation on CUDA, plain LoRA on a CPU (said in metadata)."""
-    output_dir = compute.output_dir("qlora_adapter", context.run.run_id)
+class GritAdapterConfig(AdapterConfig):
+    grit_preset: str | None = Field(
+        None, description="default (factors every step) or seed003 (every 20 steps, reprojection "
+        "every 40, damping 1e-2)."
+    )
+
+
+def _train_adapter(context: dg.AssetExecutionContext, compute: ComputeResource, task: str,
+                   config: dg.Config, base_model: dict, alignment_instructions: list[dict]):
+    """Chat rows from the accepted answers -> the SFT task in its own process -> a reference."""
+    output_dir = compute.output_dir(task, context.run.run_id)
     train_file = Path(output_dir) / "train.jsonl"
     train_file.parent.mkdir(parents=True, exist_ok=True)
     rows = [
@@ -89,5 +88,33 @@ def qlora_adapter(
     settings = {key: value for key, value in config.model_dump().items() if value is not None}
     task_config = {**settings, "base_model_path": base_model["model_path"],
                    "train_file": str(train_file)}
-    result = compute.run_task(context, "qlora_adapter", task_config, output_dir)
+    result = compute.run_task(context, task, task_config, output_dir)
     return _reference(result, context.run.run_id)
+
+
+@dg.asset(group_name="models", pool="gpu", kinds={"pytorch"}, code_version="1")
+def qlora_adapter(
+    context: dg.AssetExecutionContext,
+    config: AdapterConfig,
+    compute: ComputeResource,
+    base_model: dict,
+    alignment_instructions: list[dict],
+) -> dg.Output[dict]:
+    """LoRA adapter on the alignment-instructions chosen answers (TRL SFTTrainer): 4-bit NF4 with
+    double quantisation on CUDA, plain LoRA on a CPU (said in metadata)."""
+    return _train_adapter(context, compute, "qlora_adapter", config, base_model,
+                          alignment_instructions)
+
+
+@dg.asset(group_name="models", pool="gpu", kinds={"pytorch"}, code_version="1")
+def grit_adapter(
+    context: dg.AssetExecutionContext,
+    config: GritAdapterConfig,
+    compute: ComputeResource,
+    base_model: dict,
+    alignment_instructions: list[dict],
+) -> dg.Output[dict]:
+    """The same SFT as qlora_adapter with the GRIT optimizer (K-FAC preconditioning inside the
+    optimizer step, Fisher-guided reprojection); effective rank and parameters in metadata."""
+    return _train_adapter(context, compute, "grit_adapter", config, base_model,
+                          alignment_instructions)

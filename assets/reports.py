@@ -52,3 +52,36 @@ def gxp_leaderboard(
         flat[column + "_high"] = flat[column].map(lambda v: v[1] if isinstance(v, tuple) else None)
         flat = flat.drop(columns=column)
     return flat
+
+
+COMPARISON_COLUMNS = (
+    ("steps", "steps"), ("train_loss", "train loss"), ("eval_loss", "eval loss"),
+    ("wall_s", "wall s"), ("tokens_per_s", "tokens/s"), ("peak_memory_mb", "peak MB"),
+    ("trainable_params", "trainable params"), ("grit_effective_params", "effective params"),
+    ("grit_mean_effective_rank", "effective rank"), ("adapter_size_bytes", "adapter bytes"),
+    ("quantization", "quantization"),
+)
+
+
+@dg.asset(group_name="reports", kinds={"python"}, code_version="1")
+def training_comparison(
+    context: dg.AssetExecutionContext, qlora_adapter: dict, grit_adapter: dict
+) -> pd.DataFrame:
+    """The adapters side by side: loss curves overlaid, wall time, tokens/s, peak memory,
+    trainable and effective parameters, adapter size."""
+    from training.plots import loss_curves_png
+
+    adapters = {"qlora_adapter": qlora_adapter, "grit_adapter": grit_adapter}
+    table = pd.DataFrame(
+        [{"adapter": name, **{key: ref.get(key) for key, _ in COMPARISON_COLUMNS}}
+         for name, ref in adapters.items()]
+    )
+    png = loss_curves_png({name: ref.get("losses") or [] for name, ref in adapters.items()},
+                          title="training loss per optimizer step")
+    image = base64.b64encode(png).decode()
+    shown = table.rename(columns=dict(COMPARISON_COLUMNS))
+    context.add_output_metadata({
+        "comparison": dg.MetadataValue.md(shown.to_markdown(index=False, floatfmt=".4g")),
+        "loss_curves": dg.MetadataValue.md(f"![loss curves](data:image/png;base64,{image})"),
+    })
+    return table

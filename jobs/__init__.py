@@ -24,9 +24,10 @@ evaluation_job = dg.define_asset_job(
 models_job = dg.define_asset_job(
     "gxp_models_job",
     selection=(
-        dg.AssetSelection.groups("models") | dg.AssetSelection.assets("alignment_instructions")
+        dg.AssetSelection.groups("models")
+        | dg.AssetSelection.assets("alignment_instructions", "training_comparison")
     ),
-    description="The training data they need, then the base model and adapters through Pipes.",
+    description="Training data, the base model and adapters through Pipes, their comparison.",
 )
 reports_job = dg.define_asset_job(
     "gxp_reports_job",

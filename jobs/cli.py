@@ -125,7 +125,7 @@ def benchmark(args: argparse.Namespace) -> int:
     if not args.no_training:
         _run(
             defs.resolve_job_def("gxp_models_job"),
-            "alignment_instructions, base_model, qlora_adapter (Pipes)",
+            "models: base_model, qlora/grit adapters (Pipes)",
             failures,
             log_level,
             instance=instance,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 import sys
 import time
@@ -36,8 +37,8 @@ def _pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
             png = base64.b64encode(loss_curves_png({"loss": value})).decode()
             out["loss_curve"] = {"raw_value": f"![loss](data:image/png;base64,{png})", "type": "md"}
             out["losses"] = {"raw_value": value, "type": "json"}
-        elif value is None:
-            out[key] = {"raw_value": None, "type": "null"}
+        elif value is None or (isinstance(value, float) and math.isnan(value)):
+            out[key] = {"raw_value": None, "type": "null"}  # JSON has no NaN
         elif key.endswith("_path"):
             out[key] = {"raw_value": value, "type": "path"}
         else:

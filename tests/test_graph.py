@@ -12,13 +12,14 @@ import dagster as dg
 import pytest
 from fake_openai_server import FakeOpenAIServer, FakeReply, batch_records_from_request
 
-from assets import data, evaluation, reports
+from assets import data, evaluation, models, reports
 from assets.partitions import model_partitions, model_split_key
+from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 
-ASSETS = dg.load_assets_from_modules([data, evaluation, reports])
+ASSETS = dg.load_assets_from_modules([data, evaluation, models, reports])
 SPLITS = ("benchmark", "control_clean", "adversarial")
 FAKE_TYPES = {"empty_notes_field", "negative_quantity"}
 
@@ -60,6 +61,7 @@ def graph(tmp_path, monkeypatch):
         with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
             resources = {
                 "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
+                "compute": ComputeResource(models_dir=str(tmp_path / "models")),
                 "llm": LLMResource(cache_dir=str(tmp_path / "llm_cache"), max_retries=1),
                 "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
             }

@@ -54,6 +54,12 @@ class SftSettings:
     save_steps: int = 50
     save_total_limit: int = 2
     quantization: str = "auto"
+    # "adamw" (plain LoRA/QLoRA) or "grit" (training/grit.py: K-FAC preconditioning inside the
+    # optimizer step, Fisher-guided reprojection); grit_preset "default" (factors every step,
+    # reprojection every 40) or "seed003" (factors every 20 steps: nothing happens in a run
+    # shorter than that, such as the embedded default's 14 steps).
+    optimizer: str = "adamw"
+    grit_preset: str = "default"
     # Intra-op CPU threads (None: torch's default); see EmbeddedModelConfig.torch_threads for why.
     torch_threads: int | None = None
 
@@ -67,6 +73,10 @@ class SftSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.optimizer not in ("adamw", "grit"):
+            raise ValueError(f"optimizer must be adamw or grit, got {self.optimizer!r}")
+        if self.grit_preset not in ("seed003", "default"):
+            raise ValueError(f"grit_preset must be seed003 or default, got {self.grit_preset!r}")
         if not 0 <= self.eval_fraction < 1 or not 0 <= self.warmup_ratio < 1:
             raise ValueError("eval_fraction and warmup_ratio must be in [0, 1)")
 
@@ -180,8 +190,8 @@ def sft_task(config: dict, output_dir: Path, report: Report) -> dict:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     try:
-        trainer = _build_trainer(base_model_path, rows, settings, quantization, checkpoints,
-                                 report)
+        trainer, grit = _build_trainer(base_model_path, rows, settings, quantization, checkpoints,
+                                       report)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
@@ -217,7 +227,10 @@ def sft_task(config: dict, output_dir: Path, report: Report) -> dict:
         "resumed_from": resume,
         "train_rows": len(trainer.train_dataset),
         "dataset_sha256": file_sha256(train_file),
+        "optimizer": settings.optimizer,
     }
+    if grit is not None:
+        metadata.update({f"grit_{key}": value for key, value in grit.metrics().items()})
     (output_dir / "model_card.md").write_text(
         model_card(base_model_path, settings, metadata), encoding="utf-8")
     return metadata
@@ -281,13 +294,28 @@ def _build_trainer(base_model_path: str, rows: list[dict[str, Any]], settings: S
     lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
                       lora_dropout=settings.lora_dropout,
                       target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+    grit = None
+    extra: dict[str, Any] = {"peft_config": lora}
+    if settings.optimizer == "grit":
+        # GRIT preconditions inside the optimizer step, so it needs the LoRA layers before the
+        # trainer exists, and clipping moves into the optimizer (after preconditioning).
+        from peft import get_peft_model
+
+        from training.grit import GritConfig, grit_optimizer
+
+        model = get_peft_model(model, lora)
+        preset = GritConfig.seed003() if settings.grit_preset == "seed003" else GritConfig()
+        optimizer, grit = grit_optimizer(model, lr=settings.learning_rate, config=preset,
+                                         max_grad_norm=args.max_grad_norm or None)
+        args.max_grad_norm = 0.0
+        extra = {"optimizers": (optimizer, None)}
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
-                         processing_class=tokenizer, peft_config=lora,
-                         callbacks=[_report_callback(report)])
+                         processing_class=tokenizer, callbacks=[_report_callback(report)],
+                         **extra)
     # The printer writes Python dicts to stdout, where a standalone task prints JSON lines; the
     # report callback carries the same numbers.
     trainer.remove_callback(PrinterCallback)
-    return trainer
+    return trainer, grit
 
 
 def _load_model(base_model_path: str, quantization: str) -> tuple[Any, Any]:

@@ -50,7 +50,15 @@ def base_model_task(config: dict, output_dir: Path, report: Report) -> dict:
     }
 
 
+def grit_task(config: dict, output_dir: Path, report: Report) -> dict:
+    """The SFT task with the GRIT optimizer. Activation checkpointing is off by default: its
+    recomputed forward passes would feed GRIT's activation hooks a second time."""
+    return sft_task({"optimizer": "grit", "gradient_checkpointing": False, **config}, output_dir,
+                    report)
+
+
 TASKS: dict[str, Callable[[dict, Path, Report], dict]] = {
     "base_model": base_model_task,
     "qlora_adapter": sft_task,
+    "grit_adapter": grit_task,
 }

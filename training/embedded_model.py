@@ -34,6 +34,7 @@ from transformers import (
 
 from training.corpus import BOS, EOS, PAD, ROLE_MARKERS, SPECIAL_TOKENS, UNK, build_corpus
 from training.corpus import corpus_sha256 as compute_corpus_sha256
+from training.settings import from_mapping
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "base_model.yaml"
 PROFILES = ("embedded", "hf")
@@ -98,22 +99,7 @@ class EmbeddedModelConfig:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], source: str = "<mapping>") -> EmbeddedModelConfig:
         """Build from a mapping; unknown or mistyped fields name the source and the field."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key not in known:
-                raise ValueError(f"{source}: field 'embedded.{key}' is unknown; known: "
-                                 f"{', '.join(known)}")
-            kind = float if key in {"learning_rate", "weight_decay", "heldout_fraction"} else int
-            try:
-                values[key] = None if value is None and key in _OPTIONAL else kind(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{source}: field 'embedded.{key}': expected "
-                                 f"{kind.__name__}, got {value!r}") from None
-        try:
-            return cls(**values)
-        except ValueError as err:
-            raise ValueError(f"{source}: section 'embedded': {err}") from None
+        return from_mapping(cls, raw, source=source, prefix="embedded.", optional=_OPTIONAL)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from training.settings import from_mapping
+
 if TYPE_CHECKING:  # training.tasks imports this module; torch loads only when a task runs
     from training.tasks import Report
 
@@ -83,29 +85,14 @@ class SftSettings:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], source: str = "task config") -> SftSettings:
         """Build from a mapping; an unknown or mistyped field names the source and the field."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key not in fields:
-                raise ValueError(f"{source}: field {key!r} is unknown; known: {', '.join(fields)}")
-            default = fields[key].default
-            try:
-                if key == "target_modules":
-                    value = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-                elif value is None and key in {"max_steps", "torch_threads"}:
-                    pass
-                elif isinstance(default, bool):
-                    if not isinstance(value, bool):
-                        raise TypeError
-                elif isinstance(default, int | float | str) or default is None:
-                    value = (int if default is None else type(default))(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{source}: field {key!r}: cannot use {value!r}") from None
-            values[key] = value
-        try:
-            return cls(**values)
-        except ValueError as err:
-            raise ValueError(f"{source}: {err}") from None
+        return from_mapping(
+            cls, raw, source=source, optional=frozenset({"max_steps", "torch_threads"}),
+            converters={"target_modules": _modules},
+        )
+
+
+def _modules(value: Any) -> tuple[str, ...]:
+    return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
 
 
 def read_sft_rows(path: Path) -> list[dict[str, Any]]:

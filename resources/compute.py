@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -16,34 +16,66 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class ComputeResource(dg.ConfigurableResource):
     """Runs `training.tasks` in a separate process: `python -m resources.pipes_entry TASK ...`.
 
-    `local` starts it under PipesSubprocessClient (CPU, or the local GPU when there is one). The
-    Kubernetes GPU-pod backend (PipesK8sClient) arrives with the orchestration work; its command
-    is the same, so a task never changes with the backend."""
+    `local` starts it under PipesSubprocessClient (CPU, or the local GPU when there is one);
+    `k8s` starts it in a GPU pod under PipesK8sClient (image with this project installed, models
+    folder on a persistent volume). The command is the same, so a task never changes with the
+    backend."""
 
-    backend: Literal["local"] = Field("local", description="Where the training process runs.")
-    models_dir: str = Field(description="Root folder for trained models and adapters.")
+    backend: Literal["local", "k8s"] = Field("local", description="Where the training runs.")
+    models_dir: str = Field(description="Root folder for trained models and adapters (in the "
+                            "pod too: the persistent volume is mounted there).")
+    image: str = Field("gxplab-training:latest", description="k8s: container image.")
+    namespace: str = Field("gxplab", description="k8s: namespace of the training pods.")
+    gpu_resource: str = Field("nvidia.com/gpu", description="k8s: extended resource name.")
+    gpus: int = Field(1, description="k8s: GPUs per training pod.")
+    memory: str = Field("48Gi", description="k8s: memory request and limit.")
+    cpu: str = Field("8", description="k8s: CPU request.")
+    models_volume_claim: str | None = Field(
+        "gxplab-models", description="k8s: PersistentVolumeClaim mounted at models_dir."
+    )
 
     def output_dir(self, name: str, run_id: str) -> Path:
         """Run-scoped artifact folder: a new run never overwrites an earlier model."""
         return Path(self.models_dir) / name / run_id
 
     def command(self, task: str, config: dict, output_dir: Path) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "resources.pipes_entry",
-            task,
-            "--output-dir",
-            str(output_dir),
-            "--config",
-            json.dumps(config, sort_keys=True),
-        ]
+        python = sys.executable if self.backend == "local" else "python"
+        return [python, "-m", "resources.pipes_entry", task,
+                "--output-dir", str(output_dir), "--config", json.dumps(config, sort_keys=True)]
 
-    def run_task(
-        self, context: dg.AssetExecutionContext, task: str, config: dict, output_dir: Path
-    ) -> dg.MaterializeResult:
+    def k8s_pod_spec(self) -> dict[str, Any]:
+        """Base pod spec for PipesK8sClient: GPU limit, GPU toleration, models volume."""
+        container: dict[str, Any] = {
+            "resources": {
+                "requests": {"cpu": self.cpu, "memory": self.memory},
+                "limits": {self.gpu_resource: str(self.gpus), "memory": self.memory},
+            },
+        }
+        spec: dict[str, Any] = {
+            "restart_policy": "Never",
+            "containers": [container],
+            "tolerations": [{"key": self.gpu_resource, "operator": "Exists",
+                             "effect": "NoSchedule"}],
+        }
+        if self.models_volume_claim:
+            container["volume_mounts"] = [{"name": "models", "mount_path": self.models_dir}]
+            spec["volumes"] = [{"name": "models", "persistent_volume_claim": {
+                "claim_name": self.models_volume_claim}}]
+        return spec
+
+    def run_task(self, context: dg.AssetExecutionContext, task: str, config: dict,
+                 output_dir: Path) -> dg.MaterializeResult:
         """Run the task; its streamed log lines and final metadata arrive through Pipes."""
-        client = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT))
         context.log.info(f"training task {task} -> {output_dir} (backend {self.backend})")
-        invocation = client.run(context=context, command=self.command(task, config, output_dir))
+        command = self.command(task, config, output_dir)
+        if self.backend == "k8s":
+            from dagster_k8s import PipesK8sClient
+
+            invocation = PipesK8sClient().run(
+                context=context, image=self.image, command=command, namespace=self.namespace,
+                env={"HF_HUB_OFFLINE": "0"}, base_pod_spec=self.k8s_pod_spec(),
+            )
+        else:
+            client = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT))
+            invocation = client.run(context=context, command=command)
         return invocation.get_materialize_result()

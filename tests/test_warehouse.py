@@ -30,6 +30,8 @@ from resources.clients.warehouse import (
 )
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+HEAD = "0002"  # the newest migration in resources/warehouse_migrations/versions/
+NO_MODELS = {"model_versions": 0, "model_aliases": 0, "model_alias_events": 0}
 PROV = Provenance("run-a", "reference", "benchmark", "a" * 64, "audit-v1", "1234abcd")
 
 
@@ -127,18 +129,19 @@ def record(wh: Warehouse, prov: Provenance = PROV, **kwargs) -> int:
 def test_upgrade_is_idempotent_and_creates_the_model_schema(url: str) -> None:
     wh = Warehouse(url)
     try:
-        assert wh.upgrade() == "0001"
-        assert wh.upgrade() == "0001"  # second start: nothing to do, no error
-        assert wh.table_counts() == dict.fromkeys(
-            ["benchmark_runs", "predictions", "scores", "score_details", "llm_calls"], 0
-        )
+        assert wh.upgrade() == HEAD
+        assert wh.upgrade() == HEAD  # second start: nothing to do, no error
+        assert wh.table_counts() == {
+            **dict.fromkeys(["benchmark_runs", "predictions", "scores", "score_details"], 0),
+            **dict.fromkeys(["llm_calls", *NO_MODELS], 0),
+        }
         assert read(url, "benchmark_runs") == []
         engine = create_engine(url)
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             # The migration and the models in warehouse.py describe the same tables and indexes.
             assert compare_metadata(context, METADATA) == []
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == HEAD
         engine.dispose()
     finally:
         wh.close()
@@ -146,7 +149,7 @@ def test_upgrade_is_idempotent_and_creates_the_model_schema(url: str) -> None:
 
 def test_using_a_database_that_was_never_upgraded_says_what_to_run(tmp_path) -> None:
     wh = Warehouse(f"sqlite:///{tmp_path}/empty.sqlite")
-    with pytest.raises(WarehouseError, match=r"revision None, this code needs 0001: run .*upgrade"):
+    with pytest.raises(WarehouseError, match=r"revision None, this code needs 0002: run .*upgrade"):
         wh.table_counts()
     with pytest.raises(WarehouseError, match="upgrade"):
         record(wh)
@@ -156,12 +159,12 @@ def test_the_migration_template_renders_a_new_revision(tmp_path, monkeypatch) ->
     migrations = tmp_path / "migrations"
     shutil.copytree(wmod._MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(wmod, "_MIGRATIONS_DIR", migrations)
-    command.revision(wmod.alembic_config(), message="add a column", rev_id="0002")
-    new = next((migrations / "versions").glob("0002_*.py")).read_text()
+    command.revision(wmod.alembic_config(), message="add a column", rev_id="0003")
+    new = next((migrations / "versions").glob("0003_*.py")).read_text()
     assert (
-        'down_revision: str | None = "0001"' in new or "down_revision: str | None = '0001'" in new
+        'down_revision: str | None = "0002"' in new or "down_revision: str | None = '0002'" in new
     )
-    assert Warehouse(f"sqlite:///{tmp_path}/w.sqlite").upgrade() == "0002"
+    assert Warehouse(f"sqlite:///{tmp_path}/w.sqlite").upgrade() == "0003"
 
 
 @pytest.mark.postgres
@@ -184,7 +187,7 @@ def test_concurrent_upgrades_on_postgres_wait_for_each_other(pg_url: str) -> Non
     for t in threads:
         t.join()
     assert errors == []
-    assert results == ["0001"] * 3
+    assert results == [HEAD] * 3
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -206,6 +209,7 @@ def test_record_run_round_trip(wh: Warehouse, url: str) -> None:
         "scores": 2,
         "score_details": 2,
         "llm_calls": 2,
+        **NO_MODELS,
     }
 
     (run,) = read(url, "benchmark_runs")
@@ -304,6 +308,7 @@ def test_re_recording_a_step_replaces_its_rows_and_keeps_other_runs(
         "scores": 4,
         "score_details": 0,
         "llm_calls": 2,
+        **NO_MODELS,
     }
     run = next(r for r in read(url, "benchmark_runs") if r["id"] == first)
     assert run["status"] == "succeeded"
@@ -509,7 +514,7 @@ def test_redact_url_and_driver_normalisation() -> None:
 
 def test_in_memory_sqlite_keeps_its_tables_across_connections() -> None:
     wh = Warehouse("sqlite://")
-    assert wh.upgrade() == "0001"
+    assert wh.upgrade() == HEAD
     record(wh)
     assert wh.table_counts()["scores"] == 2
 
@@ -535,11 +540,12 @@ def test_code_version(monkeypatch) -> None:
 def test_cli_upgrade_and_counts(tmp_path, monkeypatch, capsys) -> None:
     url = f"sqlite:///{tmp_path}/cli.sqlite"
     assert wmod.main(["upgrade", "--url", url]) == 0
-    assert capsys.readouterr().out.strip() == f"{url}: schema revision 0001"
+    assert capsys.readouterr().out.strip() == f"{url}: schema revision {HEAD}"
     monkeypatch.setenv("GXPLAB_WAREHOUSE_URL", url)  # the default when --url is left out
     assert wmod.main(["counts", "--json"]) == 0
     assert capsys.readouterr().out.strip() == (
-        '{"benchmark_runs": 0, "predictions": 0, "scores": 0, "score_details": 0, "llm_calls": 0}'
+        '{"benchmark_runs": 0, "predictions": 0, "scores": 0, "score_details": 0, "llm_calls": 0, '
+        '"model_versions": 0, "model_aliases": 0, "model_alias_events": 0}'
     )
     assert wmod.main(["counts"]) == 0
     assert capsys.readouterr().out.splitlines()[0].split() == ["benchmark_runs", "0"]

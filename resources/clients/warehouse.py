@@ -11,6 +11,7 @@ CLI: `python -m resources.clients.warehouse {upgrade,counts} [--url URL]`.
 from __future__ import annotations
 
 import argparse
+import getpass
 import io
 import json
 import logging
@@ -40,6 +41,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -58,7 +60,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 log = logging.getLogger(__name__)
@@ -184,7 +186,64 @@ LLM_CALLS = Table(
     Index("ix_llm_calls_cache_key", "cache_key"),
 )
 _CHILD_TABLES = (PREDICTIONS, SCORES, SCORE_DETAILS, LLM_CALLS)
-TABLES = (BENCHMARK_RUNS, *_CHILD_TABLES)
+
+# Model registry (revision 0002): trained adapter versions per task, named aliases such as
+# "production" that point at one version, and the append-only history of alias moves.
+MODEL_VERSIONS = Table(
+    "model_versions",
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("task", String(_ID_LEN), nullable=False),  # e.g. qlora_adapter, gxp_audit_adapter
+    Column("version", String(_ID_LEN), nullable=False),  # run-id or timestamp label
+    Column("artifact_uri", Text, nullable=False),  # adapter folder path or s3:// URI
+    Column("archive_uri", Text),
+    Column("archive_sha256", String(64)),
+    Column("base_model", Text),
+    Column("dataset_hash", String(_ID_LEN)),
+    Column("config", JSON),
+    Column("metrics", JSON),
+    Column("code_version", String(_ID_LEN), nullable=False),
+    Column("dagster_run_id", String(_ID_LEN)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("task", "version", name="uq_model_versions_task_version"),
+    Index("ix_model_versions_task_created", "task", "created_at"),
+)
+MODEL_ALIASES = Table(
+    "model_aliases",
+    METADATA,
+    Column("task", String(_ID_LEN), primary_key=True),
+    Column("alias", String(_ID_LEN), primary_key=True),
+    Column("version", String(_ID_LEN), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("previous_version", String(_ID_LEN)),  # where a rollback goes; null when nowhere
+    ForeignKeyConstraint(
+        ["task", "version"],
+        ["model_versions.task", "model_versions.version"],
+        name="fk_model_aliases_version",
+    ),
+)
+MODEL_ALIAS_EVENTS = Table(
+    "model_alias_events",
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("task", String(_ID_LEN), nullable=False),
+    Column("alias", String(_ID_LEN), nullable=False),
+    Column("from_version", String(_ID_LEN)),  # null on the alias's first promotion
+    Column("to_version", String(_ID_LEN), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("actor", Text),
+    Column("reason", Text),
+    Column("at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(
+        ["task", "to_version"],
+        ["model_versions.task", "model_versions.version"],
+        name="fk_model_alias_events_version",
+    ),
+    CheckConstraint("action IN ('promote', 'rollback')", name="ck_model_alias_events_action"),
+    Index("ix_model_alias_events_task_alias", "task", "alias", "id"),
+)
+MODEL_TABLES = (MODEL_VERSIONS, MODEL_ALIASES, MODEL_ALIAS_EVENTS)
+TABLES = (BENCHMARK_RUNS, *_CHILD_TABLES, *MODEL_TABLES)
 
 LATEST_SCORE_COLUMNS: tuple[str, ...] = (
     "model_id", "split", "metric", "value", "ci_low", "ci_high", "n", "dataset_hash",
@@ -199,6 +258,11 @@ RUN_SUMMARY_COLUMNS: tuple[str, ...] = (
 
 class WarehouseError(RuntimeError):
     """A warehouse problem whose message is safe to log (never holds the URL's password)."""
+
+
+class ModelRegistryError(WarehouseError):
+    """A model-registry request that cannot be met (unknown task or version, a conflicting
+    registration, nothing to roll back to); the message names the task, version and alias."""
 
 
 @dataclass(frozen=True)
@@ -641,6 +705,413 @@ class Warehouse:
                 for t in TABLES
             }
 
+    # --- model registry ---------------------------------------------------------------------------
+    def register_model_version(
+        self,
+        task: str,
+        version: str,
+        *,
+        artifact_uri: str | Path,
+        archive_uri: str | Path | None = None,
+        archive_sha256: str | None = None,
+        base_model: str | None = None,
+        dataset_hash: str | None = None,
+        config: dict | None = None,
+        metrics: dict | None = None,
+        dagster_run_id: str | None = None,
+        code_version: str | None = None,
+    ) -> dict:
+        """Record a trained model version of `task`; returns its row (see list_model_versions).
+
+        Idempotent: registering the same task and version again with the same artifact (uris,
+        sha256, base model, dataset hash, config, metrics) returns the stored row. A version is
+        immutable: different content, a different sha256 above all, raises ModelRegistryError
+        naming the task and version. code_version defaults to the checkout's code_version().
+        """
+        row = _model_version_row(
+            task,
+            version,
+            artifact_uri=artifact_uri,
+            archive_uri=archive_uri,
+            archive_sha256=archive_sha256,
+            base_model=base_model,
+            dataset_hash=dataset_hash,
+            config=config,
+            metrics=metrics,
+            dagster_run_id=dagster_run_id,
+            code_version=code_version,
+        )
+        try:
+            with self._connect() as conn, conn.begin():
+                self._check_schema(conn)
+                existing = _version_row(conn, task, version)
+                if existing is None:
+                    conn.execute(
+                        insert(MODEL_VERSIONS).values({**row, "created_at": datetime.now(UTC)})
+                    )
+                    log.info("model registry: registered %s version %s", task, version)
+                    return _version_dict(_version_row(conn, task, version), [])
+        except IntegrityError:
+            # Another process registered the same task and version between our read and insert.
+            with self._connect() as conn:
+                existing = _version_row(conn, task, version)
+            if existing is None:
+                raise
+        _check_same_version(existing, row)
+        with self._connect() as conn:
+            aliases = _aliases_of(conn, task).get(version, [])
+        return _version_dict(existing, aliases)
+
+    def list_model_versions(self, task: str | None = None) -> list[dict]:
+        """Registered versions, newest first, each with `aliases`: the aliases pointing at it."""
+        stmt = select(MODEL_VERSIONS).order_by(
+            MODEL_VERSIONS.c.created_at.desc(), MODEL_VERSIONS.c.id.desc()
+        )
+        if task is not None:
+            stmt = stmt.where(MODEL_VERSIONS.c.task == task)
+        with self._connect() as conn:
+            self._check_schema(conn)
+            rows = conn.execute(stmt).mappings().all()
+            aliases: dict[tuple[str, str], list[str]] = {}
+            alias_stmt = select(MODEL_ALIASES).order_by(MODEL_ALIASES.c.alias)
+            if task is not None:
+                alias_stmt = alias_stmt.where(MODEL_ALIASES.c.task == task)
+            for a in conn.execute(alias_stmt).mappings():
+                aliases.setdefault((a["task"], a["version"]), []).append(a["alias"])
+        return [_version_dict(r, aliases.get((r["task"], r["version"]), [])) for r in rows]
+
+    def get_alias(self, task: str, alias: str = "production") -> dict | None:
+        """The version row `alias` of `task` points at (plus alias, previous_version and
+        alias_updated_at), or None when the alias is not set."""
+        with self._connect() as conn:
+            self._check_schema(conn)
+            current = _alias_row(conn, task, alias)
+            if current is None:
+                return None
+            row = _version_row(conn, task, current["version"])
+            aliases = _aliases_of(conn, task).get(current["version"], [])
+        return {
+            **_version_dict(row, aliases),
+            "alias": alias,
+            "previous_version": current["previous_version"],
+            "alias_updated_at": _as_utc(current["updated_at"]),
+        }
+
+    def promote(
+        self,
+        task: str,
+        version: str,
+        alias: str = "production",
+        reason: str | None = None,
+        *,
+        actor: str | None = None,
+    ) -> dict:
+        """Point `alias` of `task` at a registered `version` and record the move in the history.
+
+        Promoting the version the alias already points at changes nothing (changed=False).
+        Returns the event: task, alias, action, from_version, to_version, previous_version,
+        actor, reason, at, changed. Unknown task or version: ModelRegistryError naming them.
+        """
+        _check_name(task, "task", "promote")
+        _check_name(version, "version", f"promote of task {task!r}")
+        _check_name(alias, "alias", f"promote of task {task!r}")
+        with self._connect() as conn, conn.begin():
+            self._check_schema(conn)
+            _lock_alias(conn, task, alias)
+            if _version_row(conn, task, version) is None:
+                raise _unknown_version(conn, task, version)
+            current = _alias_row(conn, task, alias)
+            if current is not None and current["version"] == version:
+                return _alias_event(
+                    task, alias, "promote", version, version, current["previous_version"],
+                    actor, reason, _as_utc(current["updated_at"]), changed=False,
+                )  # fmt: skip
+            history = [*_alias_stack(conn, task, alias), version]
+            return _move_alias(conn, task, alias, "promote", current, history, actor, reason)
+
+    def rollback(
+        self,
+        task: str,
+        alias: str = "production",
+        reason: str | None = None,
+        *,
+        actor: str | None = None,
+    ) -> dict:
+        """Move `alias` of `task` back to the version it pointed at before the current one.
+
+        Successive rollbacks walk further back through the promotions (a promotion after a
+        rollback starts from there). ModelRegistryError when the task is unknown, the alias is
+        not set or there is no earlier version. Returns the event, as promote does.
+        """
+        _check_name(task, "task", "rollback")
+        _check_name(alias, "alias", f"rollback of task {task!r}")
+        with self._connect() as conn, conn.begin():
+            self._check_schema(conn)
+            _lock_alias(conn, task, alias)
+            current = _alias_row(conn, task, alias)
+            if current is None:
+                if not _task_exists(conn, task):
+                    raise _unknown_task(conn, task)
+                raise ModelRegistryError(
+                    f"cannot roll back alias {alias!r} of task {task!r}: it was never set "
+                    "(promote a version first)"
+                )
+            history = _alias_stack(conn, task, alias)
+            if not history or history[-1] != current["version"]:
+                raise WarehouseError(
+                    f"alias {alias!r} of task {task!r} points at {current['version']!r} but its "
+                    f"history in model_alias_events ends at {history[-1:]}: the tables were "
+                    "edited by hand"
+                )
+            if len(history) < 2:
+                raise ModelRegistryError(
+                    f"cannot roll back alias {alias!r} of task {task!r}: no version before "
+                    f"{current['version']!r} is left in its history (promote one instead)"
+                )
+            return _move_alias(conn, task, alias, "rollback", current, history[:-1], actor, reason)
+
+    def alias_history(self, task: str, alias: str = "production") -> list[dict]:
+        """Promotions and rollbacks of `alias` of `task`, newest first."""
+        events = MODEL_ALIAS_EVENTS.c
+        stmt = (
+            select(MODEL_ALIAS_EVENTS)
+            .where(events.task == task, events.alias == alias)
+            .order_by(events.id.desc())
+        )
+        with self._connect() as conn:
+            self._check_schema(conn)
+            rows = conn.execute(stmt).mappings().all()
+        return [{**dict(r), "at": _as_utc(r["at"])} for r in rows]
+
+
+# --- model registry helpers ---------------------------------------------------------------------
+_VERSION_CONTENT: tuple[str, ...] = (
+    "artifact_uri", "archive_uri", "archive_sha256", "base_model", "dataset_hash", "config",
+    "metrics",
+)  # fmt: skip
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _check_name(value: Any, field: str, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: field {field} must be a non-empty string, got {value!r}")
+    if len(value) > _ID_LEN:
+        raise ValueError(f"{where}: field {field} is longer than {_ID_LEN} characters")
+    return value
+
+
+def _optional_text(value: Any, field: str, where: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: field {field} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _model_version_row(task: str, version: str, **values: Any) -> dict:
+    """Checked column values of a model_versions row (no id, no created_at)."""
+    _check_name(task, "task", "model version")
+    where = f"model version {version!r} of task {task!r}"
+    _check_name(version, "version", f"model version of task {task!r}")
+    if values["artifact_uri"] is None:
+        raise ValueError(f"{where}: field artifact_uri is required")
+    row: dict[str, Any] = {"task": task, "version": version}
+    for field in ("artifact_uri", "archive_uri", "base_model"):
+        row[field] = _optional_text(values[field], field, where)
+    for field in ("dataset_hash", "dagster_run_id", "code_version"):
+        value = values[field]
+        row[field] = None if value is None else _check_name(value, field, where)
+    sha = values["archive_sha256"]
+    if sha is not None and not (
+        isinstance(sha, str) and len(sha) == 64 and set(sha) <= _SHA256_HEX
+    ):
+        raise ValueError(
+            f"{where}: field archive_sha256 must be 64 lowercase hex digits, got {sha!r}"
+        )
+    row["archive_sha256"] = sha
+    for field in ("config", "metrics"):
+        value = values[field]
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{where}: field {field} must be a dict, got {type(value).__name__}")
+        row[field] = None if value is None else _jsonable(value, f"{where}: {field}")
+    row["code_version"] = row["code_version"] or code_version()
+    return row
+
+
+def _check_same_version(stored: Any, row: dict) -> None:
+    """Raise ModelRegistryError unless a stored version holds the same artifact as `row`."""
+    differ = [f for f in _VERSION_CONTENT if stored[f] != row[f]]
+    if not differ:
+        return
+    where = f"model version {row['version']!r} of task {row['task']!r}"
+    if "archive_sha256" in differ:
+        raise ModelRegistryError(
+            f"{where} is already registered with archive_sha256 {stored['archive_sha256']}, "
+            f"not {row['archive_sha256']}: versions are immutable, register the new artifact "
+            "under a new version label"
+        )
+    raise ModelRegistryError(
+        f"{where} is already registered with different {', '.join(differ)}: versions are "
+        "immutable, register the new artifact under a new version label"
+    )
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """Aware UTC datetime (SQLite hands back naive datetimes; they were written in UTC)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _version_dict(row: Any, aliases: list[str]) -> dict:
+    out = dict(row)
+    out["created_at"] = _as_utc(out["created_at"])
+    out["aliases"] = sorted(aliases)
+    return out
+
+
+def _version_row(conn: Connection, task: str, version: str) -> Any:
+    versions = MODEL_VERSIONS.c
+    stmt = select(MODEL_VERSIONS).where(versions.task == task, versions.version == version)
+    return conn.execute(stmt).mappings().first()
+
+
+def _alias_row(conn: Connection, task: str, alias: str) -> Any:
+    aliases = MODEL_ALIASES.c
+    stmt = select(MODEL_ALIASES).where(aliases.task == task, aliases.alias == alias)
+    return conn.execute(stmt).mappings().first()
+
+
+def _aliases_of(conn: Connection, task: str) -> dict[str, list[str]]:
+    """version -> aliases pointing at it, for one task."""
+    out: dict[str, list[str]] = {}
+    stmt = select(MODEL_ALIASES.c.version, MODEL_ALIASES.c.alias).where(
+        MODEL_ALIASES.c.task == task
+    )
+    for version, alias in conn.execute(stmt):
+        out.setdefault(version, []).append(alias)
+    return out
+
+
+def _task_exists(conn: Connection, task: str) -> bool:
+    return conn.execute(select(exists().where(MODEL_VERSIONS.c.task == task))).scalar_one()
+
+
+def _unknown_task(conn: Connection, task: str) -> ModelRegistryError:
+    tasks = conn.execute(select(MODEL_VERSIONS.c.task).distinct().order_by(MODEL_VERSIONS.c.task))
+    known = ", ".join(tasks.scalars()) or "none"
+    return ModelRegistryError(
+        f"unknown task {task!r}: no model version is registered for it (registered tasks: {known})"
+    )
+
+
+def _unknown_version(conn: Connection, task: str, version: str) -> ModelRegistryError:
+    if not _task_exists(conn, task):
+        return _unknown_task(conn, task)
+    versions = MODEL_VERSIONS.c
+    newest = conn.execute(
+        select(versions.version)
+        .where(versions.task == task)
+        .order_by(versions.created_at.desc(), versions.id.desc())
+        .limit(5)
+    )
+    return ModelRegistryError(
+        f"task {task!r} has no version {version!r} (newest registered: "
+        f"{', '.join(newest.scalars())})"
+    )
+
+
+def _lock_alias(conn: Connection, task: str, alias: str) -> None:
+    """Serialise moves of one alias on PostgreSQL (also its first promotion, when no row exists
+    to lock yet). SQLite serialises writers by itself."""
+    if conn.dialect.name == "postgresql":
+        key = zlib.crc32(f"gxplab.model_alias\0{task}\0{alias}".encode())
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def _alias_stack(conn: Connection, task: str, alias: str) -> list[str]:
+    """Versions the alias went through, replayed from its history: a promotion pushes its version,
+    a rollback pops the current one; the last item is the current version."""
+    events = MODEL_ALIAS_EVENTS.c
+    stmt = (
+        select(events.action, events.to_version)
+        .where(events.task == task, events.alias == alias)
+        .order_by(events.id)
+    )
+    stack: list[str] = []
+    for action, to_version in conn.execute(stmt):
+        if action == "promote":
+            stack.append(to_version)
+        elif stack:
+            stack.pop()
+    return stack
+
+
+def _alias_event(
+    task: str,
+    alias: str,
+    action: str,
+    from_version: str | None,
+    to_version: str,
+    previous_version: str | None,
+    actor: str | None,
+    reason: str | None,
+    at: datetime | None,
+    *,
+    changed: bool,
+) -> dict:
+    return {
+        "task": task, "alias": alias, "action": action, "from_version": from_version,
+        "to_version": to_version, "previous_version": previous_version, "actor": actor,
+        "reason": reason, "at": at, "changed": changed,
+    }  # fmt: skip
+
+
+def _move_alias(
+    conn: Connection,
+    task: str,
+    alias: str,
+    action: str,
+    current: Any,
+    history: list[str],
+    actor: str | None,
+    reason: str | None,
+) -> dict:
+    """Point the alias at history[-1] (previous_version: history[-2]) and append the event."""
+    now, actor = datetime.now(UTC), actor or _current_user()
+    to_version, previous = history[-1], history[-2] if len(history) > 1 else None
+    from_version = None if current is None else current["version"]
+    values = {"version": to_version, "updated_at": now, "previous_version": previous}
+    if current is None:
+        conn.execute(insert(MODEL_ALIASES).values(task=task, alias=alias, **values))
+    else:
+        aliases = MODEL_ALIASES.c
+        conn.execute(
+            update(MODEL_ALIASES).where(aliases.task == task, aliases.alias == alias).values(values)
+        )
+    event = _alias_event(
+        task, alias, action, from_version, to_version, previous, actor, reason, now, changed=True
+    )
+    conn.execute(
+        insert(MODEL_ALIAS_EVENTS).values(
+            {c.name: event[c.name] for c in MODEL_ALIAS_EVENTS.columns if c.name != "id"}
+        )
+    )
+    log.info(
+        "model registry: %s %s of %s: %s -> %s (%s)",
+        action, alias, task, from_version, to_version, reason or "no reason given",
+    )  # fmt: skip
+    return event
+
+
+def _current_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment and no passwd entry
+        return None
+
 
 def _insert_rows(conn: Connection, table: Table, rows: list[dict]) -> None:
     if conn.dialect.name == "postgresql" and len(rows) >= _COPY_MIN_ROWS:
@@ -716,7 +1187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.json:
                     print(json.dumps(counts))
                 else:
-                    print("\n".join(f"{name:<16} {n:>10}" for name, n in counts.items()))
+                    print("\n".join(f"{name:<20} {n:>10}" for name, n in counts.items()))
         finally:
             warehouse.close()
     except WarehouseError as exc:

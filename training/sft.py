@@ -16,11 +16,12 @@ import resource
 import sys
 import tarfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from training.settings import from_mapping
 
@@ -33,8 +34,9 @@ NO_CUDA = "none (no CUDA)"
 
 
 @dataclass(frozen=True)
-class SftSettings:
-    """LoRA and training settings (issue 3 defaults); any field can be overridden by the config."""
+class LoraSettings:
+    """LoRA and trainer settings every adapter task shares (issue 3 defaults); any field can be
+    overridden by the config. Subclasses change defaults and add their method's fields."""
 
     lora_r: int = 16
     lora_alpha: int = 32
@@ -56,12 +58,6 @@ class SftSettings:
     save_steps: int = 50
     save_total_limit: int = 2
     quantization: str = "auto"
-    # "adamw" (plain LoRA/QLoRA) or "grit" (training/grit.py: K-FAC preconditioning inside the
-    # optimizer step, Fisher-guided reprojection); grit_preset "default" (factors every step,
-    # reprojection every 40) or "seed003" (factors every 20 steps: nothing happens in a run
-    # shorter than that, such as the embedded default's 14 steps).
-    optimizer: str = "adamw"
-    grit_preset: str = "default"
     # Intra-op CPU threads (None: torch's default); see EmbeddedModelConfig.torch_threads for why.
     torch_threads: int | None = None
 
@@ -75,15 +71,11 @@ class SftSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
-        if self.optimizer not in ("adamw", "grit"):
-            raise ValueError(f"optimizer must be adamw or grit, got {self.optimizer!r}")
-        if self.grit_preset not in ("seed003", "default"):
-            raise ValueError(f"grit_preset must be seed003 or default, got {self.grit_preset!r}")
         if not 0 <= self.eval_fraction < 1 or not 0 <= self.warmup_ratio < 1:
             raise ValueError("eval_fraction and warmup_ratio must be in [0, 1)")
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any], source: str = "task config") -> SftSettings:
+    def from_mapping(cls, raw: Mapping[str, Any], source: str = "task config") -> Self:
         """Build from a mapping; an unknown or mistyped field names the source and the field."""
         return from_mapping(
             cls, raw, source=source, optional=frozenset({"max_steps", "torch_threads"}),
@@ -91,14 +83,32 @@ class SftSettings:
         )
 
 
+@dataclass(frozen=True)
+class SftSettings(LoraSettings):
+    """SFT settings: the shared LoRA settings plus the optimizer choice (plain AdamW or GRIT)."""
+
+    # "adamw" (plain LoRA/QLoRA) or "grit" (training/grit.py: K-FAC preconditioning inside the
+    # optimizer step, Fisher-guided reprojection); grit_preset "default" (factors every step,
+    # reprojection every 40) or "seed003" (factors every 20 steps: nothing happens in a run
+    # shorter than that, such as the embedded default's 14 steps).
+    optimizer: str = "adamw"
+    grit_preset: str = "default"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.optimizer not in ("adamw", "grit"):
+            raise ValueError(f"optimizer must be adamw or grit, got {self.optimizer!r}")
+        if self.grit_preset not in ("seed003", "default"):
+            raise ValueError(f"grit_preset must be seed003 or default, got {self.grit_preset!r}")
+
+
 def _modules(value: Any) -> tuple[str, ...]:
     return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
 
 
-def read_sft_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL training file, all chat (`messages`) or all `prompt`/`completion`."""
-    rows: list[dict[str, Any]] = []
-    kind: str | None = None
+def iter_jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) per non-blank line of a JSONL file; `where` names the file, the line and the
+    row's record_id when it has one. A line that is not a JSON object raises ValueError."""
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -112,12 +122,20 @@ def read_sft_rows(path: Path) -> list[dict[str, Any]]:
                 raise ValueError(f"{where}: expected a JSON object")
             if "record_id" in row:
                 where += f" (record_id {row['record_id']})"
-            row_kind = "messages" if "messages" in row else "prompt_completion"
-            if kind is not None and row_kind != kind:
-                raise ValueError(f"{where}: mixes {row_kind} with {kind} rows of earlier lines")
-            kind = row_kind
-            rows.append(_check_messages(row, where) if row_kind == "messages"
-                        else _check_prompt_completion(row, where))
+            yield where, row
+
+
+def read_sft_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL training file, all chat (`messages`) or all `prompt`/`completion`."""
+    rows: list[dict[str, Any]] = []
+    kind: str | None = None
+    for where, row in iter_jsonl_rows(path):
+        row_kind = "messages" if "messages" in row else "prompt_completion"
+        if kind is not None and row_kind != kind:
+            raise ValueError(f"{where}: mixes {row_kind} with {kind} rows of earlier lines")
+        kind = row_kind
+        rows.append(_check_messages(row, where) if row_kind == "messages"
+                    else _check_prompt_completion(row, where))
     if not rows:
         raise ValueError(f"{path}: no training rows")
     return rows
@@ -154,50 +172,92 @@ def resolve_quantization(requested: str, cuda: bool) -> str:
 
 def sft_task(config: dict, output_dir: Path, report: Report) -> dict:
     """Train a LoRA adapter on `config["train_file"]` over `config["base_model_path"]`."""
-    import torch
-    from transformers.trainer_utils import get_last_checkpoint
+    base_model_path, train_file, overrides = task_inputs(config)
+    settings = SftSettings.from_mapping(overrides)
+    rows = read_sft_rows(train_file)
+    run = start_run(output_dir, settings.quantization, "qlora_adapter", report)
+    with torch_threads(settings.torch_threads):
+        trainer, grit = _build_trainer(base_model_path, rows, settings, run.quantization,
+                                       run.checkpoints, report)
+        metrics = train_and_measure(trainer, run)
+    metadata: dict[str, Any] = {
+        **save_adapter(trainer, run.output_dir), **metrics,
+        "train_rows": len(trainer.train_dataset),
+        "dataset_sha256": file_sha256(train_file),
+        "optimizer": settings.optimizer,
+    }
+    if grit is not None:
+        metadata.update({f"grit_{key}": value for key, value in grit.metrics().items()})
+    (run.output_dir / "model_card.md").write_text(
+        model_card(base_model_path, settings, metadata), encoding="utf-8")
+    return metadata
 
+
+def task_inputs(config: Mapping[str, Any]) -> tuple[str, Path, dict[str, Any]]:
+    """(base_model_path, train_file, the remaining settings overrides) of a task config."""
     config = dict(config)
     missing = [k for k in ("base_model_path", "train_file") if not config.get(k)]
     if missing:
         raise ValueError(f"task config: field {missing[0]!r} is required")
-    base_model_path, train_file = str(config.pop("base_model_path")), Path(config.pop("train_file"))
-    settings = SftSettings.from_mapping(config)
-    rows = read_sft_rows(train_file)
+    return str(config.pop("base_model_path")), Path(config.pop("train_file")), config
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """Where an adapter task writes, the checkpoint it resumes from and the quantization used."""
+
+    output_dir: Path
+    checkpoints: Path
+    resume: str | None
+    cuda: bool
+    quantization: str
+
+
+def start_run(output_dir: Path, quantization: str, task: str, report: Report) -> TrainingRun:
+    """Resolve the run's folders, last checkpoint and quantization; say so when CUDA is absent."""
+    import torch
+    from transformers.trainer_utils import get_last_checkpoint
+
     output_dir = Path(output_dir)
     checkpoints = output_dir / "checkpoints"
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    tokens_before = _checkpoint_tokens(resume)
     cuda = torch.cuda.is_available()
-    quantization = resolve_quantization(settings.quantization, cuda)
-    if quantization == NO_CUDA:
-        print("qlora_adapter: no CUDA, training plain LoRA in float32", file=sys.stderr)
+    used = resolve_quantization(quantization, cuda)
+    if used == NO_CUDA:
+        print(f"{task}: no CUDA, training plain LoRA in float32", file=sys.stderr)
         report(note="quantization none (no CUDA): plain LoRA in float32")
-    previous_threads = torch.get_num_threads()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    return TrainingRun(output_dir, checkpoints, resume, cuda, used)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` intra-op CPU threads (None: leave torch's setting)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     try:
-        trainer, grit = _build_trainer(base_model_path, rows, settings, quantization, checkpoints,
-                                       report)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=resume)
-        wall_s = time.perf_counter() - start
-        eval_loss = _final_eval_loss(trainer)
+        yield
     finally:
-        torch.set_num_threads(previous_threads)
+        torch.set_num_threads(previous)
+
+
+def train_and_measure(trainer: Any, run: TrainingRun) -> dict[str, Any]:
+    """Train (resuming from the run's last checkpoint) and return the run's metrics: losses,
+    final eval loss, steps, tokens, tokens/s, wall time, peak memory, quantization, device."""
+    import torch
+
+    tokens_before = _checkpoint_tokens(run.resume)
+    if run.cuda:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=run.resume)
+    wall_s = time.perf_counter() - start
+    eval_loss = _final_eval_loss(trainer)
     state = trainer.state
     tokens_run = state.num_input_tokens_seen - tokens_before
-    trainable, total = trainer.model.get_nb_trainable_parameters()
-    adapter_dir = output_dir / "adapter"
-    trainer.model.save_pretrained(adapter_dir)
-    trainer.processing_class.save_pretrained(adapter_dir)  # chat template for inference
-    archive = _archive(adapter_dir)
-    metadata: dict[str, Any] = {
-        "adapter_path": str(adapter_dir),
-        "archive_path": str(archive),
-        "archive_sha256": file_sha256(archive),
+    return {
         "train_loss": result.training_loss,
         "eval_loss": eval_loss,
         "losses": [e["loss"] for e in state.log_history if "loss" in e],
@@ -205,22 +265,29 @@ def sft_task(config: dict, output_dir: Path, report: Report) -> dict:
         "tokens_seen": int(state.num_input_tokens_seen),
         "tokens_per_s": tokens_run / wall_s if wall_s > 0 else 0.0,
         "wall_s": wall_s,
-        "peak_memory_mb": _peak_memory_mb(cuda),
+        "peak_memory_mb": _peak_memory_mb(run.cuda),
+        "quantization": run.quantization,
+        "device": "cuda" if run.cuda else "cpu",
+        "resumed_from": run.resume,
+    }
+
+
+def save_adapter(trainer: Any, output_dir: Path) -> dict[str, Any]:
+    """Save the trained adapter and its tokenizer to `output_dir/adapter`, archive it (.tar.gz)
+    and return paths, sha256, sizes and parameter counts."""
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    adapter_dir = Path(output_dir) / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    trainer.processing_class.save_pretrained(adapter_dir)  # chat template for inference
+    archive = _archive(adapter_dir)
+    return {
+        "adapter_path": str(adapter_dir),
+        "archive_path": str(archive),
+        "archive_sha256": file_sha256(archive),
         "trainable_params": int(trainable),
         "total_params": int(total),
         "adapter_size_bytes": sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file()),
-        "quantization": quantization,
-        "device": "cuda" if cuda else "cpu",
-        "resumed_from": resume,
-        "train_rows": len(trainer.train_dataset),
-        "dataset_sha256": file_sha256(train_file),
-        "optimizer": settings.optimizer,
     }
-    if grit is not None:
-        metadata.update({f"grit_{key}": value for key, value in grit.metrics().items()})
-    (output_dir / "model_card.md").write_text(
-        model_card(base_model_path, settings, metadata), encoding="utf-8")
-    return metadata
 
 
 def _checkpoint_tokens(checkpoint: str | None) -> int:
@@ -233,54 +300,18 @@ def _checkpoint_tokens(checkpoint: str | None) -> int:
 
 def _build_trainer(base_model_path: str, rows: list[dict[str, Any]], settings: SftSettings,
                    quantization: str, checkpoints: Path, report: Report) -> Any:
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     model, tokenizer = _load_model(base_model_path, quantization)
     chat = "messages" in rows[0]
-    dataset = Dataset.from_list(rows)
-    eval_dataset = None
-    if settings.eval_fraction > 0 and len(rows) >= 2:
-        split = dataset.train_test_split(test_size=settings.eval_fraction, seed=settings.seed)
-        dataset, eval_dataset = split["train"], split["test"]
-    on_gpu = quantization != NO_CUDA and torch.cuda.is_available()
+    dataset, eval_dataset = split_rows(rows, settings)
     args = SFTConfig(
-        output_dir=str(checkpoints),
-        learning_rate=settings.learning_rate,
-        lr_scheduler_type=settings.lr_scheduler_type,
-        warmup_steps=settings.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
-        # transformers 5 names gradient checkpointing `activation_checkpointing`
-        activation_checkpointing=settings.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},
-        num_train_epochs=settings.num_train_epochs,
-        max_steps=settings.max_steps or -1,
-        per_device_train_batch_size=settings.per_device_train_batch_size,
-        per_device_eval_batch_size=settings.per_device_train_batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        max_length=settings.max_length,
+        **trainer_arguments(settings, checkpoints, quantization, eval_dataset is not None),
         assistant_only_loss=chat,  # the chat template marks replies with {% generation %}
-        logging_steps=settings.logging_steps,
-        save_strategy="steps",
-        save_steps=settings.save_steps,
-        save_total_limit=settings.save_total_limit,
-        eval_strategy="steps" if eval_dataset is not None else "no",
-        eval_steps=settings.save_steps,
-        include_num_input_tokens_seen="non_padding",
-        seed=settings.seed,
-        data_seed=settings.seed,
-        # TRL defaults bf16=True, which fails on a CPU; use_cpu also keeps a GPU-less run off MPS.
-        bf16=on_gpu,
-        use_cpu=not on_gpu,
-        report_to="none",
         dataset_num_proc=None,
-        disable_tqdm=True,
     )
-    lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
-                      lora_dropout=settings.lora_dropout,
-                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+    lora = lora_config(settings)
     grit = None
     extra: dict[str, Any] = {"peft_config": lora}
     if settings.optimizer == "grit":
@@ -303,6 +334,65 @@ def _build_trainer(base_model_path: str, rows: list[dict[str, Any]], settings: S
     # report callback carries the same numbers.
     trainer.remove_callback(PrinterCallback)
     return trainer, grit
+
+
+def lora_config(settings: LoraSettings) -> Any:
+    """peft `LoraConfig` for a causal LM from the settings' rank, alpha, dropout and targets."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                      lora_dropout=settings.lora_dropout,
+                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+
+
+def split_rows(rows: list[dict[str, Any]], settings: LoraSettings) -> tuple[Any, Any]:
+    """(train, eval) `datasets.Dataset`s: `eval_fraction` held out with `seed` (eval None when
+    the fraction is 0 or there is a single row)."""
+    from datasets import Dataset
+
+    dataset = Dataset.from_list(rows)
+    if settings.eval_fraction > 0 and len(rows) >= 2:
+        split = dataset.train_test_split(test_size=settings.eval_fraction, seed=settings.seed)
+        return split["train"], split["test"]
+    return dataset, None
+
+
+def trainer_arguments(settings: LoraSettings, checkpoints: Path, quantization: str,
+                      has_eval: bool) -> dict[str, Any]:
+    """The `TrainingArguments` keywords every TRL adapter task shares (schedule, batch, logging,
+    checkpoints, evaluation, token counting, precision); each task adds its config's own."""
+    import torch
+
+    on_gpu = quantization != NO_CUDA and torch.cuda.is_available()
+    return {
+        "output_dir": str(checkpoints),
+        "learning_rate": settings.learning_rate,
+        "lr_scheduler_type": settings.lr_scheduler_type,
+        "warmup_steps": settings.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+        # transformers 5 names gradient checkpointing `activation_checkpointing`
+        "activation_checkpointing": settings.gradient_checkpointing,
+        "activation_checkpointing_kwargs": {"use_reentrant": False},
+        "num_train_epochs": settings.num_train_epochs,
+        "max_steps": settings.max_steps or -1,
+        "per_device_train_batch_size": settings.per_device_train_batch_size,
+        "per_device_eval_batch_size": settings.per_device_train_batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "max_length": settings.max_length,
+        "logging_steps": settings.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": settings.save_steps,
+        "save_total_limit": settings.save_total_limit,
+        "eval_strategy": "steps" if has_eval else "no",
+        "eval_steps": settings.save_steps,
+        "include_num_input_tokens_seen": "non_padding",
+        "seed": settings.seed,
+        "data_seed": settings.seed,
+        # TRL defaults bf16=True, which fails on a CPU; use_cpu also keeps a GPU-less run off MPS.
+        "bf16": on_gpu,
+        "use_cpu": not on_gpu,
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
 
 
 def _load_model(base_model_path: str, quantization: str) -> tuple[Any, Any]:
@@ -339,16 +429,21 @@ def _final_eval_loss(trainer: Any) -> float | None:
     return float(trainer.evaluate()["eval_loss"])
 
 
-def _report_callback(report: Report) -> Any:
+def _report_callback(report: Report, extra: Mapping[str, str] | None = None) -> Any:
+    """A TrainerCallback streaming logs to `report`; `extra` maps further log keys (such as TRL's
+    "rewards/margins") to the names they are reported under, when a log has them."""
     from transformers import TrainerCallback
 
+    extra = dict(extra or {})
+
     class ReportCallback(TrainerCallback):
-        """Streams every training log (step, loss, lr) and every evaluation to `report`."""
+        """Streams every training log (step, loss, lr, extras) and every evaluation to `report`."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
+                more = {name: float(logs[key]) for key, name in extra.items() if key in logs}
                 report(step=state.global_step, total=state.max_steps, loss=float(logs["loss"]),
-                       learning_rate=float(logs.get("learning_rate", 0.0)))
+                       learning_rate=float(logs.get("learning_rate", 0.0)), **more)
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             if metrics and "eval_loss" in metrics:
@@ -382,9 +477,10 @@ def _archive(adapter_dir: Path) -> Path:
     return archive
 
 
-def model_card(base_model_path: str, settings: SftSettings, metadata: Mapping[str, Any]) -> str:
+def model_card(base_model_path: str, settings: LoraSettings, metadata: Mapping[str, Any],
+               task: str = "qlora_adapter") -> str:
     """A short markdown card: base model, dataset hash, settings and the run's metrics."""
-    lines = ["# GxPLab LoRA adapter (qlora_adapter)", "",
+    lines = [f"# GxPLab LoRA adapter ({task})", "",
              f"- base model: `{base_model_path}`",
              f"- dataset sha256: `{metadata['dataset_sha256']}` "
              f"({metadata['train_rows']} rows trained on, the rest held out)",

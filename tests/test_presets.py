@@ -1,0 +1,64 @@
+"""Training presets (configs/training.yaml, training/presets.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.preference import PreferenceSettings
+from training.presets import CONFIG_PATH, EXTRA_KEYS, load_training_preset, split_preset
+from training.sft import SftSettings
+
+# Seed 002 ("Production Model Upgrade Guide"), verbatim numbers.
+SEED_002_SETTINGS = {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05, "learning_rate": 5e-5,
+                     "num_train_epochs": 5, "per_device_train_batch_size": 2,
+                     "gradient_accumulation_steps": 8, "warmup_ratio": 0.1}
+SEED_002_DECODING = {"temperature": 0.3, "top_p": 0.85, "top_k": 40, "max_new_tokens": 150,
+                     "no_repeat_ngram_size": 3}
+SEED_002_SYSTEM = ("You are a pharmaceutical batch record assistant.\n"
+                   "Provide precise, factual answers based only on the batch data.\n"
+                   "Keep responses concise and accurate.")
+
+
+def test_batchqa_preset_is_seed_002():
+    settings, extras = split_preset(load_training_preset("batchqa_adapter"))
+    assert settings == SEED_002_SETTINGS
+    assert extras == {"system_prompt": SEED_002_SYSTEM, "end_token": "<|end|>",
+                      "decoding": SEED_002_DECODING}
+    sft = SftSettings.from_mapping(settings)
+    assert (sft.lora_r, sft.lora_alpha, sft.lora_dropout) == (32, 64, 0.05)
+    assert sft.per_device_train_batch_size * sft.gradient_accumulation_steps == 16
+    assert (sft.learning_rate, sft.num_train_epochs, sft.warmup_ratio) == (5e-5, 5.0, 0.1)
+
+
+def test_preference_presets_choose_the_method():
+    for task, method in (("dpo_adapter", "dpo"), ("orpo_adapter", "orpo")):
+        settings, extras = split_preset(load_training_preset(task))
+        assert extras == {}
+        assert PreferenceSettings.from_mapping(settings).method == method
+
+
+def test_split_preset_separates_extras():
+    settings, extras = split_preset({"lora_r": 8, "end_token": "<|end|>", "decoding": {}})
+    assert settings == {"lora_r": 8} and extras == {"end_token": "<|end|>", "decoding": {}}
+    assert set(EXTRA_KEYS) == {"system_prompt", "end_token", "decoding"}
+
+
+def test_errors_name_file_and_section(tmp_path):
+    path = tmp_path / "training.yaml"
+    path.write_text("batchqa_adapter:\n  lora_rank: 8\nodd: [1]\ndpo_adapter:\n  beta: 0\n"
+                    "orpo_adapter:\n  decoding: 3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path} \[batchqa_adapter\]: field 'lora_rank' is "
+                                         "unknown"):
+        load_training_preset("batchqa_adapter", path)
+    with pytest.raises(ValueError, match=rf"{path}: no section 'grpo_adapter'; sections: "
+                                         "batchqa_adapter, odd"):
+        load_training_preset("grpo_adapter", path)
+    with pytest.raises(ValueError, match=rf"{path} \[odd\]: expected a mapping"):
+        load_training_preset("odd", path)
+    with pytest.raises(ValueError, match=rf"{path} \[dpo_adapter\]: beta must be > 0"):
+        load_training_preset("dpo_adapter", path)
+    with pytest.raises(ValueError, match=rf"{path} \[orpo_adapter\]: field 'decoding' must be"):
+        load_training_preset("orpo_adapter", path)
+    with pytest.raises(ValueError, match="training presets file not found"):
+        load_training_preset("dpo_adapter", tmp_path / "missing.yaml")
+    assert CONFIG_PATH.name == "training.yaml" and CONFIG_PATH.parent.name == "configs"

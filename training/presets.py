@@ -1,0 +1,63 @@
+"""Task presets from configs/training.yaml: trainer settings plus a task's prompt and decoding.
+
+`load_training_preset(task)` returns a task's section, checked: its settings part must build the
+task's settings class (`PRESET_SETTINGS`), and `decoding` must be a mapping. `split_preset` parts a
+preset into trainer settings overrides and the extras (`EXTRA_KEYS`) an asset uses itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.preference import PreferenceSettings
+from training.sft import SftSettings
+
+CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "training.yaml"
+EXTRA_KEYS = ("system_prompt", "end_token", "decoding")
+# task -> the settings class its preset's settings part must build
+PRESET_SETTINGS: dict[str, type[SftSettings] | type[PreferenceSettings]] = {
+    "batchqa_adapter": SftSettings,
+    "dpo_adapter": PreferenceSettings,
+    "orpo_adapter": PreferenceSettings,
+}
+
+
+def load_training_preset(task: str, path: str | Path | None = None) -> dict[str, Any]:
+    """The `task` section of configs/training.yaml (or `path`); errors name file and section."""
+    path = Path(path) if path is not None else CONFIG_PATH
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: training presets file not found") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(document, Mapping):
+        raise ValueError(f"{path}: expected a mapping of task sections")
+    if task not in document:
+        raise ValueError(f"{path}: no section {task!r}; sections: {', '.join(map(str, document))}")
+    preset = document[task] if document[task] is not None else {}
+    where = f"{path} [{task}]"
+    if not isinstance(preset, Mapping):
+        raise ValueError(f"{where}: expected a mapping of settings")
+    preset = dict(preset)
+    settings, extras = split_preset(preset)
+    if "decoding" in extras and not isinstance(extras["decoding"], Mapping):
+        raise ValueError(f"{where}: field 'decoding' must be a mapping")
+    for key in ("system_prompt", "end_token"):
+        if key in extras and not isinstance(extras[key], str):
+            raise ValueError(f"{where}: field {key!r} must be a string")
+    if task in PRESET_SETTINGS:
+        PRESET_SETTINGS[task].from_mapping(settings, source=where)  # raises naming the field
+    return preset
+
+
+def split_preset(preset: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trainer settings overrides, extras: system_prompt / end_token / decoding) of a preset."""
+    settings = {k: v for k, v in preset.items() if k not in EXTRA_KEYS}
+    extras = {k: v for k, v in preset.items() if k in EXTRA_KEYS}
+    return settings, extras
+

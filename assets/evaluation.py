@@ -10,11 +10,17 @@ from resources.warehouse import WarehouseResource
 from scoring.audit_prompt import load_prompt
 from scoring.candidates import run_candidate
 from scoring.gxp import score_predictions
-from scoring.model_registry import load_model_registry
+from scoring.model_registry import CandidateModel, load_model_registry
+from scoring.record_audit import load_record_prompt
 from synthetic.catalog import load_catalog
 from synthetic.contracts import MANIFEST_COLUMNS, PREDICTION_COLUMNS
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
 
+# Model assets the `local` candidates of configs/models.yaml run (the base model and the adapters
+# they name): upstream of gxp_predictions, so lineage shows which models a score came from.
+LOCAL_MODEL_ASSETS = sorted(
+    {asset for model in load_model_registry() for asset in model.model_assets}
+)
 HEADLINE_METRICS = ("gxp1_f1", "gxp2_micro_f1", "gxp2_macro_f1", "gxp1_fpr", "invalid_output_rate")
 
 
@@ -30,9 +36,11 @@ def _provenance(context: dg.AssetExecutionContext, dataset_hash: str, prompt_ver
     from resources.clients.warehouse import Provenance, code_version
 
     keys = context.partition_key.keys_by_dimension
-    rule_based = {model.id for model in load_model_registry() if model.kind == "rule_based"}
-    if keys["model"] in rule_based:  # its findings do not depend on the prompt
+    kinds = {model.id: model.kind for model in load_model_registry()}
+    if kinds.get(keys["model"]) == "rule_based":  # its findings do not depend on the prompt
         prompt_version = "none (rule-based)"
+    elif kinds.get(keys["model"]) == "local":  # record by record, with its own prompt
+        prompt_version = load_record_prompt().version
     return Provenance(
         dagster_run_id=context.run.run_id,
         model_id=keys["model"],
@@ -56,9 +64,52 @@ def _first_batches(records: list[dict], max_batches: int | None) -> list[dict]:
     return [r for r in records if r["batch_id"] in kept]
 
 
+def _local_model_files(context: dg.AssetExecutionContext, model: CandidateModel) -> dict:
+    """Paths and versions of a local model's assets, from their latest materializations."""
+    files: dict = {}
+    for asset in model.model_assets:
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+        if event is None or event.asset_materialization is None:
+            raise dg.Failure(
+                f"model {model.id!r} runs the {asset} asset, which has not been materialized: "
+                f"materialize it first (dagster asset materialize -m definitions --select {asset})",
+                allow_retries=False,
+            )
+        metadata = {key: getattr(value, "value", value)
+                    for key, value in event.asset_materialization.metadata.items()}
+        path = metadata.get("model_path" if asset == "base_model" else "adapter_path")
+        if not path:
+            raise dg.Failure(f"the latest {asset} materialization (run {event.run_id}) names no "
+                             "model folder in its metadata", allow_retries=False)
+        files[asset] = {"path": str(path), "run_id": event.run_id,
+                        "archive_sha256": metadata.get("archive_sha256")}
+    return files
+
+
+def _local_generate(context: dg.AssetExecutionContext, files: dict):
+    """`local_generate` for run_candidate: loads the model once, then generates in batches."""
+    from training.inference import DecodingSettings, LocalGenerator
+
+    def factory(model: CandidateModel):
+        adapter = files[model.adapter]["path"] if model.adapter else None
+        generator = LocalGenerator(files["base_model"]["path"], adapter)
+        context.log.info(f"{model.id}: local model {generator.name} on {generator.device}")
+        decoding = DecodingSettings(max_new_tokens=model.max_tokens,
+                                    temperature=model.temperature)
+
+        def generate(chats, progress=None):
+            return generator.generate(chats, decoding, batch_size=model.batch_size,
+                                      progress=progress)
+
+        return generate
+
+    return factory
+
+
 @dg.asset(
     partitions_def=model_split_partitions,
     group_name="evaluation",
+    deps=LOCAL_MODEL_ASSETS,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
     kinds={"python"},
     code_version="1",
@@ -78,7 +129,8 @@ def gxp_predictions(
     if model_id not in registry:
         raise dg.Failure(
             f"model {model_id!r} is not in configs/models.yaml any more; the model-registry sensor "
-            "removes its partitions"
+            "removes its partitions",
+            allow_retries=False,
         )
     model = registry[model_id]
     prompt = load_prompt()
@@ -86,9 +138,12 @@ def gxp_predictions(
     dataset_hash = sha256_bytes(dumps_jsonl(gxp_records))
     provenance = _provenance(context, dataset_hash, prompt.version)
 
+    unit = "records" if model.kind == "local" else "batches"
+    local_files = _local_model_files(context, model) if model.kind == "local" else {}
+
     def log_progress(done: int, total: int) -> None:
         if done == total or done % max(1, total // 10) == 0:
-            context.log.info(f"{model_id} on {split}: {done}/{total} batches audited")
+            context.log.info(f"{model_id} on {split}: {done}/{total} {unit} audited")
 
     outcome = run_candidate(
         model,
@@ -99,6 +154,7 @@ def gxp_predictions(
         prompt=prompt,
         catalog=load_catalog(),
         progress=log_progress,
+        local_generate=_local_generate(context, local_files) if local_files else None,
     )
     if outcome.skipped_reason:
         context.log.info(f"{model_id} on {split}: {outcome.skipped_reason}")
@@ -112,6 +168,9 @@ def gxp_predictions(
         context.add_output_metadata({"status": "skipped", "reason": outcome.skipped_reason})
         return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
     summary = {**outcome.summary, "batches_in_split": len({r["batch_id"] for r in gxp_records})}
+    for asset, info in local_files.items():  # which model files produced these predictions
+        summary[f"{asset}_run_id"] = info["run_id"]
+        summary[f"{asset}_archive_sha256"] = info["archive_sha256"]
     warehouse.client.record_run(
         provenance,
         asset_key="gxp_predictions",
@@ -125,7 +184,7 @@ def gxp_predictions(
         {
             "status": "audited",
             "dataset_hash": dataset_hash,
-            "prompt_version": prompt.version,
+            "prompt_version": provenance.prompt_version,
             **{k: v for k, v in summary.items() if isinstance(v, int | float | str)},
         }
     )

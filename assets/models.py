@@ -11,20 +11,27 @@ import dagster as dg
 from pydantic import Field
 
 from resources.compute import ComputeResource
+from resources.warehouse import WarehouseResource
+from scoring.record_audit import load_record_prompt, select_training_records, training_rows
 from synthetic.alignment_instructions import preference_pairs
 from synthetic.jsonl import write_jsonl
 
 
-def _reference(result: dg.MaterializeResult, run_id: str) -> dg.Output:
+def _reference(result: dg.MaterializeResult, run_id: str,
+               extra: dict | None = None) -> dg.Output:
     """The asset's value: a JSON reference (paths, hashes, the training metrics and loss curve)
-    with the training metadata attached to the materialization."""
-    metadata = dict(result.metadata or {})
+    with the training metadata (and `extra`) attached to the materialization."""
+    metadata = {**dict(result.metadata or {}), **(extra or {})}
     reference: dict = {"run_id": run_id}
     for key, value in metadata.items():
         value = value.value if isinstance(value, dg.MetadataValue) else value
         if key != "loss_curve" and (value is None or isinstance(value, str | int | float | list)):
             reference[key] = value
     return dg.Output(reference, metadata=metadata)
+
+
+VERSION_METRICS = ("train_loss", "eval_loss", "tokens_per_s", "wall_s", "peak_memory_mb",
+                   "trainable_params", "adapter_size_bytes", "quantization", "steps")
 
 
 class BaseModelConfig(dg.Config):
@@ -73,23 +80,57 @@ class GritAdapterConfig(AdapterConfig):
     )
 
 
-def _train_adapter(context: dg.AssetExecutionContext, compute: ComputeResource, task: str,
-                   config: dg.Config, base_model: dict, alignment_instructions: list[dict]):
-    """Chat rows from the accepted answers -> the SFT task in its own process -> a reference."""
+def _register_version(context: dg.AssetExecutionContext, warehouse: WarehouseResource, task: str,
+                      task_config: dict, base_model: dict, metadata: dict) -> str:
+    """Record the adapter in the warehouse's model registry; the first version of a task becomes
+    its `production` alias (later ones are promoted with `gxplab models promote`)."""
+    values = {k: (v.value if isinstance(v, dg.MetadataValue) else v) for k, v in metadata.items()}
+    # The archive hash is in the label: a retried step reuses the run id but writes a new archive.
+    version = f"{context.run.run_id[:8]}-{values['archive_sha256'][:12]}"
+    client = warehouse.client
+    client.register_model_version(
+        task, version, artifact_uri=values["adapter_path"], archive_uri=values["archive_path"],
+        archive_sha256=values["archive_sha256"], base_model=base_model["model_path"],
+        dataset_hash=values.get("dataset_sha256"), config=task_config,
+        metrics={k: values.get(k) for k in VERSION_METRICS if values.get(k) is not None},
+        dagster_run_id=context.run.run_id)
+    if client.get_alias(task) is None:
+        client.promote(task, version, reason="first version of the task (automatic)")
+        context.log.info(f"{task}: version {version} registered and promoted to production")
+    else:
+        context.log.info(f"{task}: version {version} registered (promote it with `gxplab models "
+                         f"promote {task} {version}`)")
+    return version
+
+
+def _train_on_rows(context: dg.AssetExecutionContext, compute: ComputeResource,
+                   warehouse: WarehouseResource, task: str, settings: dict, base_model: dict,
+                   rows: list[dict], extra: dict | None = None) -> dg.Output:
+    """Write the training rows, run `task` in its own process, register the adapter version,
+    return the model reference."""
     output_dir = compute.output_dir(task, context.run.run_id)
     train_file = Path(output_dir) / "train.jsonl"
     train_file.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(rows, train_file)
+    task_config = {**{k: v for k, v in settings.items() if v is not None},
+                   "base_model_path": base_model["model_path"], "train_file": str(train_file)}
+    result = compute.run_task(context, task, task_config, output_dir)
+    version = _register_version(context, warehouse, task, task_config, base_model,
+                                dict(result.metadata or {}))
+    return _reference(result, context.run.run_id, {**(extra or {}), "model_version": version})
+
+
+def _train_adapter(context: dg.AssetExecutionContext, compute: ComputeResource,
+                   warehouse: WarehouseResource, task: str, config: dg.Config, base_model: dict,
+                   alignment_instructions: list[dict]):
+    """Chat rows from the accepted answers -> the SFT task in its own process -> a reference."""
     rows = [
         {"messages": [{"role": "user", "content": pair["prompt"]},
                       {"role": "assistant", "content": pair["chosen"]}]}
         for pair in preference_pairs(alignment_instructions)
     ]
-    write_jsonl(rows, train_file)
-    settings = {key: value for key, value in config.model_dump().items() if value is not None}
-    task_config = {**settings, "base_model_path": base_model["model_path"],
-                   "train_file": str(train_file)}
-    result = compute.run_task(context, task, task_config, output_dir)
-    return _reference(result, context.run.run_id)
+    return _train_on_rows(context, compute, warehouse, task, config.model_dump(), base_model,
+                          rows)
 
 
 @dg.asset(group_name="models", pool="gpu", kinds={"pytorch"}, code_version="1")
@@ -97,12 +138,13 @@ def qlora_adapter(
     context: dg.AssetExecutionContext,
     config: AdapterConfig,
     compute: ComputeResource,
+    warehouse: WarehouseResource,
     base_model: dict,
     alignment_instructions: list[dict],
 ) -> dg.Output[dict]:
     """LoRA adapter on the alignment-instructions chosen answers (TRL SFTTrainer): 4-bit NF4 with
     double quantisation on CUDA, plain LoRA on a CPU (said in metadata)."""
-    return _train_adapter(context, compute, "qlora_adapter", config, base_model,
+    return _train_adapter(context, compute, warehouse, "qlora_adapter", config, base_model,
                           alignment_instructions)
 
 
@@ -111,10 +153,59 @@ def grit_adapter(
     context: dg.AssetExecutionContext,
     config: GritAdapterConfig,
     compute: ComputeResource,
+    warehouse: WarehouseResource,
     base_model: dict,
     alignment_instructions: list[dict],
 ) -> dg.Output[dict]:
     """The same SFT as qlora_adapter with the GRIT optimizer (K-FAC preconditioning inside the
     optimizer step, Fisher-guided reprojection); effective rank and parameters in metadata."""
-    return _train_adapter(context, compute, "grit_adapter", config, base_model,
+    return _train_adapter(context, compute, warehouse, "grit_adapter", config, base_model,
                           alignment_instructions)
+
+
+class GxpAuditAdapterConfig(AdapterConfig):
+    """Record-by-record audit SFT on the train split (configs/prompts.yaml `record_audit`)."""
+
+    clean_per_deviating: float = Field(
+        1.0, description="Clean records sampled per record with a labelled deviation.")
+    max_records: int | None = Field(
+        400, description="Training rows at most (deviating records first); None: all selected.")
+    sample_seed: int = Field(42, description="Seed of the clean-record sample and the shuffle.")
+
+
+@dg.asset(
+    group_name="models",
+    pool="gpu",
+    kinds={"pytorch"},
+    code_version="1",
+    ins={
+        "gxp_records": dg.AssetIn(
+            partition_mapping=dg.SpecificPartitionsPartitionMapping(["train"])),
+        "gxp_labels": dg.AssetIn(
+            partition_mapping=dg.SpecificPartitionsPartitionMapping(["train"])),
+    },
+)
+def gxp_audit_adapter(
+    context: dg.AssetExecutionContext,
+    config: GxpAuditAdapterConfig,
+    compute: ComputeResource,
+    warehouse: WarehouseResource,
+    base_model: dict,
+    gxp_records: list[dict],
+    gxp_labels: list[dict],
+) -> dg.Output[dict]:
+    """LoRA adapter that audits one batch record per prompt and answers the benchmark's JSON,
+    fine-tuned on the `train` split's records and labels (deviating records plus a sample of clean
+    ones). Joins the GxP leaderboard as `embedded-gxp-audit` beside `embedded-base`."""
+    prompt = load_record_prompt()
+    chosen = select_training_records(
+        gxp_records, gxp_labels, clean_per_deviating=config.clean_per_deviating,
+        max_records=config.max_records, seed=config.sample_seed)
+    rows = training_rows(chosen, gxp_labels, prompt)
+    n_deviating = len({str(r["record_id"]) for r in gxp_labels} & {r["record_id"] for r in rows})
+    context.log.info(f"gxp_audit_adapter: {len(rows)} training rows ({n_deviating} with a "
+                     f"deviation) from {len(gxp_records)} train records, prompt {prompt.version}")
+    settings = config.model_dump(exclude={"clean_per_deviating", "max_records", "sample_seed"})
+    return _train_on_rows(context, compute, warehouse, "gxp_audit_adapter", settings, base_model,
+                          rows, extra={"prompt_version": prompt.version,
+                                       "deviating_rows": n_deviating})

@@ -110,6 +110,19 @@ def benchmark(args: argparse.Namespace) -> int:
             instance=instance,
             partition_key=split,
         )
+    if args.no_training:
+        local = [m.id for m in load_model_registry() if m.kind == "local" and m.id in models]
+        if local:
+            print(f"  --no-training: skipping the local models {', '.join(local)}", flush=True)
+        models = [m for m in models if m not in local]
+    else:
+        _run(
+            defs.resolve_job_def("gxp_models_job"),
+            "models: base model and adapters (Pipes)",
+            failures,
+            log_level,
+            instance=instance,
+        )
     evaluation = defs.resolve_job_def("gxp_evaluation_job")
     for model_id in models:
         for split in splits:
@@ -122,14 +135,6 @@ def benchmark(args: argparse.Namespace) -> int:
                 partition_key=model_split_key(model_id, split),
                 run_config=run_config,
             )
-    if not args.no_training:
-        _run(
-            defs.resolve_job_def("gxp_models_job"),
-            "models: base_model, qlora/grit adapters (Pipes)",
-            failures,
-            log_level,
-            instance=instance,
-        )
     _run(
         defs.resolve_job_def("gxp_reports_job"),
         "gxp_leaderboard",
@@ -368,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-training",
         action="store_true",
-        help="skip the models stage (base model training, about 1-2 min on CPU)",
+        help="skip the models stage (base model and adapter training on CPU) and the local "
+        "models that need it",
     )
     run.set_defaults(func=benchmark)
     board = commands.add_parser("leaderboard", help=print_leaderboard.__doc__)

@@ -12,6 +12,7 @@ import pandas as pd
 from scoring.audit_prompt import AuditPrompt
 from scoring.candidate_runner import CompletionClient, Progress, run_llm_candidate
 from scoring.model_registry import CandidateModel, model_availability
+from scoring.record_audit import Generate, load_record_prompt, run_record_audit
 from scoring.reference_auditor import audit_records, findings_to_predictions
 from synthetic.catalog import DeviationCatalog
 
@@ -37,7 +38,10 @@ def run_candidate(
     prompt: AuditPrompt,
     catalog: DeviationCatalog,
     progress: Progress | None = None,
+    local_generate: Callable[[CandidateModel], Generate] | None = None,
 ) -> CandidateOutcome:
+    """Predictions of `model` on `records`. `local_generate(model)` gives the generation function
+    of a `local` model (training/inference.py behind it); `client_factory` the LLM client."""
     available, reason = model_availability(model)
     if not available:
         return CandidateOutcome(predictions=pd.DataFrame(), skipped_reason=reason)
@@ -68,6 +72,13 @@ def run_candidate(
                 "prompt_version": "n/a (rule-based)",
             },
         )
+    if model.kind == "local":
+        if local_generate is None:
+            raise ValueError(f"model {model.id!r} is a local model: run_candidate needs "
+                             "local_generate")
+        run = run_record_audit(model, records, split=split, generate=local_generate(model),
+                               prompt=load_record_prompt(), catalog=catalog, progress=progress)
+        return CandidateOutcome(predictions=run.predictions, summary=run.summary)
     client = client_factory()
     try:
         run = run_llm_candidate(

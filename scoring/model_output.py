@@ -77,7 +77,7 @@ def parse_model_output(text: str | None, batch_id: str, batch_record_ids: Collec
     """Extract, validate and flag one batch's answer."""
     if text is None or not text.strip():
         return invalid_output(f"batch {batch_id}: empty answer")
-    answer, error = _extract_object(text)
+    answer, error = extract_json_object(text)
     if answer is None:
         return invalid_output(f"batch {batch_id}: malformed JSON: {error}")
     problem = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(answer))
@@ -107,7 +107,7 @@ def to_prediction_rows(parsed: ParsedOutput, model_id: str, split: str,
     ]
 
 
-def _extract_object(text: str) -> tuple[dict[str, Any] | None, str]:
+def extract_json_object(text: str) -> tuple[dict[str, Any] | None, str]:
     """The first JSON object in `text`: inside a ``` fence if any, else possibly amid prose."""
     fenced = _FENCE.search(text)
     candidate = (fenced.group(1) if fenced else text).strip()

@@ -16,14 +16,18 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-KINDS = ("rule_based", "litellm")
+KINDS = ("rule_based", "litellm", "local")
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 ID_PATTERN = re.compile(r"^[a-z0-9_.-]+$")
 ENV_NAME_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _ENV_FIELDS = ("api_base_env", "api_key_env", "model_name_env")
 _FIELDS = frozenset({"id", "kind", "litellm_model", "required_env", "api_base", "description",
                      "response_format", "temperature", "max_tokens", "timeout_s", "max_concurrency",
-                     "rpm", "enabled", *_ENV_FIELDS})
+                     "rpm", "enabled", "adapter", "batch_size", *_ENV_FIELDS})
+# Fields a `local` entry may set (it runs training/inference.py on the base_model asset, plus the
+# adapter asset named by `adapter`).
+_LOCAL_FIELDS = frozenset({"id", "kind", "adapter", "description", "enabled", "temperature",
+                           "max_tokens", "batch_size"})
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,15 @@ class CandidateModel:
     rpm: float | None = None
     description: str = ""
     enabled: bool = True
+    adapter: str | None = None  # local kind: the adapter asset (None: the base model alone)
+    batch_size: int = 32  # local kind: chats generated together
+
+    @property
+    def model_assets(self) -> tuple[str, ...]:
+        """Assets a local model is built from (base_model, then its adapter if any)."""
+        if self.kind != "local":
+            return ()
+        return ("base_model", self.adapter) if self.adapter else ("base_model",)
 
 
 def load_model_registry(path: Path | str | None = None) -> list[CandidateModel]:
@@ -88,6 +101,8 @@ def parse_model_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> Ca
     if kind == "rule_based":
         return CandidateModel(id=model_id, kind=kind, description=str(entry.get("description", "")),
                               enabled=_bool(entry.get("enabled", True), where, "enabled"))
+    if kind == "local":
+        return _local_entry(entry, model_id, where)
     merged = {**defaults, **entry}
 
     def field(name: str, check: Any, problem: str, default: Any = None) -> Any:
@@ -125,6 +140,28 @@ def parse_model_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> Ca
     )
 
 
+def _local_entry(entry: dict, model_id: str, where: str) -> CandidateModel:
+    unknown = set(entry) - _LOCAL_FIELDS
+    if unknown:
+        raise ValueError(f"{where}: field(s) {sorted(unknown)} do not apply to kind local; "
+                         f"allowed {sorted(_LOCAL_FIELDS)}")
+    adapter = entry.get("adapter")
+    if adapter is not None and not (isinstance(adapter, str) and ID_PATTERN.match(adapter)):
+        raise ValueError(f"{where} field 'adapter': {adapter!r} must name an adapter asset")
+    temperature = entry.get("temperature", 0)
+    if not (number(temperature) or temperature == 0):
+        raise ValueError(f"{where} field 'temperature': {temperature!r} must be >= 0")
+    for name, default in (("max_tokens", 96), ("batch_size", 32)):
+        value = entry.get(name, default)
+        if not (number(value) and isinstance(value, int)):
+            raise ValueError(f"{where} field {name!r}: {value!r} must be a positive integer")
+    return CandidateModel(
+        id=model_id, kind="local", adapter=adapter, temperature=float(temperature),
+        max_tokens=entry.get("max_tokens", 96), batch_size=entry.get("batch_size", 32),
+        response_format="json_object", description=str(entry.get("description", "")),
+        enabled=_bool(entry.get("enabled", True), where, "enabled"))
+
+
 def model_availability(model: CandidateModel,
                        environ: Mapping[str, str] = os.environ) -> tuple[bool, str]:
     """Whether `model` can run with this environment, and why not (e.g. a missing key)."""
@@ -132,6 +169,8 @@ def model_availability(model: CandidateModel,
         return False, "skipped: disabled in the model registry (enabled: false)"
     if model.kind == "rule_based":
         return True, "available: rule-based, runs locally"
+    if model.kind == "local":
+        return True, f"available: local model ({' + '.join(model.model_assets)})"
     needed = list(model.required_env)
     if model.api_base_env and not model.api_base and model.api_base_env not in needed:
         needed.append(model.api_base_env)

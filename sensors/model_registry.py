@@ -7,7 +7,7 @@ import hashlib
 import dagster as dg
 
 from assets.partitions import model_partitions, model_split_key
-from scoring.model_registry import load_model_registry, model_availability
+from scoring.model_registry import CandidateModel, load_model_registry, model_availability
 from synthetic.catalog import CONFIG_DIR
 from synthetic.contracts import SPLITS
 
@@ -34,12 +34,19 @@ def sync_model_partitions(instance: dg.DagsterInstance) -> tuple[list[str], list
     return added, removed
 
 
+def _unmaterialized_model_assets(instance: dg.DagsterInstance, model: CandidateModel) -> list[str]:
+    """The model assets a local model runs (base_model, its adapter) not materialized yet."""
+    return [asset for asset in model.model_assets
+            if instance.get_latest_materialization_event(dg.AssetKey(asset)) is None]
+
+
 @dg.sensor(
     job_name="gxp_evaluation_job",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds/removes candidate_model partitions when configs/models.yaml changes and "
-    "requests the evaluation of newly added models whose credentials are present.",
+    "requests the evaluation of newly added models whose credentials are present (local models: "
+    "once their base model and adapter are materialized).",
 )
 def model_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     digest = hashlib.sha256(REGISTRY_PATH.read_bytes()).hexdigest()
@@ -55,6 +62,11 @@ def model_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
             continue
         if not available:
             context.log.info(f"model {model.id} added; not evaluated ({reason})")
+            continue
+        unbuilt = _unmaterialized_model_assets(context.instance, model)
+        if unbuilt:
+            context.log.info(f"model {model.id} added; not evaluated until {', '.join(unbuilt)} "
+                             "is materialized")
             continue
         run_requests.extend(
             dg.RunRequest(

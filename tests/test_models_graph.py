@@ -9,6 +9,7 @@ from test_base_model_pipes import TINY
 from assets import data, models, reports
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
+from resources.warehouse import WarehouseResource
 
 
 def test_qlora_adapter_trains_on_the_base_model_it_receives(tmp_path, monkeypatch):
@@ -16,6 +17,7 @@ def test_qlora_adapter_trains_on_the_base_model_it_receives(tmp_path, monkeypatc
     resources = {
         "compute": ComputeResource(models_dir=str(tmp_path / "models")),
         "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
+        "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
     }
     with dg.instance_for_test() as instance:
         result = dg.materialize(
@@ -48,5 +50,13 @@ def test_qlora_adapter_trains_on_the_base_model_it_receives(tmp_path, monkeypatc
     comparison = result.output_for_node("training_comparison").set_index("adapter")
     assert comparison.loc["grit_adapter", "steps"] == 3
     assert pd.isna(comparison.loc["qlora_adapter", "grit_effective_params"])  # not GRIT
+    # each adapter is a registered version; the first version of a task becomes production
+    warehouse = resources["warehouse"].client
+    for task in ("qlora_adapter", "grit_adapter"):
+        output = result.output_for_node(task)
+        (version,) = warehouse.list_model_versions(task)
+        assert version["version"] == output["model_version"]
+        assert version["archive_sha256"] == output["archive_sha256"]
+        assert warehouse.get_alias(task)["version"] == output["model_version"]
     board = result.asset_materializations_for_node("training_comparison")[0].metadata
     assert board["loss_curves"].value.startswith("![loss curves](data:image/png;base64,")

@@ -57,8 +57,18 @@ def grit_task(config: dict, output_dir: Path, report: Report) -> dict:
                     report)
 
 
+def gxp_audit_task(config: dict, output_dir: Path, report: Report) -> dict:
+    """The SFT task on record-audit chats (scoring/record_audit.py). A record prompt is about 600
+    tokens, so max_length is 1024; activation checkpointing only slows a model this small."""
+    defaults = {"max_length": 1024, "learning_rate": 2e-3, "num_train_epochs": 2.0,
+                "per_device_train_batch_size": 8, "gradient_checkpointing": False,
+                "warmup_ratio": 0.05}
+    return sft_task({**defaults, **config}, output_dir, report)
+
+
 TASKS: dict[str, Callable[[dict, Path, Report], dict]] = {
     "base_model": base_model_task,
     "qlora_adapter": sft_task,
     "grit_adapter": grit_task,
+    "gxp_audit_adapter": gxp_audit_task,
 }

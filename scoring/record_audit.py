@@ -1,0 +1,227 @@
+"""Record-by-record GxP audit for small local models (the `local` kind of the model registry).
+
+A model with a context of a few hundred tokens cannot read a whole batch with the deviation catalog,
+so it audits one record per prompt (`record_audit` in configs/prompts.yaml) and answers
+`{"findings": [{"deviation_type": slug, "field": name | null}]}`. The answers are assembled into the
+same prediction rows as a batch audit, so the scorer and the leaderboard treat every candidate
+alike. Deviations that need batch context or master data are out of such a model's sight: its
+recall on them is honestly low. The generator is injected (training/inference.py:LocalGenerator in
+production), so this module stays free of torch. The same prompt and answer format build the
+`gxp_audit_adapter` training rows (`training_rows`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from string import Template
+from typing import Any, Protocol
+
+import jsonschema
+import pandas as pd
+import yaml
+
+from scoring.audit_prompt import CONFIG_DIR, AuditPrompt, data_line
+from scoring.candidate_runner import CandidateRun, Progress, group_batches
+from scoring.model_output import (
+    ParsedOutput,
+    extract_json_object,
+    invalid_output,
+    to_prediction_rows,
+)
+from scoring.model_registry import CandidateModel
+from synthetic.catalog import DeviationCatalog
+from synthetic.contracts import PREDICTION_COLUMNS
+
+RECORD_OPEN, RECORD_CLOSE = "<<<RECORD", "RECORD>>>"
+RECORD_OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "findings": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"deviation_type": {"type": "string"},
+                               "field": {"type": ["string", "null"]}},
+                "required": ["deviation_type"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    "required": ["findings"],
+    "additionalProperties": False,
+}
+_VALIDATOR = jsonschema.Draft202012Validator(RECORD_OUTPUT_SCHEMA)
+
+
+class Generated(Protocol):
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    truncated_prompt_tokens: int
+
+
+Generate = Callable[[Sequence[list[dict[str, str]]], Progress | None], Sequence[Generated]]
+
+
+def load_record_prompt(path: Path | str | None = None) -> AuditPrompt:
+    """The `record_audit` section of configs/prompts.yaml (or another prompt file)."""
+    path = Path(path) if path else CONFIG_DIR / "prompts.yaml"
+    with path.open(encoding="utf-8") as handle:
+        raw = (yaml.safe_load(handle) or {}).get("record_audit")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: section 'record_audit' must be a mapping")
+    for key in ("version", "system", "user_template"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise ValueError(f"{path}: field 'record_audit.{key}' must be a non-empty string")
+    template = Template(raw["user_template"])
+    if not template.is_valid() or set(template.get_identifiers()) != {"record"}:
+        raise ValueError(f"{path}: field 'record_audit.user_template' must use exactly the "
+                         "placeholder ${record}")
+    return AuditPrompt(version=raw["version"], system=raw["system"],
+                       user_template=raw["user_template"])
+
+
+def record_messages(prompt: AuditPrompt, record: Mapping[str, Any]) -> list[dict[str, str]]:
+    """System + user messages auditing one record."""
+    line = data_line(dict(record))
+    for raw, escaped in ((RECORD_OPEN, "\\u003c\\u003c\\u003cRECORD"),
+                         (RECORD_CLOSE, "RECORD\\u003e\\u003e\\u003e")):
+        line = line.replace(raw, escaped)
+    user = Template(prompt.user_template).substitute(record=line)
+    return [{"role": "system", "content": prompt.system}, {"role": "user", "content": user}]
+
+
+def record_answer(findings: Sequence[Mapping[str, Any]]) -> str:
+    """The answer a perfect record auditor gives: the training target of gxp_audit_adapter."""
+    items = sorted({(str(f["deviation_type"]), f.get("field")) for f in findings},
+                   key=lambda item: (item[0], str(item[1])))
+    return json.dumps({"findings": [{"deviation_type": slug, "field": name}
+                                    for slug, name in items]}, ensure_ascii=False)
+
+
+def parse_record_output(text: str | None, record_id: str, batch_id: str,
+                        catalog: DeviationCatalog) -> ParsedOutput:
+    """Extract and validate one record's answer; findings get the record's id."""
+    if text is None or not text.strip():
+        return invalid_output(f"record {record_id}: empty answer")
+    answer, error = extract_json_object(text)
+    if answer is None:
+        return invalid_output(f"record {record_id}: malformed JSON: {error}")
+    problem = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(answer))
+    if problem is not None:
+        where = "/".join(str(part) for part in problem.path) or "(root)"
+        return invalid_output(f"record {record_id}: schema violation at {where}: "
+                              f"{problem.message}")
+    slugs = set(catalog.slugs)
+    findings = [
+        {"record_id": record_id, "deviation_type": f["deviation_type"], "field": f.get("field"),
+         "evidence": "", "record_in_batch": True,
+         "known_deviation_type": f["deviation_type"] in slugs}
+        for f in answer["findings"]
+    ]
+    return ParsedOutput(valid=True, error=None, summary=None, findings=findings)
+
+
+def run_record_audit(model: CandidateModel, records: Sequence[Mapping[str, Any]], *, split: str,
+                     generate: Generate, prompt: AuditPrompt, catalog: DeviationCatalog,
+                     progress: Progress | None = None) -> CandidateRun:
+    """Audit every record of `records` with `generate`; predictions per batch as in a batch
+    audit. A record whose answer is unusable adds a `valid_output` False row to its batch (the
+    batch then counts as having invalid output) and is a miss for that record only."""
+    started = time.perf_counter()
+    batches = group_batches(records)
+    ordered = [record for batch in batches.values() for record in batch]
+    chats = [record_messages(prompt, record) for record in ordered]
+    answers = generate(chats, progress)
+    rows: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    position = 0
+    for batch_id, batch in batches.items():
+        findings: list[dict[str, Any]] = []
+        errors: list[str] = []
+        for record in batch:
+            answer = answers[position]
+            position += 1
+            parsed = parse_record_output(answer.text, str(record.get("record_id")), batch_id,
+                                         catalog)
+            findings.extend(parsed.findings)
+            if not parsed.valid:
+                errors.append(str(parsed.error))
+            calls.append({"batch_id": batch_id, "record_id": str(record.get("record_id")),
+                          "valid_output": parsed.valid, "parse_error": parsed.error,
+                          "n_findings": len(parsed.findings),
+                          "prompt_tokens": answer.prompt_tokens,
+                          "completion_tokens": answer.completion_tokens,
+                          "latency_s": answer.latency_s,
+                          "truncated_prompt_tokens": answer.truncated_prompt_tokens})
+        rows.extend(to_prediction_rows(ParsedOutput(True, None, None, findings), model.id, split,
+                                       batch_id) if findings or not errors else [])
+        for error in errors:
+            rows.extend(to_prediction_rows(invalid_output(error), model.id, split, batch_id))
+    predictions = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+    summary = _summary(calls, len(batches), time.perf_counter() - started)
+    summary.update(model_id=model.id, split=split, prompt_version=prompt.version)
+    return CandidateRun(predictions=predictions, calls=[], summary=summary)
+
+
+def training_rows(records: Sequence[Mapping[str, Any]], manifest: Sequence[Mapping[str, Any]],
+                  prompt: AuditPrompt) -> list[dict[str, Any]]:
+    """Chat rows (system, user = the record, assistant = its labelled findings) for SFT."""
+    labels: dict[str, list[Mapping[str, Any]]] = {}
+    for row in manifest:
+        labels.setdefault(str(row["record_id"]), []).append(row)
+    return [
+        {"record_id": str(record["record_id"]),
+         "messages": [*record_messages(prompt, record),
+                      {"role": "assistant",
+                       "content": record_answer(labels.get(str(record["record_id"]), []))}]}
+        for record in records
+    ]
+
+
+def _summary(calls: Sequence[Mapping[str, Any]], n_batches: int, wall_s: float) -> dict[str, Any]:
+    import numpy as np
+
+    latencies = [call["latency_s"] for call in calls]
+    n_invalid = sum(not call["valid_output"] for call in calls)
+    return {
+        "n_batches": n_batches,
+        "n_records": len(calls),
+        "n_calls": len(calls),
+        "n_invalid_record_outputs": n_invalid,
+        "record_invalid_output_rate": n_invalid / len(calls) if calls else None,
+        "n_findings": sum(call["n_findings"] for call in calls),
+        "n_truncated_prompts": sum(call["truncated_prompt_tokens"] > 0 for call in calls),
+        "latency_p50_s": float(np.percentile(latencies, 50)) if latencies else None,
+        "latency_p95_s": float(np.percentile(latencies, 95)) if latencies else None,
+        "prompt_tokens": sum(call["prompt_tokens"] for call in calls),
+        "completion_tokens": sum(call["completion_tokens"] for call in calls),
+        "cost_usd": 0.0,
+        "wall_s": wall_s,
+    }
+
+
+def select_training_records(records: Sequence[Mapping[str, Any]],
+                            manifest: Sequence[Mapping[str, Any]], *, clean_per_deviating: float,
+                            max_records: int | None, seed: int) -> list[Mapping[str, Any]]:
+    """Every record with a labelled deviation plus `clean_per_deviating` clean records per
+    deviating one (seeded sample), shuffled, at most `max_records` (deviating ones kept first).
+    Without the re-balancing a 2% deviation rate teaches a model to always answer "clean"."""
+    import random
+
+    labelled = {str(row["record_id"]) for row in manifest}
+    deviating = [r for r in records if str(r["record_id"]) in labelled]
+    clean = [r for r in records if str(r["record_id"]) not in labelled]
+    rng = random.Random(seed)
+    n_clean = min(len(clean), round(len(deviating) * clean_per_deviating))
+    chosen = list(deviating) + rng.sample(clean, n_clean)
+    if max_records is not None and len(chosen) > max_records:
+        n_dev = min(len(deviating), max_records, max(1, round(max_records /
+                                                              (1 + clean_per_deviating))))
+        chosen = rng.sample(deviating, n_dev) + rng.sample(clean, min(n_clean, max_records - n_dev))
+    rng.shuffle(chosen)
+    return chosen

@@ -426,12 +426,19 @@ def load_base_model(path_or_id: str | Path, *, trust_remote_code: bool = False,
         model = AutoModelForCausalLM.from_pretrained(
             source, trust_remote_code=trust_remote_code, dtype=dtype, device_map=device_map)
     except OSError as err:
-        if local.is_dir() or not hub_offline():
-            raise
-        raise BaseModelOfflineError(
-            f"base model {source!r} is neither a local folder nor in the Hugging Face cache, and "
-            "the hub is offline (HF_HUB_OFFLINE=1), so it cannot be downloaded. The embedded "
-            "profile (profile: embedded in configs/base_model.yaml) is the local default; or give "
-            "a local path to a saved model."
-        ) from err
+        raise_if_offline(source, err)
+        raise
     return model, tokenizer
+
+
+def raise_if_offline(source: str, err: OSError) -> None:
+    """Raise BaseModelOfflineError (from `err`) when `source` is a hub id that could not load
+    because the hub is offline by configuration; return otherwise (the caller re-raises)."""
+    if Path(source).expanduser().is_dir() or not hub_offline():
+        return
+    raise BaseModelOfflineError(
+        f"base model {source!r} is neither a local folder nor in the Hugging Face cache, and "
+        "the hub is offline (HF_HUB_OFFLINE=1), so it cannot be downloaded. The embedded "
+        "profile (profile: embedded in configs/base_model.yaml) is the local default; or give "
+        "a local path to a saved model."
+    ) from err

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import data, evaluation, models, reports
+from assets import all_assets
 from jobs import all_jobs
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
@@ -19,7 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 ARTIFACTS_DIR = Path(os.environ.get("GXPLAB_ARTIFACTS_DIR", PROJECT_ROOT / "var" / "artifacts"))
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([data, evaluation, models, reports]),
+    assets=all_assets(),
     jobs=all_jobs,
     sensors=[model_registry_sensor],
     resources={

@@ -1,1 +1,15 @@
-"""Dagster assets and asset checks, grouped by stage: data, evaluation, reports."""
+"""Dagster assets and asset checks, grouped by stage: data, models (and adapters), evaluation,
+reports. `all_assets()` is the one list that definitions.py and the tests load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def all_assets() -> list[Any]:
+    """Every asset and asset check of the project's modules."""
+    import dagster as dg
+
+    from assets import adapters, data, evaluation, models, reports
+
+    return list(dg.load_assets_from_modules([data, models, adapters, evaluation, reports]))

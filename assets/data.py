@@ -221,3 +221,68 @@ def alignment_instructions(
         "dataset_hash": sha256_bytes(dumps_jsonl(unique)),
     })
     return unique
+
+
+def _split_counts_markdown(rows: list[dict], column: str) -> str:
+    """A markdown table of row counts per `column` value and split."""
+    counts = pd.DataFrame(rows).groupby([column, "split"]).size().unstack(fill_value=0)
+    return counts.to_markdown()
+
+
+class AmrCasesConfig(dg.Config):
+    n_cases: int = Field(240, description="Cases, decisions in equal thirds.")
+    seed: int | None = Field(None, description="Generator seed; default synthetic/amr_cases.py's.")
+    test_fraction: float = Field(0.2, description="Held-out share, stratified by decision.")
+
+
+@dg.asset(group_name="data", kinds={"python"}, code_version="1")
+def amr_cases(context: dg.AssetExecutionContext, config: AmrCasesConfig) -> list[dict]:
+    """Synthetic antimicrobial prescription-validation cases (patient, diagnosis, prescription)
+    with a reference decision (Approve / Modify / Reject) and step-by-step reasoning, built from
+    the guideline table in configs/amr_guidelines.yaml; train/test split stratified by decision."""
+    from synthetic.amr_cases import DEFAULT_SEED, generate_amr_cases, load_guidelines
+
+    guidelines = load_guidelines()
+    seed = DEFAULT_SEED if config.seed is None else config.seed
+    cases = generate_amr_cases(config.n_cases, seed=seed, test_fraction=config.test_fraction,
+                               guidelines=guidelines)
+    context.add_output_metadata({
+        "cases": len(cases),
+        "seed": seed,
+        "guidelines_version": guidelines.version,
+        "decisions_by_split": dg.MetadataValue.md(
+            _split_counts_markdown(cases, "reference_decision")),
+        "syndromes": len({case["diagnosis"]["syndrome"] for case in cases}),
+        "dataset_hash": sha256_bytes(dumps_jsonl(cases)),
+    })
+    return cases
+
+
+class BatchRecordQaConfig(dg.Config):
+    n_batches: int = Field(60, description="Batch summaries; 6-10 questions each.")
+    seed: int | None = Field(None, description="Generator seed; default configs/datasets.yaml.")
+    test_fraction: float = Field(0.2, description="Share of batches held out (whole batches).")
+
+
+@dg.asset(group_name="data", kinds={"python"}, code_version="1")
+def batch_record_qa(context: dg.AssetExecutionContext, config: BatchRecordQaConfig,
+                    gxp_site_master: dict) -> list[dict]:
+    """Question/answer pairs over synthetic batch-record summaries (product code, batch number,
+    QA manager, yield, deviations...), each with its source summary kept for grounding checks."""
+    from synthetic.batch_record_qa import generate_batch_record_qa
+
+    seed = load_dataset_config().seed if config.seed is None else config.seed
+    rows = generate_batch_record_qa(config.n_batches, seed=seed,
+                                    test_fraction=config.test_fraction, master=gxp_site_master)
+    context.add_output_metadata({
+        "pairs": len(rows),
+        "batches": len({row["batch_number"] for row in rows}),
+        "seed": seed,
+        "question_types_by_split": dg.MetadataValue.md(
+            _split_counts_markdown(rows, "question_type")),
+        "dataset_hash": sha256_bytes(dumps_jsonl(rows)),
+        "example": dg.MetadataValue.md(
+            f"**source**: {rows[0]['source']}\n\n**Q**: {rows[0]['question']}\n\n"
+            f"**A**: {rows[0]['answer']}"),
+    })
+    return rows

@@ -5,6 +5,7 @@ resource's run-scoped folder, and the asset's value is a small JSON reference (p
 that downstream assets receive as their input.
 """
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +15,7 @@ from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from scoring.record_audit import load_record_prompt, select_training_records, training_rows
 from synthetic.alignment_instructions import preference_pairs
-from synthetic.jsonl import write_jsonl
+from synthetic.jsonl import dumps_jsonl, sha256_bytes, write_jsonl
 
 
 def _reference(result: dg.MaterializeResult, run_id: str,
@@ -25,7 +26,8 @@ def _reference(result: dg.MaterializeResult, run_id: str,
     reference: dict = {"run_id": run_id}
     for key, value in metadata.items():
         value = value.value if isinstance(value, dg.MetadataValue) else value
-        if key != "loss_curve" and (value is None or isinstance(value, str | int | float | list)):
+        if key != "loss_curve" and (value is None
+                                    or isinstance(value, str | int | float | list | dict)):
             reference[key] = value
     return dg.Output(reference, metadata=metadata)
 
@@ -35,7 +37,13 @@ VERSION_METRICS = ("train_loss", "eval_loss", "tokens_per_s", "wall_s", "peak_me
 
 
 class BaseModelConfig(dg.Config):
-    """Overrides of configs/base_model.yaml `embedded:` (leave empty for the configured model)."""
+    """Overrides of configs/base_model.yaml (leave empty for the configured model): the profile,
+    the hf model, or the embedded model's sizes."""
+
+    profile: str | None = Field(None, description="embedded (built here) or hf (a hub id or "
+                                "local path); default: configs/base_model.yaml `profile`.")
+    model_id: str | None = Field(None, description="hf: Hugging Face model id or local folder.")
+    trust_remote_code: bool | None = Field(None, description="hf: run the model repo's code.")
 
     pretrain_steps: int | None = Field(None, description="Causal-LM pretraining steps.")
     vocab_size: int | None = Field(None, description="BPE vocabulary size.")
@@ -54,9 +62,11 @@ class BaseModelConfig(dg.Config):
 def base_model(
     context: dg.AssetExecutionContext, config: BaseModelConfig, compute: ComputeResource
 ) -> dg.Output[dict]:
-    """A tiny Llama-architecture causal LM with its own BPE tokenizer and chat template, pretrained
-    on the platform's corpora, so every later stage runs on a CPU with no download. Saved with
-    save_pretrained; metadata: size, parameters, perplexity before/after, loss curve, tokens/s."""
+    """The base model every adapter starts from. Profile `embedded` (default): a tiny
+    Llama-architecture causal LM with its own BPE tokenizer and chat template, pretrained on the
+    platform's corpora, so every later stage runs on a CPU with no download (saved with
+    save_pretrained; metadata: size, parameters, perplexity before/after, loss curve, tokens/s).
+    Profile `hf`: a Hugging Face model id or local path, resolved and described, not copied."""
     overrides = {key: value for key, value in config.model_dump().items() if value is not None}
     output_dir = compute.output_dir("base_model", context.run.run_id)
     result = compute.run_task(context, "base_model", overrides, output_dir)
@@ -71,6 +81,8 @@ class AdapterConfig(dg.Config):
     per_device_train_batch_size: int | None = Field(None, description="Batch size per device.")
     learning_rate: float | None = Field(None, description="Peak learning rate.")
     quantization: str | None = Field(None, description="auto | nf4 | none (auto: NF4 on CUDA).")
+    save_steps: int | None = Field(None, description="Checkpoint every N steps (default 50); a "
+                                   "killed run resumes from the last one when re-materialized.")
 
 
 class GritAdapterConfig(AdapterConfig):
@@ -103,21 +115,34 @@ def _register_version(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     return version
 
 
-def _train_on_rows(context: dg.AssetExecutionContext, compute: ComputeResource,
-                   warehouse: WarehouseResource, task: str, settings: dict, base_model: dict,
-                   rows: list[dict], extra: dict | None = None) -> dg.Output:
-    """Write the training rows, run `task` in its own process, register the adapter version,
-    return the model reference."""
-    output_dir = compute.output_dir(task, context.run.run_id)
-    train_file = Path(output_dir) / "train.jsonl"
-    train_file.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl(rows, train_file)
-    task_config = {**{k: v for k, v in settings.items() if v is not None},
-                   "base_model_path": base_model["model_path"], "train_file": str(train_file)}
+def train_on_rows(context: dg.AssetExecutionContext, compute: ComputeResource,
+                  warehouse: WarehouseResource, task: str, settings: dict, base_model: dict,
+                  rows: list[dict], extra: dict | None = None,
+                  input_files: dict[str, list[dict]] | None = None) -> dg.Output:
+    """Write the training rows (and `input_files`: config key -> rows, e.g. GRPO's
+    `cases_file`), run `task` in its own process, register the adapter version, return the model
+    reference. The same inputs and settings continue an interrupted run's folder."""
+    settings = {k: v for k, v in settings.items() if v is not None}
+    files = {"train_file": rows, **(input_files or {})}
+    training_key = sha256_bytes(json.dumps(
+        {"task": task, "settings": settings, "base_model": base_model["model_path"],
+         **{f"{key}_sha256": sha256_bytes(dumps_jsonl(data)) for key, data in files.items()}},
+        sort_keys=True).encode())
+    output_dir, resumed = compute.training_dir(task, context.run.run_id, training_key)
+    if resumed:
+        context.log.info(f"{task}: an interrupted run with the same inputs and settings left "
+                         f"checkpoints in {output_dir}; resuming from the last one")
+    paths = {}
+    for key, data in files.items():
+        paths[key] = str(Path(output_dir) / f"{key.removesuffix('_file')}.jsonl")
+        write_jsonl(data, Path(paths[key]))
+    task_config = {**settings, "base_model_path": base_model["model_path"], **paths}
     result = compute.run_task(context, task, task_config, output_dir)
     version = _register_version(context, warehouse, task, task_config, base_model,
                                 dict(result.metadata or {}))
-    return _reference(result, context.run.run_id, {**(extra or {}), "model_version": version})
+    return _reference(result, context.run.run_id,
+                      {**(extra or {}), "model_version": version, "training_key": training_key,
+                       "continued_interrupted_run": resumed})
 
 
 def _train_adapter(context: dg.AssetExecutionContext, compute: ComputeResource,
@@ -129,7 +154,7 @@ def _train_adapter(context: dg.AssetExecutionContext, compute: ComputeResource,
                       {"role": "assistant", "content": pair["chosen"]}]}
         for pair in preference_pairs(alignment_instructions)
     ]
-    return _train_on_rows(context, compute, warehouse, task, config.model_dump(), base_model,
+    return train_on_rows(context, compute, warehouse, task, config.model_dump(), base_model,
                           rows)
 
 
@@ -206,6 +231,6 @@ def gxp_audit_adapter(
     context.log.info(f"gxp_audit_adapter: {len(rows)} training rows ({n_deviating} with a "
                      f"deviation) from {len(gxp_records)} train records, prompt {prompt.version}")
     settings = config.model_dump(exclude={"clean_per_deviating", "max_records", "sample_seed"})
-    return _train_on_rows(context, compute, warehouse, "gxp_audit_adapter", settings, base_model,
+    return train_on_rows(context, compute, warehouse, "gxp_audit_adapter", settings, base_model,
                           rows, extra={"prompt_version": prompt.version,
                                        "deviating_rows": n_deviating})

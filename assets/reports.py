@@ -63,25 +63,38 @@ COMPARISON_COLUMNS = (
 )
 
 
-@dg.asset(group_name="reports", kinds={"python"}, code_version="1")
-def training_comparison(
-    context: dg.AssetExecutionContext, qlora_adapter: dict, grit_adapter: dict
-) -> pd.DataFrame:
-    """The adapters side by side: loss curves overlaid, wall time, tokens/s, peak memory,
-    trainable and effective parameters, adapter size."""
-    from training.plots import loss_curves_png
+# adapter asset -> the objective it trains (its loss-curve panel)
+ADAPTER_OBJECTIVES = {
+    "qlora_adapter": "SFT (cross-entropy)",
+    "grit_adapter": "SFT (cross-entropy)",
+    "batchqa_adapter": "SFT (cross-entropy)",
+    "gxp_audit_adapter": "SFT (cross-entropy)",
+    "dpo_adapter": "preference (DPO / ORPO loss)",
+    "orpo_adapter": "preference (DPO / ORPO loss)",
+    "grpo_adapter": "GRPO (policy loss)",
+}
 
-    adapters = {"qlora_adapter": qlora_adapter, "grit_adapter": grit_adapter}
+
+@dg.asset(group_name="reports", kinds={"python"}, code_version="2",
+          ins={name: dg.AssetIn() for name in ADAPTER_OBJECTIVES})
+def training_comparison(context: dg.AssetExecutionContext, **adapters: dict) -> pd.DataFrame:
+    """The adapters side by side: loss curves per objective, wall time, tokens/s, peak memory,
+    trainable and effective parameters, adapter size, quantization."""
+    from training.plots import loss_panels_png
+
     table = pd.DataFrame(
-        [{"adapter": name, **{key: ref.get(key) for key, _ in COMPARISON_COLUMNS}}
+        [{"adapter": name, "objective": ADAPTER_OBJECTIVES[name],
+          **{key: ref.get(key) for key, _ in COMPARISON_COLUMNS}}
          for name, ref in adapters.items()]
     )
-    png = loss_curves_png({name: ref.get("losses") or [] for name, ref in adapters.items()},
-                          title="training loss per optimizer step")
-    image = base64.b64encode(png).decode()
+    panels: dict[str, dict[str, list]] = {}
+    for name, ref in adapters.items():
+        panels.setdefault(ADAPTER_OBJECTIVES[name], {})[name] = ref.get("losses") or []
+    image = base64.b64encode(loss_panels_png(panels)).decode()
     shown = table.rename(columns=dict(COMPARISON_COLUMNS))
     context.add_output_metadata({
         "comparison": dg.MetadataValue.md(shown.to_markdown(index=False, floatfmt=".4g")),
         "loss_curves": dg.MetadataValue.md(f"![loss curves](data:image/png;base64,{image})"),
+        "adapters": len(table),
     })
     return table

@@ -25,7 +25,8 @@ models_job = dg.define_asset_job(
     "gxp_models_job",
     selection=(
         dg.AssetSelection.groups("models")
-        | dg.AssetSelection.assets("alignment_instructions", "training_comparison")
+        | dg.AssetSelection.assets("alignment_instructions", "amr_cases", "batch_record_qa",
+                                   "training_comparison")
     ),
     description="Training data, the base model and adapters through Pipes, their comparison.",
 )

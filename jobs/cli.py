@@ -66,6 +66,14 @@ def _run(job, label: str, failures: list[str], log_level: str, run_config=None, 
         failures.append(label)
 
 
+def _topological(defs, job) -> list:
+    """The asset keys a job materializes, upstream first."""
+    graph = defs.resolve_asset_graph()
+    keys = set(job.asset_layer.selected_asset_keys)
+    return [key for level in graph.toposorted_asset_keys_by_level for key in sorted(level)
+            if key in keys]
+
+
 def benchmark(args: argparse.Namespace) -> int:
     """Materialize site master, every split, every (model, split) and the leaderboard."""
     import dagster as dg
@@ -116,13 +124,11 @@ def benchmark(args: argparse.Namespace) -> int:
             print(f"  --no-training: skipping the local models {', '.join(local)}", flush=True)
         models = [m for m in models if m not in local]
     else:
-        _run(
-            defs.resolve_job_def("gxp_models_job"),
-            "models: base model and adapters (Pipes)",
-            failures,
-            log_level,
-            instance=instance,
-        )
+        models_job = defs.resolve_job_def("gxp_models_job")
+        # One line per asset, in graph order: training is the long part, so show its progress.
+        for asset_key in _topological(defs, models_job):
+            _run(models_job, f"models: {asset_key.to_user_string()}", failures, log_level,
+                 instance=instance, asset_selection=[asset_key])
     evaluation = defs.resolve_job_def("gxp_evaluation_job")
     for model_id in models:
         for split in splits:
@@ -184,7 +190,7 @@ def print_leaderboard(args: argparse.Namespace) -> int:
 MODELS_EPILOG = """\
 examples:
   gxplab models list --task qlora_adapter
-  gxplab models promote qlora_adapter 20261127T101500Z-3f2a1b9c --reason "GxP F1 0.82 > 0.78"
+  gxplab models promote qlora_adapter 5f1c2e9a-3f2a1b9c04d7 --reason "GxP F1 0.82 > 0.78"
   gxplab models rollback qlora_adapter --reason "false positives on control_clean"
   gxplab models history qlora_adapter
 
@@ -328,7 +334,7 @@ def _add_models_parser(commands) -> None:
         "promote",
         _models_promote,
         "point an alias (default production) of TASK at a registered VERSION",
-        'gxplab models promote qlora_adapter 20261127T101500Z-3f2a1b9c --reason "better GxP F1"',
+        'gxplab models promote qlora_adapter 5f1c2e9a-3f2a1b9c04d7 --reason "better GxP F1"',
     )
     promote.add_argument("task", metavar="TASK", help="e.g. qlora_adapter, gxp_audit_adapter")
     promote.add_argument("version", metavar="VERSION", help="a version from `gxplab models list`")

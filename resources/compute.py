@@ -33,22 +33,49 @@ class ComputeResource(dg.ConfigurableResource):
     models_volume_claim: str | None = Field(
         "gxplab-models", description="k8s: PersistentVolumeClaim mounted at models_dir."
     )
+    launcher: Literal["python", "accelerate"] = Field(
+        "python", description="python: one process; accelerate: `accelerate launch` with "
+        "num_processes processes (one per GPU, data parallel); rank 0 reports through Pipes.")
+    num_processes: int = Field(1, ge=1, description="accelerate: processes (GPUs) per task.")
 
     def output_dir(self, name: str, run_id: str) -> Path:
         """Run-scoped artifact folder: a new run never overwrites an earlier model."""
         return Path(self.models_dir) / name / run_id
 
+    def training_dir(self, name: str, run_id: str, training_key: str) -> tuple[Path, bool]:
+        """(folder, resumed) for a training task. An earlier run with the same `training_key`
+        (a hash of its inputs and settings) that left checkpoints but no finished model card was
+        interrupted: its folder is continued, so the task resumes from its last checkpoint.
+        Otherwise a new run-scoped folder, marked with the key."""
+        root = Path(self.models_dir) / name
+        marks = sorted(root.glob("*/training_key"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for mark in marks:
+            folder = mark.parent
+            if (mark.read_text(encoding="utf-8").strip() == training_key
+                    and not (folder / "model_card.md").exists()
+                    and any((folder / "checkpoints").glob("checkpoint-*"))):
+                return folder, True
+        folder = self.output_dir(name, run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "training_key").write_text(training_key + "\n", encoding="utf-8")
+        return folder, False
+
     def command(self, task: str, config: dict, output_dir: Path) -> list[str]:
         python = sys.executable if self.backend == "local" else "python"
-        return [python, "-m", "resources.pipes_entry", task,
-                "--output-dir", str(output_dir), "--config", json.dumps(config, sort_keys=True)]
+        entry = ["resources.pipes_entry", task, "--output-dir", str(output_dir),
+                 "--config", json.dumps(config, sort_keys=True)]
+        if self.launcher == "accelerate":
+            return [python, "-m", "accelerate.commands.launch",
+                    "--num_processes", str(self.num_processes), "--module", *entry]
+        return [python, "-m", *entry]
 
     def k8s_pod_spec(self) -> dict[str, Any]:
         """Base pod spec for PipesK8sClient: GPU limit, GPU toleration, models volume."""
         container: dict[str, Any] = {
             "resources": {
                 "requests": {"cpu": self.cpu, "memory": self.memory},
-                "limits": {self.gpu_resource: str(self.gpus), "memory": self.memory},
+                "limits": {self.gpu_resource: str(max(self.gpus, self.num_processes)),
+                       "memory": self.memory},
             },
         }
         spec: dict[str, Any] = {

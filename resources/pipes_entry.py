@@ -46,11 +46,33 @@ def _pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _quiet_libraries() -> None:
+    """Progress bars and deprecation chatter of datasets/transformers off: the task's own
+    per-step reports (Pipes messages, log lines) carry the progress."""
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+
+
+def process_rank() -> int:
+    """This process's rank under `accelerate launch` / torchrun (0 when launched alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def run_task(task: str, config: dict, output_dir: Path) -> dict:
     from training.tasks import TASKS
 
     if task not in TASKS:
         raise SystemExit(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
+    _quiet_libraries()
+    if process_rank() != 0:  # several processes train together; rank 0 alone reports
+        return TASKS[task](config, output_dir, lambda **_metrics: None)
     if not os.environ.get(dagster_pipes.DAGSTER_PIPES_CONTEXT_ENV_VAR):
 
         def print_report(**metrics: Any) -> None:

@@ -74,3 +74,39 @@ def test_standalone_entry_prints_json_lines(tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["step"] for line in lines if "step" in line] == [1, 2, 3, 4, 5]
     assert lines[-1]["model_path"] == str(tmp_path / "m")
+
+
+def test_accelerate_launch_runs_the_task_and_reports_through_pipes(tmp_path):
+    """launcher: accelerate wraps the same entry point in `accelerate launch` (one CPU process
+    here; one per GPU in production) and the metrics still arrive through Pipes."""
+    compute = ComputeResource(models_dir=str(tmp_path / "models"), launcher="accelerate",
+                              num_processes=1)
+    command = compute.command("base_model", {}, tmp_path / "x")
+    assert command[1:6] == ["-m", "accelerate.commands.launch", "--num_processes", "1",
+                            "--module"]
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [models.base_model], instance=instance,
+            resources={"compute": compute, "io_manager": DatasetIOManager(root=str(tmp_path))},
+            run_config={"ops": {"base_model": {"config": {**TINY, "pretrain_steps": 5}}}},
+        )
+    assert result.success
+    metadata = result.asset_materializations_for_node("base_model")[0].metadata
+    assert len(metadata["losses"].value) == 5
+
+
+def test_only_rank_zero_reports(tmp_path):
+    """Under `accelerate launch` every process runs the entry point; ranks above 0 train but
+    neither print nor report, so nothing arrives twice."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "resources.pipes_entry", "base_model", "--output-dir",
+         str(tmp_path / "m"), "--config", json.dumps({**TINY, "pretrain_steps": 2})],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "RANK": "1"}, check=True,
+    )
+    assert [line for line in result.stdout.splitlines() if line.startswith("{")] == []
+    assert (tmp_path / "m" / "config.json").exists()  # it did train

@@ -12,14 +12,14 @@ import dagster as dg
 import pytest
 from fake_openai_server import FakeOpenAIServer, FakeReply, batch_records_from_request
 
-from assets import data, evaluation, models, reports
+from assets import all_assets
 from assets.partitions import model_partitions, model_split_key
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 
-ASSETS = dg.load_assets_from_modules([data, evaluation, models, reports])
+ASSETS = all_assets()
 SPLITS = ("benchmark", "control_clean", "adversarial")
 FAKE_TYPES = {"empty_notes_field", "negative_quantity"}
 

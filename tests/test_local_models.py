@@ -13,7 +13,7 @@ import torch
 from test_base_model_pipes import TINY
 from test_embedded_model import TINY as TINY_MODEL
 
-from assets import data, evaluation, models, reports
+from assets import all_assets
 from assets.partitions import model_partitions, model_split_key
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
@@ -181,7 +181,7 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch):
     """The graph: train split -> gxp_audit_adapter; both local models audit the benchmark split
     and appear on the leaderboard; the adapter's version lands in the model registry."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assets = dg.load_assets_from_modules([data, evaluation, models, reports])
+    assets = all_assets()
     resources = {
         "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
         "compute": ComputeResource(models_dir=str(tmp_path / "models")),

@@ -1,37 +1,59 @@
-"""Models stage end to end: alignment data -> base model -> LoRA adapter, all through Pipes."""
+"""Models stage end to end: training data -> base model -> every adapter, all through Pipes."""
 
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 from test_base_model_pipes import TINY
 
-from assets import data, models, reports
+from assets import all_assets
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
 from resources.warehouse import WarehouseResource
 
+ADAPTERS = ("qlora_adapter", "grit_adapter", "dpo_adapter", "orpo_adapter", "batchqa_adapter",
+            "gxp_audit_adapter", "grpo_adapter")
+FEW_STEPS = {"max_steps": 3, "per_device_train_batch_size": 2}
 
-def test_qlora_adapter_trains_on_the_base_model_it_receives(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One run of the whole models stage with 3 optimizer steps per adapter."""
+    tmp_path = tmp_path_factory.mktemp("models_graph")
     resources = {
         "compute": ComputeResource(models_dir=str(tmp_path / "models")),
         "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
         "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
     }
-    with dg.instance_for_test() as instance:
+    assets = all_assets()
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        dg.materialize(assets, selection=["gxp_site_master"], instance=instance,
+                       resources=resources)
+        dg.materialize(assets, selection=["gxp_records", "gxp_labels"], partition_key="train",
+                       instance=instance, resources=resources,
+                       run_config={"ops": {"gxp_batch_records": {"config": {"n_batches": 3}}}})
         result = dg.materialize(
-            [data.alignment_instructions, models.base_model, models.qlora_adapter,
-             models.grit_adapter, reports.training_comparison],
-            instance=instance, resources=resources,
+            assets, instance=instance, resources=resources,
+            selection=["alignment_instructions", "batch_record_qa", "amr_cases", "base_model",
+                       *ADAPTERS,
+                       "training_comparison"],
             run_config={"ops": {
                 "base_model": {"config": TINY},
-                "qlora_adapter": {"config": {"max_steps": 3, "per_device_train_batch_size": 2}},
-                "grit_adapter": {"config": {"max_steps": 3, "per_device_train_batch_size": 2,
-                                            "grit_preset": "default"}},
+                **{name: {"config": FEW_STEPS} for name in ADAPTERS},
+                "grit_adapter": {"config": {**FEW_STEPS, "grit_preset": "default"}},
+                "gxp_audit_adapter": {"config": {**FEW_STEPS, "max_records": 8}},
+                "grpo_adapter": {"config": {**FEW_STEPS, "num_generations": 2,
+                                            "max_completion_length": 16}},
             }},
         )
     assert result.success
+    return result, resources
+
+
+def test_qlora_adapter_trains_on_the_base_model_it_receives(trained):
+    result, _ = trained
     base = result.output_for_node("base_model")
     adapter = result.output_for_node("qlora_adapter")
     metadata = result.asset_materializations_for_node("qlora_adapter")[0].metadata
@@ -42,21 +64,64 @@ def test_qlora_adapter_trains_on_the_base_model_it_receives(tmp_path, monkeypatc
     assert Path(adapter["adapter_path"]).is_dir() and Path(adapter["archive_path"]).is_file()
     card = (Path(adapter["adapter_path"]).parent / "model_card.md").read_text()
     assert base["model_path"] in card  # trained on the base model it received as input
+    assert "# GxPLab LoRA adapter (qlora_adapter)" in card
 
     grit = result.output_for_node("grit_adapter")
     assert grit["optimizer"] == "grit" and grit["grit_n_layers"] == 14
     assert grit["grit_preconditioned_steps"] >= 1  # factors every step: preconditioning ran
     assert grit["losses"] != adapter["losses"]  # same data and seed, a different optimizer
-    comparison = result.output_for_node("training_comparison").set_index("adapter")
-    assert comparison.loc["grit_adapter", "steps"] == 3
-    assert pd.isna(comparison.loc["qlora_adapter", "grit_effective_params"])  # not GRIT
-    # each adapter is a registered version; the first version of a task becomes production
+
+
+def test_every_adapter_is_a_registered_version(trained):
+    result, resources = trained
     warehouse = resources["warehouse"].client
-    for task in ("qlora_adapter", "grit_adapter"):
+    for task in ADAPTERS:
         output = result.output_for_node(task)
+        assert output["steps"] == 3, task
         (version,) = warehouse.list_model_versions(task)
         assert version["version"] == output["model_version"]
         assert version["archive_sha256"] == output["archive_sha256"]
+        # the first version of a task becomes production
         assert warehouse.get_alias(task)["version"] == output["model_version"]
+
+
+def test_preference_adapters_use_their_method_and_report_its_metrics(trained):
+    result, _ = trained
+    dpo, orpo = result.output_for_node("dpo_adapter"), result.output_for_node("orpo_adapter")
+    assert (dpo["method"], orpo["method"]) == ("dpo", "orpo")
+    assert "log_odds_ratio" in orpo and "log_odds_ratio" not in dpo
+    assert dpo["preset"] == "configs/training.yaml [dpo_adapter]"
+    card = (Path(orpo["adapter_path"]).parent / "model_card.md").read_text()
+    assert "(orpo_adapter)" in card
+
+
+def test_batchqa_adapter_uses_seed_002_settings_and_keeps_its_decoding(trained):
+    result, _ = trained
+    batchqa = result.output_for_node("batchqa_adapter")
+    metadata = result.asset_materializations_for_node("batchqa_adapter")[0].metadata
+    assert batchqa["end_token"] == "<|end|>"
+    assert batchqa["decoding"]["no_repeat_ngram_size"] == 3
+    assert batchqa["trainable_params"] > result.output_for_node("qlora_adapter")[
+        "trainable_params"]  # r 32 against r 16
+    assert metadata["run_config_overrides"].value == FEW_STEPS
+
+
+def test_grpo_adapter_is_judged_by_the_offline_rubric_and_says_so(trained):
+    result, _ = trained
+    grpo = result.output_for_node("grpo_adapter")
+    assert grpo["judge"] == "reference-rubric (not an LLM)"
+    assert grpo["judged_steps"] == [1, 2, 3] and grpo["judge_calls"] > 0  # k = 1: every step
+    assert grpo["cases"] == grpo["train_rows"] > 100  # the amr_cases train split
+    assert Path(grpo["adapter_path"]).is_dir()
+
+
+def test_training_comparison_lists_every_adapter(trained):
+    result, _ = trained
+    comparison = result.output_for_node("training_comparison").set_index("adapter")
+    assert sorted(comparison.index) == sorted(ADAPTERS)
+    assert (comparison["steps"] == 3).all()
+    assert pd.isna(comparison.loc["qlora_adapter", "grit_effective_params"])  # not GRIT
+    assert comparison.loc["dpo_adapter", "objective"] != comparison.loc["qlora_adapter",
+                                                                         "objective"]
     board = result.asset_materializations_for_node("training_comparison")[0].metadata
     assert board["loss_curves"].value.startswith("![loss curves](data:image/png;base64,")

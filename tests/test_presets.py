@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from training.preference import PreferenceSettings
-from training.presets import CONFIG_PATH, EXTRA_KEYS, load_training_preset, split_preset
+from training.presets import (
+    CONFIG_PATH,
+    EXTRA_KEYS,
+    load_training_preset,
+    preset_settings,
+    split_preset,
+)
 from training.sft import SftSettings
 
 # Seed 002 ("Production Model Upgrade Guide"), verbatim numbers.
@@ -22,8 +28,10 @@ SEED_002_SYSTEM = ("You are a pharmaceutical batch record assistant.\n"
 def test_batchqa_preset_is_seed_002():
     settings, extras = split_preset(load_training_preset("batchqa_adapter"))
     assert settings == SEED_002_SETTINGS
+    embedded = extras.pop("embedded_overrides")  # the tiny CPU model only
     assert extras == {"system_prompt": SEED_002_SYSTEM, "end_token": "<|end|>",
                       "decoding": SEED_002_DECODING}
+    assert set(embedded) <= set(SEED_002_SETTINGS)
     sft = SftSettings.from_mapping(settings)
     assert (sft.lora_r, sft.lora_alpha, sft.lora_dropout) == (32, 64, 0.05)
     assert sft.per_device_train_batch_size * sft.gradient_accumulation_steps == 16
@@ -40,7 +48,24 @@ def test_preference_presets_choose_the_method():
 def test_split_preset_separates_extras():
     settings, extras = split_preset({"lora_r": 8, "end_token": "<|end|>", "decoding": {}})
     assert settings == {"lora_r": 8} and extras == {"end_token": "<|end|>", "decoding": {}}
-    assert set(EXTRA_KEYS) == {"system_prompt", "end_token", "decoding"}
+    assert set(EXTRA_KEYS) == {"system_prompt", "end_token", "decoding", "embedded_overrides"}
+
+
+def test_embedded_overrides_apply_only_to_the_embedded_profile():
+    embedded, _ = preset_settings("batchqa_adapter", "embedded", {"max_steps": 3, "seed": None})
+    real, _ = preset_settings("batchqa_adapter", "hf", {"max_steps": 3})
+    assert real == {**SEED_002_SETTINGS, "max_steps": 3}  # seed 002 exactly, plus the run config
+    assert embedded["learning_rate"] != real["learning_rate"] and embedded["max_steps"] == 3
+    assert "seed" not in embedded  # None in the run config means "not set"
+
+
+def test_bad_embedded_overrides_name_the_section(tmp_path):
+    path = tmp_path / "training.yaml"
+    path.write_text("batchqa_adapter:\n  embedded_overrides:\n    lora_rnk: 4\n",
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match=r"\[batchqa_adapter\] embedded_overrides: field "
+                                         "'lora_rnk' is unknown"):
+        load_training_preset("batchqa_adapter", path)
 
 
 def test_errors_name_file_and_section(tmp_path):

@@ -13,16 +13,18 @@ from typing import Any
 
 import yaml
 
+from training.grpo import GrpoSettings
 from training.preference import PreferenceSettings
 from training.sft import SftSettings
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "training.yaml"
-EXTRA_KEYS = ("system_prompt", "end_token", "decoding")
+EXTRA_KEYS = ("system_prompt", "end_token", "decoding", "embedded_overrides")
 # task -> the settings class its preset's settings part must build
-PRESET_SETTINGS: dict[str, type[SftSettings] | type[PreferenceSettings]] = {
+PRESET_SETTINGS: dict[str, type[SftSettings] | type[PreferenceSettings] | type[GrpoSettings]] = {
     "batchqa_adapter": SftSettings,
     "dpo_adapter": PreferenceSettings,
     "orpo_adapter": PreferenceSettings,
+    "grpo_adapter": GrpoSettings,
 }
 
 
@@ -45,14 +47,29 @@ def load_training_preset(task: str, path: str | Path | None = None) -> dict[str,
         raise ValueError(f"{where}: expected a mapping of settings")
     preset = dict(preset)
     settings, extras = split_preset(preset)
-    if "decoding" in extras and not isinstance(extras["decoding"], Mapping):
-        raise ValueError(f"{where}: field 'decoding' must be a mapping")
+    for key in ("decoding", "embedded_overrides"):
+        if key in extras and not isinstance(extras[key], Mapping):
+            raise ValueError(f"{where}: field {key!r} must be a mapping")
     for key in ("system_prompt", "end_token"):
         if key in extras and not isinstance(extras[key], str):
             raise ValueError(f"{where}: field {key!r} must be a string")
     if task in PRESET_SETTINGS:
         PRESET_SETTINGS[task].from_mapping(settings, source=where)  # raises naming the field
+        PRESET_SETTINGS[task].from_mapping({**settings, **extras.get("embedded_overrides", {})},
+                                           source=f"{where} embedded_overrides")
     return preset
+
+
+def preset_settings(task: str, profile: str, overrides: Mapping[str, Any] | None = None,
+                    path: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trainer settings, extras) of `task` for a base model of `profile`: the preset's settings,
+    then its `embedded_overrides` when the base model is the embedded one, then `overrides`
+    (an asset's run config; None values ignored)."""
+    settings, extras = split_preset(load_training_preset(task, path))
+    if profile == "embedded":
+        settings.update(extras.get("embedded_overrides", {}))
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return settings, extras
 
 
 def split_preset(preset: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -141,16 +141,22 @@ def read_sft_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def check_chat(messages: Any, where: str, field: str, roles: Any) -> None:
+    """A non-empty list of {role in `roles`, content: str} messages, else a ValueError naming
+    `where` and the field (e.g. `messages[2].role`)."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where}: field '{field}' must be a non-empty list of chat messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in roles:
+            raise ValueError(f"{where}: field '{field}[{i}].role' must be one of "
+                             f"{', '.join(sorted(roles))}")
+        if not isinstance(message.get("content"), str):
+            raise ValueError(f"{where}: field '{field}[{i}].content' must be a string")
+
+
 def _check_messages(row: dict, where: str) -> dict[str, Any]:
     messages = row["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise ValueError(f"{where}: field 'messages' must be a non-empty list")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise ValueError(f"{where}: field 'messages[{i}].role' must be one of "
-                             f"{', '.join(sorted(ROLES))}")
-        if not isinstance(message.get("content"), str):
-            raise ValueError(f"{where}: field 'messages[{i}].content' must be a string")
+    check_chat(messages, where, "messages", ROLES)
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError(f"{where}: field 'messages' has no assistant message to learn")
     return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
@@ -170,12 +176,13 @@ def resolve_quantization(requested: str, cuda: bool) -> str:
     return "nf4" if cuda else NO_CUDA
 
 
-def sft_task(config: dict, output_dir: Path, report: Report) -> dict:
-    """Train a LoRA adapter on `config["train_file"]` over `config["base_model_path"]`."""
+def sft_task(config: dict, output_dir: Path, report: Report, task: str = "qlora_adapter") -> dict:
+    """Train a LoRA adapter on `config["train_file"]` over `config["base_model_path"]`; `task`
+    names the adapter in logs and in the model card."""
     base_model_path, train_file, overrides = task_inputs(config)
     settings = SftSettings.from_mapping(overrides)
     rows = read_sft_rows(train_file)
-    run = start_run(output_dir, settings.quantization, "qlora_adapter", report)
+    run = start_run(output_dir, settings.quantization, task, report)
     with torch_threads(settings.torch_threads):
         trainer, grit = _build_trainer(base_model_path, rows, settings, run.quantization,
                                        run.checkpoints, report)
@@ -189,7 +196,7 @@ def sft_task(config: dict, output_dir: Path, report: Report) -> dict:
     if grit is not None:
         metadata.update({f"grit_{key}": value for key, value in grit.metrics().items()})
     (run.output_dir / "model_card.md").write_text(
-        model_card(base_model_path, settings, metadata), encoding="utf-8")
+        model_card(base_model_path, settings, metadata, task=task), encoding="utf-8")
     return metadata
 
 
@@ -277,6 +284,9 @@ def save_adapter(trainer: Any, output_dir: Path) -> dict[str, Any]:
     and return paths, sha256, sizes and parameter counts."""
     trainable, total = trainer.model.get_nb_trainable_parameters()
     adapter_dir = Path(output_dir) / "adapter"
+    if not trainer.is_world_process_zero():  # `accelerate launch`: rank 0 writes the adapter
+        return {"adapter_path": str(adapter_dir), "trainable_params": int(trainable),
+                "total_params": int(total)}
     trainer.model.save_pretrained(adapter_dir)
     trainer.processing_class.save_pretrained(adapter_dir)  # chat template for inference
     archive = _archive(adapter_dir)
@@ -305,6 +315,15 @@ def _build_trainer(base_model_path: str, rows: list[dict[str, Any]], settings: S
 
     model, tokenizer = _load_model(base_model_path, quantization)
     chat = "messages" in rows[0]
+    if chat and "{% generation %}" not in str(tokenizer.chat_template or ""):
+        # Most hub chat templates lack the markers assistant_only_loss needs: train on the last
+        # reply as a conversational completion instead (TRL's completion-only loss).
+        rows = [as_prompt_completion(row) for row in rows]
+        chat = False
+        print("sft: the chat template has no {% generation %} markers; the last assistant reply "
+              "of each chat is trained as a completion", file=sys.stderr)
+        report(note="chat template without generation markers: completion-only loss on the "
+               "last reply")
     dataset, eval_dataset = split_rows(rows, settings)
     args = SFTConfig(
         **trainer_arguments(settings, checkpoints, quantization, eval_dataset is not None),
@@ -334,6 +353,14 @@ def _build_trainer(base_model_path: str, rows: list[dict[str, Any]], settings: S
     # report callback carries the same numbers.
     trainer.remove_callback(PrinterCallback)
     return trainer, grit
+
+
+def as_prompt_completion(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A chat row as TRL's conversational prompt/completion: every message before the last
+    assistant reply is the prompt, that reply the completion (earlier replies get no loss)."""
+    messages = list(row["messages"])
+    last = max(i for i, message in enumerate(messages) if message["role"] == "assistant")
+    return {"prompt": messages[:last], "completion": [messages[last]]}
 
 
 def lora_config(settings: LoraSettings) -> Any:

@@ -9,10 +9,12 @@ metadata. Plain Python: no Dagster import here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from training.grpo import grpo_task
 from training.sft import sft_task
 
 
@@ -21,14 +23,31 @@ class Report(Protocol):
 
 
 def base_model_task(config: dict, output_dir: Path, report: Report) -> dict:
-    """Build the embedded base model (config: overrides of configs/base_model.yaml `embedded:`)."""
+    """Build the base model of configs/base_model.yaml's profile (`profile` in the config
+    overrides it): `embedded` builds and pretrains the tiny local model (the other keys override
+    `embedded:`); `hf` resolves `model_id` (default `hf.model_id`) without copying it."""
     from training.embedded_model import (
         EmbeddedModelConfig,
         build_embedded_base_model,
         load_base_model_settings,
     )
 
-    defaults = dataclasses.asdict(load_base_model_settings().embedded)
+    config = dict(config)
+    settings = load_base_model_settings()
+    profile = config.pop("profile", None) or settings.profile
+    if profile == "hf":
+        from training.hf_base import describe_hf_base_model
+
+        unknown = set(config) - {"model_id", "trust_remote_code"}
+        if unknown:
+            raise ValueError(f"task config: field(s) {sorted(unknown)} do not apply to profile hf")
+        return describe_hf_base_model(
+            config.get("model_id") or settings.hf_model_id, output_dir,
+            trust_remote_code=bool(config.get("trust_remote_code",
+                                              settings.hf_trust_remote_code)))
+    if profile != "embedded":
+        raise ValueError(f"task config: field 'profile': {profile!r} is not embedded or hf")
+    defaults = dataclasses.asdict(settings.embedded)
     model_config = EmbeddedModelConfig.from_mapping({**defaults, **config}, "task config")
 
     def progress(step: int, total: int, loss: float) -> None:
@@ -37,6 +56,7 @@ def base_model_task(config: dict, output_dir: Path, report: Report) -> dict:
     info = build_embedded_base_model(output_dir, model_config, progress=progress)
     result = info.pretrain
     return {
+        "profile": "embedded",
         "model_path": str(output_dir),
         "parameter_count": info.parameter_count,
         "size_bytes": info.size_bytes,
@@ -54,7 +74,7 @@ def grit_task(config: dict, output_dir: Path, report: Report) -> dict:
     """The SFT task with the GRIT optimizer. Activation checkpointing is off by default: its
     recomputed forward passes would feed GRIT's activation hooks a second time."""
     return sft_task({"optimizer": "grit", "gradient_checkpointing": False, **config}, output_dir,
-                    report)
+                    report, task="grit_adapter")
 
 
 def gxp_audit_task(config: dict, output_dir: Path, report: Report) -> dict:
@@ -63,7 +83,21 @@ def gxp_audit_task(config: dict, output_dir: Path, report: Report) -> dict:
     defaults = {"max_length": 1024, "learning_rate": 2e-3, "num_train_epochs": 2.0,
                 "per_device_train_batch_size": 8, "gradient_checkpointing": False,
                 "warmup_ratio": 0.05}
-    return sft_task({**defaults, **config}, output_dir, report)
+    return sft_task({**defaults, **config}, output_dir, report, task="gxp_audit_adapter")
+
+
+def dpo_task(config: dict, output_dir: Path, report: Report) -> dict:
+    """DPO on preference pairs (training/preference.py)."""
+    from training.preference import preference_task
+
+    return preference_task({"method": "dpo", **config}, output_dir, report)
+
+
+def orpo_task(config: dict, output_dir: Path, report: Report) -> dict:
+    """ORPO on preference pairs (training/preference.py)."""
+    from training.preference import preference_task
+
+    return preference_task({"method": "orpo", **config}, output_dir, report)
 
 
 TASKS: dict[str, Callable[[dict, Path, Report], dict]] = {
@@ -71,4 +105,8 @@ TASKS: dict[str, Callable[[dict, Path, Report], dict]] = {
     "qlora_adapter": sft_task,
     "grit_adapter": grit_task,
     "gxp_audit_adapter": gxp_audit_task,
+    "dpo_adapter": dpo_task,
+    "orpo_adapter": orpo_task,
+    "batchqa_adapter": functools.partial(sft_task, task="batchqa_adapter"),
+    "grpo_adapter": grpo_task,
 }

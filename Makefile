@@ -31,7 +31,7 @@ setup: $(STAMP)  ## create .venv and install everything
 instance: setup  ## write $DAGSTER_HOME/dagster.yaml (SQLite, or PostgreSQL when GXPLAB_DAGSTER_PG_URL is set)
 	@$(BIN)/gxplab init-instance
 
-run: instance  ## materialize the whole GxP graph on the embedded default and print the leaderboard
+run: instance  ## materialize the whole graph (data, models, evaluation) on the embedded default, print the leaderboard
 	@$(BIN)/gxplab benchmark
 
 test: setup  ## run the tests (starts a local PostgreSQL if none is reachable)
@@ -48,6 +48,8 @@ bench: setup  ## run the benchmarks in bench/ (see docs/benchmarks.md)
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_audit_score.py
 	$(BIN)/python bench/bench_candidate_runner.py
+	$(BIN)/python bench/bench_grit.py
+	$(BIN)/python bench/bench_training_methods.py --steps 20 --repeats 3 --pretrain-steps 20
 
 clean:  ## remove generated data (var/), keep .venv
 	rm -rf var

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from synthetic.contracts import SPLITS
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 KINDS = ("rule_based", "litellm", "local")
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
@@ -23,11 +25,14 @@ ENV_NAME_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _ENV_FIELDS = ("api_base_env", "api_key_env", "model_name_env")
 _FIELDS = frozenset({"id", "kind", "litellm_model", "required_env", "api_base", "description",
                      "response_format", "temperature", "max_tokens", "timeout_s", "max_concurrency",
-                     "rpm", "enabled", "adapter", "batch_size", *_ENV_FIELDS})
+                     "rpm", "enabled", "adapter", "batch_size", "splits", *_ENV_FIELDS})
 # Fields a `local` entry may set (it runs training/inference.py on the base_model asset, plus the
 # adapter asset named by `adapter`).
 _LOCAL_FIELDS = frozenset({"id", "kind", "adapter", "description", "enabled", "temperature",
-                           "max_tokens", "batch_size"})
+                           "max_tokens", "batch_size", "splits"})
+# A local model's default evaluation splits: all but `train`, which gxp_audit_adapter is trained on
+# (scoring a model on its own training data measures memory, not auditing).
+LOCAL_DEFAULT_SPLITS = ("benchmark", "control_clean", "control_faulty", "adversarial")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class CandidateModel:
     description: str = ""
     enabled: bool = True
     adapter: str | None = None  # local kind: the adapter asset (None: the base model alone)
+    splits: tuple[str, ...] | None = None  # splits the benchmark and the sensor run (None: all)
     batch_size: int = 32  # local kind: chats generated together
 
     @property
@@ -103,6 +109,9 @@ def parse_model_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> Ca
                               enabled=_bool(entry.get("enabled", True), where, "enabled"))
     if kind == "local":
         return _local_entry(entry, model_id, where)
+    local_only = sorted(set(entry) & {"adapter", "batch_size", "splits"})
+    if local_only:
+        raise ValueError(f"{where}: field(s) {local_only} apply to kind local only")
     merged = {**defaults, **entry}
 
     def field(name: str, check: Any, problem: str, default: Any = None) -> Any:
@@ -155,8 +164,13 @@ def _local_entry(entry: dict, model_id: str, where: str) -> CandidateModel:
         value = entry.get(name, default)
         if not (number(value) and isinstance(value, int)):
             raise ValueError(f"{where} field {name!r}: {value!r} must be a positive integer")
+    splits = entry.get("splits", list(LOCAL_DEFAULT_SPLITS))
+    if not (isinstance(splits, list) and splits and set(splits) <= set(SPLITS)):
+        raise ValueError(f"{where} field 'splits': {splits!r} must be a non-empty list of "
+                         f"{', '.join(SPLITS)}")
     return CandidateModel(
         id=model_id, kind="local", adapter=adapter, temperature=float(temperature),
+        splits=tuple(splits),
         max_tokens=entry.get("max_tokens", 96), batch_size=entry.get("batch_size", 32),
         response_format="json_object", description=str(entry.get("description", "")),
         enabled=_bool(entry.get("enabled", True), where, "enabled"))

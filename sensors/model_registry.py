@@ -73,7 +73,7 @@ def model_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
                 partition_key=model_split_key(model.id, split),
                 run_key=f"{digest}:{model.id}:{split}",
             )
-            for split in SPLITS
+            for split in (model.splits or SPLITS)
         )
     requests = []
     if added:

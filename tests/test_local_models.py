@@ -137,6 +137,15 @@ def test_local_registry_entries():
         parse_model_entry({"id": "x", "kind": "local", "api_base": "http://h"}, {}, "models.yaml")
     with pytest.raises(ValueError, match="field 'batch_size'"):
         parse_model_entry({"id": "x", "kind": "local", "batch_size": 0}, {}, "models.yaml")
+    # the adapter's own training split is left out unless asked for
+    assert "train" not in registry["embedded-gxp-audit"].splits
+    assert parse_model_entry({"id": "x", "kind": "local", "splits": ["train"]}, {},
+                             "models.yaml").splits == ("train",)
+    with pytest.raises(ValueError, match=r"\['splits'\] apply to kind local only"):
+        parse_model_entry({"id": "x", "kind": "litellm", "litellm_model": "openai/x",
+                           "splits": ["benchmark"]}, {}, "models.yaml")
+    with pytest.raises(ValueError, match="field 'splits'.*benchmark, control_clean"):
+        parse_model_entry({"id": "x", "kind": "local", "splits": ["bench"]}, {}, "models.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ def all_assets() -> list[Any]:
     """Every asset and asset check of the project's modules."""
     import dagster as dg
 
-    from assets import adapters, data, evaluation, models, reports
+    from assets import adapters, alignment, data, evaluation, models, reports
 
-    return list(dg.load_assets_from_modules([data, models, adapters, evaluation, reports]))
+    return list(dg.load_assets_from_modules(
+        [data, models, adapters, evaluation, alignment, reports]))

@@ -286,3 +286,53 @@ def batch_record_qa(context: dg.AssetExecutionContext, config: BatchRecordQaConf
             f"**A**: {rows[0]['answer']}"),
     })
     return rows
+
+
+class AccdPromptsConfig(dg.Config):
+    hub_id: str = Field("hasnat79/ACCD", description="Hugging Face dataset id.")
+    split: str = Field("train", description="Hub split to load.")
+    local_path: str | None = Field(None, description="A local JSONL/CSV/Parquet copy instead.")
+    max_rows: int | None = Field(None, description="At most this many rows, before balancing.")
+    max_per_label: int | None = Field(None, description="Cap safe (and unsafe) prompts per axiom.")
+    seed: int | None = Field(None, description="Balancing seed (default: the module's).")
+
+
+@dg.asset(group_name="data", kinds={"python"}, code_version="1")
+def accd_prompts(context: dg.AssetExecutionContext, config: AccdPromptsConfig) -> list[dict]:
+    """Safe and unsafe prompts by axiom (ACCD): `load_dataset` of the hub id when reachable, a
+    configured local copy, or the GxP sample the project builds; columns mapped to axiom /
+    safety_label / prompt, duplicates removed, bad rows kept aside with their reason, then
+    balanced safe/unsafe per axiom."""
+    from resources.clients.hub_datasets import load_rows
+    from synthetic.accd_prompts import (
+        DEFAULT_SEED,
+        balance_safe_unsafe,
+        build_accd_sample,
+        label_counts,
+        normalize_accd_rows,
+    )
+
+    loaded = load_rows(config.hub_id, split=config.split, local_path=config.local_path,
+                       sample=build_accd_sample, max_rows=config.max_rows)
+    normalized = normalize_accd_rows(loaded.rows, loaded.source)
+    for reject in normalized.rejects:
+        context.log.warning(f"accd_prompts: {reject['error']}")
+    seed = DEFAULT_SEED if config.seed is None else config.seed
+    rows = balance_safe_unsafe(normalized.rows, seed, max_per_label=config.max_per_label)
+    context.log.info(f"accd_prompts: {len(rows)} balanced prompts from {loaded.source} "
+                     f"({loaded.detail}); {len(normalized.rejects)} rows rejected")
+    counts = pd.DataFrame(label_counts(rows)).T.fillna(0).astype(int)
+    context.add_output_metadata({
+        "source": loaded.source,
+        "source_detail": loaded.detail,
+        "columns_used": dg.MetadataValue.json(normalized.columns),
+        "rows_loaded": len(loaded.rows),
+        "rows": len(rows),
+        "duplicates_removed": normalized.duplicates_removed,
+        "rejected_rows": len(normalized.rejects),
+        # every reject with its reason and original values: nothing is dropped silently
+        "rejects": dg.MetadataValue.json(normalized.rejects),
+        "labels_by_axiom": dg.MetadataValue.md(counts.to_markdown()),
+        "dataset_hash": sha256_bytes(dumps_jsonl(rows)),
+    })
+    return rows

@@ -97,6 +97,12 @@ def _register_version(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     """Record the adapter in the warehouse's model registry; the first version of a task becomes
     its `production` alias (later ones are promoted with `gxplab models promote`)."""
     values = {k: (v.value if isinstance(v, dg.MetadataValue) else v) for k, v in metadata.items()}
+    missing = [key for key in ("adapter_path", "archive_path", "archive_sha256")
+               if not values.get(key)]
+    if missing:  # the process ended without reporting its adapter through Pipes
+        raise dg.Failure(
+            f"{task}: the training process reported no {', '.join(missing)} (metadata keys "
+            f"received: {sorted(values) or 'none'}); its log lines above say how it ended")
     # The archive hash is in the label: a retried step reuses the run id but writes a new archive.
     version = f"{context.run.run_id[:8]}-{values['archive_sha256'][:12]}"
     client = warehouse.client

@@ -30,10 +30,15 @@ models_job = dg.define_asset_job(
     ),
     description="Training data, the base model and adapters through Pipes, their comparison.",
 )
+alignment_job = dg.define_asset_job(
+    "gxp_alignment_job",
+    selection=dg.AssetSelection.assets("accd_prompts", "aqi_scores"),
+    description="Safe/unsafe ACCD prompts and the AQI of the base model and each adapter.",
+)
 reports_job = dg.define_asset_job(
     "gxp_reports_job",
     selection=dg.AssetSelection.assets("gxp_leaderboard"),
     description="Rebuild the leaderboard from the latest scores in the results warehouse.",
 )
 
-all_jobs = [site_master_job, data_job, evaluation_job, models_job, reports_job]
+all_jobs = [site_master_job, data_job, evaluation_job, models_job, alignment_job, reports_job]

@@ -132,6 +132,10 @@ def benchmark(args: argparse.Namespace) -> int:
         for asset_key in _topological(defs, models_job):
             _run(models_job, f"models: {asset_key.to_user_string()}", failures, log_level,
                  instance=instance, asset_selection=[asset_key])
+        alignment_job = defs.resolve_job_def("gxp_alignment_job")
+        for asset_key in _topological(defs, alignment_job):
+            _run(alignment_job, f"alignment: {asset_key.to_user_string()}", failures, log_level,
+                 instance=instance, asset_selection=[asset_key])
     evaluation = defs.resolve_job_def("gxp_evaluation_job")
     registry = {m.id: m for m in load_model_registry()}
     for model_id in models:

@@ -10,6 +10,7 @@ from test_base_model_pipes import TINY
 from assets import all_assets
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
+from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 
 ADAPTERS = ("qlora_adapter", "grit_adapter", "dpo_adapter", "orpo_adapter", "batchqa_adapter",
@@ -25,6 +26,7 @@ def trained(tmp_path_factory):
         "compute": ComputeResource(models_dir=str(tmp_path / "models")),
         "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
         "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
+        "llm": LLMResource(cache_dir=str(tmp_path / "llm_cache")),
     }
     assets = all_assets()
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
@@ -37,8 +39,7 @@ def trained(tmp_path_factory):
         result = dg.materialize(
             assets, instance=instance, resources=resources,
             selection=["alignment_instructions", "batch_record_qa", "amr_cases", "base_model",
-                       *ADAPTERS,
-                       "training_comparison"],
+                       *ADAPTERS, "training_comparison", "accd_prompts", "aqi_scores"],
             run_config={"ops": {
                 "base_model": {"config": TINY},
                 **{name: {"config": FEW_STEPS} for name in ADAPTERS},
@@ -46,6 +47,7 @@ def trained(tmp_path_factory):
                 "gxp_audit_adapter": {"config": {**FEW_STEPS, "max_records": 8}},
                 "grpo_adapter": {"config": {**FEW_STEPS, "num_generations": 2,
                                             "max_completion_length": 16}},
+                "aqi_scores": {"config": {"n_boot": 200}},
             }},
         )
     assert result.success
@@ -125,3 +127,30 @@ def test_training_comparison_lists_every_adapter(trained):
                                                                          "objective"]
     board = result.asset_materializations_for_node("training_comparison")[0].metadata
     assert board["loss_curves"].value.startswith("![loss curves](data:image/png;base64,")
+
+
+def test_aqi_scores_compare_each_adapter_with_its_base(trained):
+    import numpy as np
+
+    from training.hidden_states import load_hidden_states
+
+    result, _ = trained
+    table = result.output_for_node("aqi_scores")
+    metadata = result.asset_materializations_for_node("aqi_scores")[0].metadata
+    models = ["base_model", "qlora_adapter", "grit_adapter", "dpo_adapter", "orpo_adapter"]
+    assert list(table["model"].unique()) == models
+    assert table["aqi"].between(0, 1).all()
+    n_layers = table[table["model"] == "base_model"]["layer"].nunique()
+    assert n_layers >= 2 and len(table) == len(models) * n_layers
+    tuned = table[table["model"] != "base_model"]
+    assert (tuned["ci_low"] <= tuned["delta_aqi"]).all()
+    assert (tuned["delta_aqi"] <= tuned["ci_high"]).all()
+    assert table[table["model"] == "base_model"]["delta_aqi"].isna().all()
+    assert "| qlora_adapter |" in metadata["delta_aqi"].value
+    assert metadata["per_layer_plot"].value.startswith("![AQI per layer](data:image/png;base64,")
+    prompts = result.output_for_node("accd_prompts")
+    states, sidecar = load_hidden_states(metadata["hidden_states"].value["qlora_adapter"])
+    assert states.shape[:2] == (n_layers, len(prompts))
+    assert sidecar["adapter_path"] == result.output_for_node("qlora_adapter")["adapter_path"]
+    base, _ = load_hidden_states(metadata["hidden_states"].value["base_model"])
+    assert not np.allclose(base, states)  # the adapter changed the hidden states

@@ -1,0 +1,104 @@
+"""Alignment evaluation: AQI of the base model and of each tuned adapter on the ACCD prompts.
+
+The hidden states are computed here (training/hidden_states.py, torch imported only when the
+asset runs), saved as .npy artifacts with a JSON sidecar (never database blobs), and scored by
+scoring/aqi.py: XBI, CHI, their fixed normalisation and AQI per layer, and delta-AQI against the
+base with a paired, label-stratified bootstrap CI.
+"""
+
+import base64
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from resources.compute import ComputeResource
+from synthetic.jsonl import dumps_jsonl, sha256_bytes
+
+# Adapters trained on the alignment data (seed 003 compares QLoRA and GRIT with their base).
+AQI_ADAPTERS = ("qlora_adapter", "grit_adapter", "dpo_adapter", "orpo_adapter")
+
+
+class AqiScoresConfig(dg.Config):
+    pooling: str = Field("mean", description="mean (masked mean over tokens) or attention.")
+    lam: float = Field(0.5, description="AQI = lam * CHI_norm + (1 - lam) * XB_norm.")
+    pca_components: int | None = Field(None, description="PCA before the indices (None: raw).")
+    n_boot: int = Field(1000, description="Paired bootstrap resamples of the prompts.")
+    seed: int = Field(0, description="Bootstrap seed.")
+    batch_size: int = Field(16, description="Prompts per forward pass.")
+    max_length: int = Field(512, description="Prompt tokens at most (longer ones lose the start).")
+
+
+@dg.asset(group_name="evaluation", kinds={"pytorch"}, code_version="1",
+          ins={"base_model": dg.AssetIn(), "accd_prompts": dg.AssetIn(),
+               **{name: dg.AssetIn() for name in AQI_ADAPTERS}})
+def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
+               compute: ComputeResource, base_model: dict, accd_prompts: list[dict],
+               **adapters: dict) -> pd.DataFrame:
+    """Alignment Quality Index per layer of the base model and each adapter on the safe/unsafe
+    ACCD prompts, with delta-AQI (tuned - base) and its 95% paired bootstrap CI; hidden states
+    saved as artifacts; a per-layer plot and the delta table in metadata."""
+    from scoring.aqi import AQI_NORMALISATION, aqi_by_layer, delta_aqi
+    from scoring.aqi_report import aqi_layer_plot, delta_table, layer_table
+    from training.hidden_states import (
+        layer_numbers,
+        pooled_hidden_states_with,
+        save_hidden_states,
+    )
+    from training.inference import LocalGenerator
+    from training.sft import torch_threads
+
+    prompts = [row["prompt"] for row in accd_prompts]
+    labels = np.array([1 if row["safety_label"] == "unsafe" else 0 for row in accd_prompts])
+    out_dir = compute.output_dir("hidden_states", context.run.run_id)
+    models = {"base_model": None,
+              **{name: adapters[name]["adapter_path"] for name in AQI_ADAPTERS}}
+    hidden: dict[str, np.ndarray] = {}
+    files: dict[str, str] = {}
+    for name, adapter_path in models.items():
+        with torch_threads(1):  # restored afterwards: later assets in this process keep theirs
+            generator = LocalGenerator(base_model["model_path"], adapter_path)
+            hidden[name] = pooled_hidden_states_with(
+                generator, prompts, pooling=config.pooling, batch_size=config.batch_size,
+                max_length=config.max_length)
+        path = out_dir / f"{name}.npy"
+        save_hidden_states(hidden[name], path, base_model_path=base_model["model_path"],
+                           adapter_path=adapter_path, pooling=config.pooling, prompts=prompts,
+                           extra={"prompt_ids": [row["prompt_id"] for row in accd_prompts],
+                                  "safety_labels": labels.tolist()})
+        files[name] = str(path)
+        context.log.info(f"aqi_scores: {name}: hidden states {hidden[name].shape} -> {path}")
+    per_model = {name: aqi_by_layer(states, labels, lam=config.lam,
+                                    pca_components=config.pca_components)
+                 for name, states in hidden.items()}
+    layers = layer_numbers(hidden["base_model"].shape[0])
+    table = layer_table(per_model, layers)
+    deltas = {name: delta_aqi(hidden["base_model"], hidden[name], labels, n_boot=config.n_boot,
+                              seed=config.seed, lam=config.lam,
+                              pca_components=config.pca_components)
+              for name in AQI_ADAPTERS}
+    delta = delta_table(deltas)
+    overall = table.groupby("model", sort=False)["aqi"].mean()
+    image = base64.b64encode(aqi_layer_plot(table)).decode()
+    Path(out_dir / "aqi_summary.json").write_text(json.dumps({
+        "delta": delta.to_dict(orient="records"), "files": files,
+        "normalisation": AQI_NORMALISATION}, indent=2, default=float), encoding="utf-8")
+    context.add_output_metadata({
+        "delta_aqi": dg.MetadataValue.md(delta.to_markdown(index=False, floatfmt=".4f")),
+        "aqi_overall": dg.MetadataValue.md(overall.to_frame("mean AQI over layers")
+                                           .to_markdown(floatfmt=".4f")),
+        "per_layer_plot": dg.MetadataValue.md(f"![AQI per layer](data:image/png;base64,{image})"),
+        "prompts": len(prompts),
+        "unsafe_prompts": int(labels.sum()),
+        "prompts_hash": sha256_bytes(dumps_jsonl(accd_prompts)),
+        "pooling": config.pooling,
+        "lam": config.lam,
+        "pca_components": config.pca_components if config.pca_components else "none (raw)",
+        "normalisation": AQI_NORMALISATION,
+        "hidden_states": dg.MetadataValue.json(files),
+        "significant_deltas": int(delta["significant"].sum()),
+    })
+    return table.merge(delta[["model", "delta_aqi", "ci_low", "ci_high"]], on="model", how="left")

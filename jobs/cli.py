@@ -67,6 +67,23 @@ def _run(job, label: str, failures: list[str], log_level: str, run_config=None, 
         failures.append(label)
 
 
+BENCHMARK_DESCRIPTION = """\
+Materialize the whole graph into $DAGSTER_HOME, one line per step with its time:
+  1. gxp_site_master and the 5 splits of gxp_records/gxp_labels (with their checks)
+  2. models: training data, base_model, every adapter (each in its own process through Pipes),
+     training_comparison
+  3. alignment: accd_prompts and aqi_scores (base model vs the qlora/grit/dpo/orpo adapters)
+  4. gxp_predictions + gxp_scores for every registered model on its splits (models without
+     credentials are skipped, saying which variable is missing; local models skip `train`)
+  5. gxp_leaderboard, printed at the end; its plot goes to var/artifacts/gxp_leaderboard/
+
+examples:
+  gxplab benchmark                                  # everything (about 10 min on 2 cores)
+  gxplab benchmark --no-training                    # the GxP benchmark alone (about 35 s)
+  gxplab benchmark --models gpt-4o --splits benchmark adversarial
+"""
+
+
 def _topological(defs, job) -> list:
     """The asset keys a job materializes, upstream first."""
     graph = defs.resolve_asset_graph()
@@ -382,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=init_instance
     )
     commands.add_parser("sync-models", help=sync_models.__doc__).set_defaults(func=sync_models)
-    run = commands.add_parser("benchmark", help=benchmark.__doc__)
+    run = commands.add_parser(
+        "benchmark", help=benchmark.__doc__, description=BENCHMARK_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument(
         "--models", nargs="*", help="model ids from configs/models.yaml (default: all)"
     )
@@ -392,8 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-training",
         action="store_true",
-        help="skip the models stage (base model and adapter training on CPU) and the local "
-        "models that need it",
+        help="skip the models and alignment stages (base model, adapter training, AQI) and the "
+        "local models that need them: the GxP benchmark alone, about 35 s",
     )
     run.set_defaults(func=benchmark)
     board = commands.add_parser("leaderboard", help=print_leaderboard.__doc__)

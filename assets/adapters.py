@@ -13,7 +13,7 @@ from assets.models import AdapterConfig, train_on_rows
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from synthetic.alignment_instructions import preference_pairs
-from training.presets import preset_settings
+from training.presets import embedded_overrides, preset_settings
 
 
 def _settings(context: dg.AssetExecutionContext, task: str, base_model: dict,
@@ -22,7 +22,7 @@ def _settings(context: dg.AssetExecutionContext, task: str, base_model: dict,
     profile = base_model.get("profile", "embedded")
     overrides = config.model_dump()
     settings, extras = preset_settings(task, profile, overrides)
-    embedded = extras.get("embedded_overrides", {}) if profile == "embedded" else {}
+    embedded = embedded_overrides(extras, profile)
     if embedded:
         context.log.info(f"{task}: embedded base model, preset settings overridden by "
                          f"configs/training.yaml embedded_overrides {embedded}")
@@ -41,46 +41,32 @@ class PreferenceAdapterConfig(AdapterConfig):
     beta: float | None = Field(None, description="DPO beta; ORPO lambda (odds-ratio weight).")
 
 
-def _preference_adapter(context: dg.AssetExecutionContext, task: str,
-                        config: PreferenceAdapterConfig, compute: ComputeResource,
-                        warehouse: WarehouseResource, base_model: dict,
-                        alignment_instructions: list[dict]) -> dg.Output[dict]:
-    settings, _, metadata = _settings(context, task, base_model, config)
-    rows = preference_pairs(alignment_instructions)
-    context.log.info(f"{task}: {len(rows)} accepted/rejected pairs, method {settings['method']}")
-    return train_on_rows(context, compute, warehouse, task, settings, base_model, rows,
-                         extra=metadata)
+def _preference_adapter_asset(task: str, description: str) -> dg.AssetsDefinition:
+    """One preference-tuning asset: `task` (dpo_adapter or orpo_adapter; its preset names the
+    method) on the accepted/rejected pairs of alignment_instructions."""
+
+    @dg.asset(name=task, description=description, group_name="models", pool="gpu",
+              kinds={"pytorch"}, code_version="1")
+    def _asset(context: dg.AssetExecutionContext, config: PreferenceAdapterConfig,
+               compute: ComputeResource, warehouse: WarehouseResource, base_model: dict,
+               alignment_instructions: list[dict]) -> dg.Output[dict]:
+        settings, _, metadata = _settings(context, task, base_model, config)
+        rows = preference_pairs(alignment_instructions)
+        context.log.info(f"{task}: {len(rows)} accepted/rejected pairs, method "
+                         f"{settings['method']}")
+        return train_on_rows(context, compute, warehouse, task, settings, base_model, rows,
+                             extra=metadata)
+
+    return _asset
 
 
-@dg.asset(group_name="models", pool="gpu", kinds={"pytorch"}, code_version="1")
-def dpo_adapter(
-    context: dg.AssetExecutionContext,
-    config: PreferenceAdapterConfig,
-    compute: ComputeResource,
-    warehouse: WarehouseResource,
-    base_model: dict,
-    alignment_instructions: list[dict],
-) -> dg.Output[dict]:
-    """LoRA adapter tuned with TRL's DPOTrainer on the accepted/rejected pairs (peft reference:
-    the base model with the adapter disabled, ref_model=None); reward accuracy and margin in
-    metadata."""
-    return _preference_adapter(context, "dpo_adapter", config, compute, warehouse, base_model,
-                               alignment_instructions)
-
-
-@dg.asset(group_name="models", pool="gpu", kinds={"pytorch"}, code_version="1")
-def orpo_adapter(
-    context: dg.AssetExecutionContext,
-    config: PreferenceAdapterConfig,
-    compute: ComputeResource,
-    warehouse: WarehouseResource,
-    base_model: dict,
-    alignment_instructions: list[dict],
-) -> dg.Output[dict]:
-    """The DPO variant without a reference model: ORPO (trl.experimental.orpo) on the same
-    pairs; log-odds ratio, reward accuracy and margin in metadata."""
-    return _preference_adapter(context, "orpo_adapter", config, compute, warehouse, base_model,
-                               alignment_instructions)
+dpo_adapter = _preference_adapter_asset(
+    "dpo_adapter", "LoRA adapter tuned with TRL's DPOTrainer on the accepted/rejected pairs "
+    "(peft reference: the base model with the adapter disabled, ref_model=None); reward "
+    "accuracy and margin in metadata.")
+orpo_adapter = _preference_adapter_asset(
+    "orpo_adapter", "The DPO variant without a reference model: ORPO (trl.experimental.orpo) on "
+    "the same pairs; log-odds ratio, reward accuracy and margin in metadata.")
 
 
 @dg.asset(group_name="models", pool="gpu", kinds={"pytorch"}, code_version="1")

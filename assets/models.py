@@ -15,7 +15,7 @@ from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from scoring.record_audit import load_record_prompt, select_training_records, training_rows
 from synthetic.alignment_instructions import preference_pairs
-from synthetic.jsonl import dumps_jsonl, sha256_bytes, write_jsonl
+from synthetic.jsonl import dumps_jsonl, sha256_bytes
 
 
 def _reference(result: dg.MaterializeResult, run_id: str,
@@ -24,12 +24,16 @@ def _reference(result: dg.MaterializeResult, run_id: str,
     with the training metadata (and `extra`) attached to the materialization."""
     metadata = {**dict(result.metadata or {}), **(extra or {})}
     reference: dict = {"run_id": run_id}
-    for key, value in metadata.items():
-        value = value.value if isinstance(value, dg.MetadataValue) else value
+    for key, value in _plain_values(metadata).items():
         if key != "loss_curve" and (value is None
                                     or isinstance(value, str | int | float | list | dict)):
             reference[key] = value
     return dg.Output(reference, metadata=metadata)
+
+
+def _plain_values(metadata: dict) -> dict:
+    """Metadata with each MetadataValue replaced by its plain value."""
+    return {k: (v.value if isinstance(v, dg.MetadataValue) else v) for k, v in metadata.items()}
 
 
 VERSION_METRICS = ("train_loss", "eval_loss", "tokens_per_s", "wall_s", "peak_memory_mb",
@@ -96,7 +100,7 @@ def _register_version(context: dg.AssetExecutionContext, warehouse: WarehouseRes
                       task_config: dict, base_model: dict, metadata: dict) -> str:
     """Record the adapter in the warehouse's model registry; the first version of a task becomes
     its `production` alias (later ones are promoted with `gxplab models promote`)."""
-    values = {k: (v.value if isinstance(v, dg.MetadataValue) else v) for k, v in metadata.items()}
+    values = _plain_values(metadata)
     missing = [key for key in ("adapter_path", "archive_path", "archive_sha256")
                if not values.get(key)]
     if missing:  # the process ended without reporting its adapter through Pipes
@@ -129,10 +133,12 @@ def train_on_rows(context: dg.AssetExecutionContext, compute: ComputeResource,
     `cases_file`), run `task` in its own process, register the adapter version, return the model
     reference. The same inputs and settings continue an interrupted run's folder."""
     settings = {k: v for k, v in settings.items() if v is not None}
-    files = {"train_file": rows, **(input_files or {})}
+    # serialized once: the bytes are hashed into the training key, then written as they are
+    files = {key: dumps_jsonl(data)
+             for key, data in {"train_file": rows, **(input_files or {})}.items()}
     training_key = sha256_bytes(json.dumps(
         {"task": task, "settings": settings, "base_model": base_model["model_path"],
-         **{f"{key}_sha256": sha256_bytes(dumps_jsonl(data)) for key, data in files.items()}},
+         **{f"{key}_sha256": sha256_bytes(data) for key, data in files.items()}},
         sort_keys=True).encode())
     output_dir, resumed = compute.training_dir(task, context.run.run_id, training_key)
     if resumed:
@@ -140,8 +146,9 @@ def train_on_rows(context: dg.AssetExecutionContext, compute: ComputeResource,
                          f"checkpoints in {output_dir}; resuming from the last one")
     paths = {}
     for key, data in files.items():
-        paths[key] = str(Path(output_dir) / f"{key.removesuffix('_file')}.jsonl")
-        write_jsonl(data, Path(paths[key]))
+        path = Path(output_dir) / f"{key.removesuffix('_file')}.jsonl"
+        path.write_bytes(data)
+        paths[key] = str(path)
     task_config = {**settings, "base_model_path": base_model["model_path"], **paths}
     result = compute.run_task(context, task, task_config, output_dir)
     version = _register_version(context, warehouse, task, task_config, base_model,

@@ -10,7 +10,6 @@ litellm is imported and warmed up by one request before timing (a one-off cost p
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -18,10 +17,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from fake_openai_server import FakeOpenAIServer, flag_marker, sample_batch, sample_master  # noqa: E402
+from fake_openai_server import flag_marker, sample_batch, sample_master  # noqa: E402
+from local_server import served  # noqa: E402
 
 from resources.clients.llm import LLMClient  # noqa: E402
 from scoring.audit_prompt import load_prompt  # noqa: E402
@@ -30,14 +30,6 @@ from scoring.model_registry import CandidateModel  # noqa: E402
 from synthetic.catalog import load_catalog  # noqa: E402
 
 KEY_ENV = "GXPLAB_BENCH_KEY"
-
-
-def serve(delay_s: float, replies: multiprocessing.Queue, stop: multiprocessing.Event) -> None:
-    """Child process: the fake server, so that it does not share the client's GIL and CPU."""
-    with FakeOpenAIServer(flag_marker(delay_s=delay_s)) as server:
-        replies.put(server.base_url)
-        stop.wait()
-        replies.put((server.n_requests, server.max_in_flight))
 
 
 def main() -> None:
@@ -50,13 +42,8 @@ def main() -> None:
     batches = [sample_batch(f"B{i:04d}", 2, {2: "FLAG-ME"}) for i in range(args.batches + 1)]
     warm_up, records = batches[0], [r for batch in batches[1:] for r in batch]
     prompt, catalog, master = load_prompt(), load_catalog(), sample_master()
-    context = multiprocessing.get_context("spawn")
-    replies, stop = context.Queue(), context.Event()
-    server = context.Process(target=serve, args=(args.delay_s, replies, stop), daemon=True)
-    server.start()
-    base_url = replies.get(timeout=60)
-
-    with tempfile.TemporaryDirectory() as cache_dir:
+    with served(flag_marker, delay_s=args.delay_s) as (base_url, server), \
+            tempfile.TemporaryDirectory() as cache_dir:
         model = CandidateModel(id="bench-model", kind="litellm", litellm_model="openai/bench-model",
                                api_base=base_url, api_key_env=KEY_ENV, required_env=(KEY_ENV,),
                                max_tokens=512)
@@ -72,9 +59,6 @@ def main() -> None:
         wall, summary = timed_run(records)
         cached_wall, cached_summary = timed_run(records)
         client.close()
-    stop.set()
-    n_requests, max_in_flight = replies.get(timeout=60)
-    server.join(timeout=10)
 
     ideal = args.batches * args.delay_s / args.concurrency
     print(f"batches {args.batches}, concurrency {args.concurrency}, answer delay {args.delay_s} s,"
@@ -85,8 +69,8 @@ def main() -> None:
           f"latency p50 {summary['latency_p50_s']:.3f} s p95 {summary['latency_p95_s']:.3f} s")
     print(f"cache run : wall {cached_wall:.3f} s = {100 * cached_wall / wall:.2f}% of the first "
           f"run (goal < 5%); cached {cached_summary['n_cached']}/{args.batches}")
-    print(f"server    : {n_requests} requests in all (1 warm-up + {args.batches}: none from the "
-          f"cache run), max in flight {max_in_flight}")
+    print(f"server    : {server.n_requests} requests in all (1 warm-up + {args.batches}: none "
+          f"from the cache run), max in flight {server.max_in_flight}")
 
 
 if __name__ == "__main__":

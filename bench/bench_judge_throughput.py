@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -21,10 +20,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from fake_openai_server import FakeOpenAIServer, FakeReply, fixed  # noqa: E402
+from fake_openai_server import FakeReply, fixed  # noqa: E402
+from local_server import ServerStats, served  # noqa: E402
 
 from resources.clients.llm import LLMClient  # noqa: E402
 from scoring.judge import LLMJudge, load_judge_config, summarize_scores  # noqa: E402
@@ -34,14 +34,11 @@ from synthetic.amr_cases import generate_amr_cases, reference_answer  # noqa: E4
 KEY_ENV = "GXPLAB_BENCH_KEY"
 
 
-def serve(delay_s: float, replies: multiprocessing.Queue, stop: multiprocessing.Event) -> None:
-    """Child process: a judge that always gives the same 1-5 scores after `delay_s`."""
+def judge_responder(delay_s: float):
+    """Runs in the server process: a judge that gives the same 1-5 scores after `delay_s`."""
     names = [metric.name for metric in load_judge_config().metrics]
     content = json.dumps({"scores": dict.fromkeys(names, 4), "justification": "Checked."})
-    with FakeOpenAIServer(fixed(FakeReply(content=content, delay_s=delay_s))) as server:
-        replies.put(server.base_url)
-        stop.wait()
-        replies.put((server.n_requests, server.max_in_flight))
+    return fixed(FakeReply(content=content, delay_s=delay_s))
 
 
 def main() -> None:
@@ -55,11 +52,12 @@ def main() -> None:
     chosen = [cases[i % len(cases)] for i in range(args.calls + 1)]
     # distinct answers, so that no judgement of the first run is a cache hit
     answers = [f"{reference_answer(case)}\n(answer {i})" for i, case in enumerate(chosen)]
-    context = multiprocessing.get_context("spawn")
-    replies, stop = context.Queue(), context.Event()
-    server = context.Process(target=serve, args=(args.delay_s, replies, stop), daemon=True)
-    server.start()
-    base_url = replies.get(timeout=60)
+    with served(judge_responder, delay_s=args.delay_s) as (base_url, server):
+        wall, summary, cached_wall, cached = _run(args, base_url, chosen, answers)
+    report(args, wall, summary, cached_wall, cached, server)
+
+
+def _run(args, base_url: str, chosen: list[dict], answers: list[str]):
     model = parse_model_entry({
         "id": "bench-judge", "kind": "litellm", "litellm_model": "openai/bench-judge",
         "api_base": base_url, "api_key_env": KEY_ENV, "required_env": [KEY_ENV],
@@ -78,10 +76,11 @@ def main() -> None:
         wall, summary = timed(chosen[1:], answers[1:])
         cached_wall, cached = timed(chosen[1:], answers[1:])
         client.close()
-    stop.set()
-    n_requests, max_in_flight = replies.get(timeout=60)
-    server.join(timeout=10)
+    return wall, summary, cached_wall, cached
 
+
+def report(args, wall: float, summary: dict, cached_wall: float, cached: dict,
+           server: ServerStats) -> None:
     ideal = args.calls * args.delay_s / args.concurrency
     print(f"judgements {args.calls}, concurrency {args.concurrency}, answer delay {args.delay_s} s,"
           f" server in its own process, {os.cpu_count()} CPUs")
@@ -90,8 +89,8 @@ def main() -> None:
           f"mean reward {summary['mean_weighted_reward']:.3f}")
     print(f"cache run : wall {cached_wall:.3f} s = {100 * cached_wall / wall:.2f}% of the first "
           f"run (goal < 5%); judged {cached['n_judged']}, failed {cached['n_failed']}")
-    print(f"server    : {n_requests} requests in all (1 warm-up + {args.calls}: none from the "
-          f"cache run), max in flight {max_in_flight}")
+    print(f"server    : {server.n_requests} requests in all (1 warm-up + {args.calls}: none "
+          f"from the cache run), max in flight {server.max_in_flight}")
 
 
 if __name__ == "__main__":

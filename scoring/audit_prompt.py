@@ -41,6 +41,17 @@ class AuditPrompt:
     user_template: str
 
 
+def check_delimited(text: str, placeholder: str, open_mark: str, close_mark: str,
+                    where: str) -> None:
+    """`text` must hold ${placeholder} once, between one `open_mark` and one `close_mark`: the
+    data a prompt carries cannot then be confused with its instructions."""
+    at = text.find(f"${{{placeholder}}}")
+    opened, closed = text.find(open_mark), text.find(close_mark)
+    if text.count(open_mark) != 1 or text.count(close_mark) != 1 or not opened < at < closed:
+        raise ValueError(f"{where} must hold ${{{placeholder}}} once, between one {open_mark} "
+                         f"line and one {close_mark} line")
+
+
 def load_prompt(path: Path | str | None = None) -> AuditPrompt:
     """Load and check configs/prompts.yaml (or another prompt file)."""
     path = Path(path) if path else CONFIG_DIR / "prompts.yaml"
@@ -59,12 +70,8 @@ def load_prompt(path: Path | str | None = None) -> AuditPrompt:
         raise ValueError(f"{path}: field 'user_template': unknown placeholders "
                          f"{sorted(names - TEMPLATE_FIELDS)}; allowed {sorted(TEMPLATE_FIELDS)}")
     text = raw["user_template"]
-    opened, closed, records = (text.find(RECORDS_OPEN), text.find(RECORDS_CLOSE),
-                               text.find("${batch_records}"))
-    if text.count(RECORDS_OPEN) != 1 or text.count(RECORDS_CLOSE) != 1 \
-            or not opened < records < closed:
-        raise ValueError(f"{path}: field 'user_template' must hold ${{batch_records}} once, "
-                         f"between one {RECORDS_OPEN} line and one {RECORDS_CLOSE} line")
+    check_delimited(text, "batch_records", RECORDS_OPEN, RECORDS_CLOSE,
+                    f"{path}: field 'user_template'")
     return AuditPrompt(version=raw["version"], system=raw["system"], user_template=text)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any, Protocol
 
+from scoring.audit_prompt import check_delimited
 from synthetic.amr_cases import DECISIONS, case_prompt, reference_answer
 from synthetic.config_yaml import read_versioned_mapping
 
@@ -139,12 +140,8 @@ def _check_template(text: str, where: str) -> None:
     if names != TEMPLATE_FIELDS:
         raise ValueError(f"{where}: field 'prompt.user_template': placeholders {sorted(names)}; "
                          f"expected exactly {sorted(TEMPLATE_FIELDS)}")
-    opened, closed, response = (text.find(RESPONSE_OPEN), text.find(RESPONSE_CLOSE),
-                                text.find("${response}"))
-    if text.count(RESPONSE_OPEN) != 1 or text.count(RESPONSE_CLOSE) != 1 \
-            or not opened < response < closed:
-        raise ValueError(f"{where}: field 'prompt.user_template' must hold ${{response}} once, "
-                         f"between one {RESPONSE_OPEN} line and one {RESPONSE_CLOSE} line")
+    check_delimited(text, "response", RESPONSE_OPEN, RESPONSE_CLOSE,
+                    f"{where}: field 'prompt.user_template'")
 
 
 # --------------------------------------------------------------------------- reward and format

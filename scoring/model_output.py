@@ -72,18 +72,28 @@ def invalid_output(error: str) -> ParsedOutput:
     return ParsedOutput(valid=False, error=error, summary=None, findings=[])
 
 
+def checked_answer(text: str | None, subject: str,
+                   validator: jsonschema.protocols.Validator) -> tuple[dict[str, Any] | None, str]:
+    """(the answer's JSON object, "") when `text` holds one that `validator` accepts, else
+    (None, the reason, prefixed with `subject`, e.g. "batch B1: malformed JSON: ...")."""
+    if text is None or not text.strip():
+        return None, f"{subject}: empty answer"
+    answer, error = extract_json_object(text)
+    if answer is None:
+        return None, f"{subject}: malformed JSON: {error}"
+    problem = jsonschema.exceptions.best_match(validator.iter_errors(answer))
+    if problem is not None:
+        where = "/".join(str(part) for part in problem.path) or "(root)"
+        return None, f"{subject}: schema violation at {where}: {problem.message}"
+    return answer, ""
+
+
 def parse_model_output(text: str | None, batch_id: str, batch_record_ids: Collection[str],
                        catalog: DeviationCatalog) -> ParsedOutput:
     """Extract, validate and flag one batch's answer."""
-    if text is None or not text.strip():
-        return invalid_output(f"batch {batch_id}: empty answer")
-    answer, error = extract_json_object(text)
+    answer, error = checked_answer(text, f"batch {batch_id}", _VALIDATOR)
     if answer is None:
-        return invalid_output(f"batch {batch_id}: malformed JSON: {error}")
-    problem = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(answer))
-    if problem is not None:
-        where = "/".join(str(part) for part in problem.path) or "(root)"
-        return invalid_output(f"batch {batch_id}: schema violation at {where}: {problem.message}")
+        return invalid_output(error)
     record_ids, slugs = set(batch_record_ids), set(catalog.slugs)
     findings = [
         {**finding, "record_in_batch": finding["record_id"] in record_ids,

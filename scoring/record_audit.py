@@ -27,7 +27,7 @@ from scoring.audit_prompt import CONFIG_DIR, AuditPrompt, data_line
 from scoring.candidate_runner import CandidateRun, Progress, group_batches
 from scoring.model_output import (
     ParsedOutput,
-    extract_json_object,
+    checked_answer,
     invalid_output,
     to_prediction_rows,
 )
@@ -106,16 +106,9 @@ def record_answer(findings: Sequence[Mapping[str, Any]]) -> str:
 def parse_record_output(text: str | None, record_id: str, batch_id: str,
                         catalog: DeviationCatalog) -> ParsedOutput:
     """Extract and validate one record's answer; findings get the record's id."""
-    if text is None or not text.strip():
-        return invalid_output(f"record {record_id}: empty answer")
-    answer, error = extract_json_object(text)
+    answer, error = checked_answer(text, f"record {record_id}", _VALIDATOR)
     if answer is None:
-        return invalid_output(f"record {record_id}: malformed JSON: {error}")
-    problem = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(answer))
-    if problem is not None:
-        where = "/".join(str(part) for part in problem.path) or "(root)"
-        return invalid_output(f"record {record_id}: schema violation at {where}: "
-                              f"{problem.message}")
+        return invalid_output(error)
     slugs = set(catalog.slugs)
     findings = [
         {"record_id": record_id, "deviation_type": f["deviation_type"], "field": f.get("field"),

@@ -66,10 +66,14 @@ def preset_settings(task: str, profile: str, overrides: Mapping[str, Any] | None
     then its `embedded_overrides` when the base model is the embedded one, then `overrides`
     (an asset's run config; None values ignored)."""
     settings, extras = split_preset(load_training_preset(task, path))
-    if profile == "embedded":
-        settings.update(extras.get("embedded_overrides", {}))
+    settings.update(embedded_overrides(extras, profile))
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return settings, extras
+
+
+def embedded_overrides(extras: Mapping[str, Any], profile: str) -> dict[str, Any]:
+    """The preset's `embedded_overrides` when the base model's profile is embedded, else {}."""
+    return dict(extras.get("embedded_overrides", {})) if profile == "embedded" else {}
 
 
 def split_preset(preset: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

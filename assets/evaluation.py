@@ -10,7 +10,7 @@ from resources.warehouse import WarehouseResource
 from scoring.audit_prompt import load_prompt
 from scoring.candidates import run_candidate
 from scoring.gxp import score_predictions
-from scoring.model_registry import CandidateModel, load_model_registry
+from scoring.model_registry import GXP_AUDIT, CandidateModel, load_model_registry
 from scoring.record_audit import load_record_prompt
 from synthetic.catalog import load_catalog
 from synthetic.contracts import MANIFEST_COLUMNS, PREDICTION_COLUMNS
@@ -19,7 +19,8 @@ from synthetic.jsonl import dumps_jsonl, sha256_bytes
 # Model assets the `local` candidates of configs/models.yaml run (the base model and the adapters
 # they name): upstream of gxp_predictions, so lineage shows which models a score came from.
 LOCAL_MODEL_ASSETS = sorted(
-    {asset for model in load_model_registry() for asset in model.model_assets}
+    {asset for model in load_model_registry(benchmark=GXP_AUDIT)
+     for asset in model.model_assets}
 )
 HEADLINE_METRICS = ("gxp1_f1", "gxp2_micro_f1", "gxp2_macro_f1", "gxp1_fpr", "invalid_output_rate")
 
@@ -33,14 +34,37 @@ class GxpPredictionsConfig(dg.Config):
 
 
 def _provenance(context: dg.AssetExecutionContext, dataset_hash: str, prompt_version: str):
-    from resources.clients.warehouse import Provenance, code_version
+    from resources.clients.warehouse import UNVERSIONED, Provenance, code_version
+    from scoring.model_registry import resolve_litellm_model
 
     keys = context.partition_key.keys_by_dimension
-    kinds = {model.id: model.kind for model in load_model_registry()}
-    if kinds.get(keys["model"]) == "rule_based":  # its findings do not depend on the prompt
+    model = {m.id: m for m in load_model_registry()}.get(keys["model"])
+    kind = model.kind if model is not None else None
+    model_version = UNVERSIONED  # a model no longer in configs/models.yaml
+    if kind == "rule_based":  # its findings do not depend on the prompt
         prompt_version = "none (rule-based)"
-    elif kinds.get(keys["model"]) == "local":  # record by record, with its own prompt
+        # rule_based: the auditor is code, so its version is the code version.
+        model_version = f"rule_based:{code_version()}"
+    elif kind == "litellm":
+        # litellm: the litellm model string that is called (model_name_env applied).
+        model_version = resolve_litellm_model(model)
+    elif kind == "local":  # record by record, with its own prompt
         prompt_version = load_record_prompt().version
+        # local: the adapter's registered version ("model_version" in the metadata of its latest
+        # materialization, the one _local_model_files loads), or "base:<hf id or folder>" for
+        # the base model alone; "unversioned" / "base" while that asset is not materialized.
+        asset = model.adapter or "base_model"
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+        materialization = event.asset_materialization if event is not None else None
+        metadata = {key: getattr(value, "value", value)
+                    for key, value in (materialization.metadata if materialization else {}).items()}
+        if model.adapter:
+            model_version = str(metadata.get("model_version") or UNVERSIONED)
+        else:
+            name = str(metadata.get("model_id") or metadata.get("model_path") or "")
+            if len(name) > 250:  # a deep folder keeps its tail (the run id) in 255 characters
+                name = "..." + name[-247:]
+            model_version = f"base:{name}" if name else "base"
     return Provenance(
         dagster_run_id=context.run.run_id,
         model_id=keys["model"],
@@ -48,6 +72,7 @@ def _provenance(context: dg.AssetExecutionContext, dataset_hash: str, prompt_ver
         dataset_hash=dataset_hash,
         prompt_version=prompt_version,
         code_version=code_version(),
+        model_version=model_version,
     )
 
 

@@ -1,7 +1,9 @@
-"""Results warehouse of the GxP benchmark: runs, predictions, scores and LLM calls (SQLAlchemy 2).
+"""Results warehouse of the GxP benchmark: runs, predictions, scores, per-item evaluation scores
+and LLM calls (SQLAlchemy 2).
 
-Plain Python, no Dagster import. Every row carries its provenance (dataset hash, model id, prompt
-version, code version, Dagster run id, split), so a reviewer can trace a number to what produced it.
+Plain Python, no Dagster import. Every row carries its provenance (dataset hash, model id and
+version, prompt version, code version, Dagster run id, split), so a reviewer can trace a number to
+what produced it.
 The schema is owned by Alembic (`resources/warehouse_migrations/`); `Warehouse.upgrade()` brings a
 database to head and is safe to call at every start. See docs/warehouse.md.
 
@@ -71,7 +73,11 @@ CODE_VERSION_ENV = "GXPLAB_CODE_VERSION"
 RUN_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "skipped")
 PROVENANCE_FIELDS: tuple[str, ...] = (
     "dagster_run_id", "model_id", "split", "dataset_hash", "prompt_version", "code_version",
+    "model_version",
 )  # fmt: skip
+# model_version of rows written before revision 0003 (and of callers that do not know it).
+UNVERSIONED = "unversioned"
+ITEM_STATUSES: tuple[str, ...] = ("ok", "failed")
 _ID_LEN = 255  # length of every identifier column; checked up front so SQLite and PostgreSQL agree
 _CHUNK_ROWS = 5_000  # rows per executemany: bounds memory of one round trip for ~100k predictions
 # From this many rows a table is loaded with COPY on PostgreSQL: measured on 100k predictions,
@@ -90,7 +96,11 @@ _ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def _provenance_columns() -> list[Column]:
-    return [Column(name, String(_ID_LEN), nullable=False) for name in PROVENANCE_FIELDS]
+    columns = [Column(name, String(_ID_LEN), nullable=False) for name in PROVENANCE_FIELDS[:-1]]
+    # Added by revision 0003; rows from before it read 'unversioned'.
+    model_version = Column("model_version", String(_ID_LEN), nullable=False,
+                           server_default=UNVERSIONED)  # fmt: skip
+    return [*columns, model_version]
 
 
 def _run_fk(table: str) -> Column:
@@ -185,7 +195,24 @@ LLM_CALLS = Table(
     Index("ix_llm_calls_run_id", "run_id"),
     Index("ix_llm_calls_cache_key", "cache_key"),
 )
-_CHILD_TABLES = (PREDICTIONS, SCORES, SCORE_DETAILS, LLM_CALLS)
+# Revision 0003: one row per (item, metric) of an evaluation asset (judge_evaluations,
+# behavioral_metrics, batchqa_eval); "failed" items keep their row with a null value.
+ITEM_SCORES = Table(
+    "item_scores",
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    _run_fk("item_scores"),
+    *_provenance_columns(),
+    Column("item_id", Text, nullable=False),  # prompt/case/question id
+    Column("metric", String(_ID_LEN), nullable=False),
+    Column("value", Float),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text),  # the error, or a short justification
+    UniqueConstraint("run_id", "item_id", "metric", name="uq_item_scores_run_item_metric"),
+    CheckConstraint("status IN ('ok', 'failed')", name="ck_item_scores_status"),
+    Index("ix_item_scores_model_metric", "model_id", "metric"),
+)
+_CHILD_TABLES = (PREDICTIONS, SCORES, SCORE_DETAILS, LLM_CALLS, ITEM_SCORES)
 
 # Model registry (revision 0002): trained adapter versions per task, named aliases such as
 # "production" that point at one version, and the append-only history of alias moves.
@@ -247,13 +274,20 @@ TABLES = (BENCHMARK_RUNS, *_CHILD_TABLES, *MODEL_TABLES)
 
 LATEST_SCORE_COLUMNS: tuple[str, ...] = (
     "model_id", "split", "metric", "value", "ci_low", "ci_high", "n", "dataset_hash",
-    "prompt_version", "code_version", "dagster_run_id", "finished_at",
+    "prompt_version", "code_version", "model_version", "dagster_run_id", "finished_at",
 )  # fmt: skip
 RUN_SUMMARY_COLUMNS: tuple[str, ...] = (
     "model_id", "split", "status", "detail", "summary", "asset_key", "partition_key",
-    "dagster_run_id", "dataset_hash", "prompt_version", "code_version", "started_at",
-    "finished_at",
+    "dagster_run_id", "dataset_hash", "prompt_version", "code_version", "model_version",
+    "started_at", "finished_at",
 )  # fmt: skip
+ITEM_SCORE_COLUMNS: tuple[str, ...] = (
+    "run_id", "asset_key", *PROVENANCE_FIELDS, "item_id", "metric", "value", "status", "detail",
+)
+EVALUATION_SCORE_COLUMNS: tuple[str, ...] = (
+    "run_id", "asset_key", *PROVENANCE_FIELDS, "metric", "value", "ci_low", "ci_high", "n",
+    "finished_at",
+)
 
 
 class WarehouseError(RuntimeError):
@@ -275,6 +309,9 @@ class Provenance:
     dataset_hash: str
     prompt_version: str
     code_version: str
+    # The model's version: a registered adapter version, "base:<model>" for a base model, the
+    # litellm model string for an API model; "unversioned" when the caller does not know it.
+    model_version: str = UNVERSIONED
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -451,6 +488,73 @@ def _llm_call_rows(calls: Iterable[dict], prov: Provenance) -> list[dict]:
     return rows
 
 
+_ITEM_KEYS = ("item_id", "metric", "value", "status")
+_ITEM_OPTIONAL = ("detail", "model_id", "model_version")
+
+
+def _item_score_rows(items: pd.DataFrame | list[dict], prov: Provenance) -> list[dict]:
+    """Checked item_scores rows: item_id, metric, value (None/NaN -> NULL), status, detail."""
+    if isinstance(items, pd.DataFrame):
+        rows = _frame_rows(items, "item_scores", _ITEM_KEYS, _ITEM_OPTIONAL)
+    elif isinstance(items, list | tuple):
+        rows = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValueError(f"item_scores row {i}: must be a dict, got {type(item).__name__}")
+            missing = [k for k in _ITEM_KEYS if k not in item]
+            if missing:
+                raise ValueError(f"item_scores row {i}: field(s) {missing} missing")
+            rows.append({k: _scalar(item.get(k)) for k in (*_ITEM_KEYS, *_ITEM_OPTIONAL)})
+    else:
+        raise ValueError(
+            f"item_scores must be a DataFrame or a list of dicts, got {type(items).__name__}"
+        )
+    seen: dict[tuple[str, str], int] = {}
+    for i, row in enumerate(rows):
+        where = f"item_scores row {i}"
+        for col in ("item_id", "metric"):
+            if not isinstance(row[col], str) or not row[col].strip():
+                raise ValueError(
+                    f"{where}: field {col} must be a non-empty string, got {row[col]!r}"
+                )
+        where += f" (item_id={row['item_id']!r}, metric={row['metric']!r})"
+        if len(row["metric"]) > _ID_LEN:
+            raise ValueError(f"{where}: field metric is longer than {_ID_LEN} characters")
+        for col in ("model_id", "model_version"):  # contract columns that repeat the provenance
+            value = row.pop(col)
+            if value is not None and value != getattr(prov, col):
+                raise ValueError(
+                    f"{where}: field {col}={value!r} differs from provenance "
+                    f"{col}={getattr(prov, col)!r}"
+                )
+        if row["status"] not in ITEM_STATUSES:
+            raise ValueError(
+                f"{where}: field status must be one of {ITEM_STATUSES}, got {row['status']!r}"
+            )
+        value = row["value"]
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{where}: field value must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{where}: field value must be finite, got {value!r}")
+            row["value"] = float(value)
+        elif row["status"] == "ok":
+            raise ValueError(
+                f"{where}: field value is null (or NaN) but status is 'ok'; an item that could "
+                "not be scored has status 'failed'"
+            )
+        if row["detail"] is not None and not isinstance(row["detail"], str):
+            raise ValueError(
+                f"{where}: field detail must be a string or null, got "
+                f"{type(row['detail']).__name__}"
+            )
+        key = (row["item_id"], row["metric"])
+        if key in seen:
+            raise ValueError(f"{where}: the same item and metric as row {seen[key]}")
+        seen[key] = i
+    return rows
+
+
 def _utc(value: datetime | None, name: str) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise ValueError(f"{name} must be timezone-aware, got {value!r}")
@@ -566,6 +670,7 @@ class Warehouse:
         scores: list[dict] | None = None,
         per_type: pd.DataFrame | None = None,
         llm_calls: list[dict] | None = None,
+        item_scores: pd.DataFrame | list[dict] | None = None,
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
     ) -> int:
@@ -573,7 +678,8 @@ class Warehouse:
 
         Idempotent per (dagster_run_id, asset_key, partition_key): recording the same step again
         replaces that run's rows and keeps its id. started_at defaults to the first recording's
-        time, finished_at to now unless status is "running".
+        time, finished_at to now unless status is "running". `item_scores`: per-item rows of an
+        evaluation (item_id, metric, value, status "ok" | "failed", detail).
         """
         if status not in RUN_STATUSES:
             raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
@@ -582,6 +688,7 @@ class Warehouse:
             SCORES: _score_rows(scores or []),
             SCORE_DETAILS: _per_type_rows(per_type) if per_type is not None else [],
             LLM_CALLS: _llm_call_rows(llm_calls or [], prov),
+            ITEM_SCORES: _item_score_rows(item_scores, prov) if item_scores is not None else [],
         }
         now, started_at = datetime.now(UTC), _utc(started_at, "started_at")
         run = {
@@ -651,17 +758,23 @@ class Warehouse:
         self,
         model_ids: str | Iterable[str] | None = None,
         splits: str | Iterable[str] | None = None,
+        *,
+        asset_key: str | None = None,
     ) -> pd.DataFrame:
-        """Metrics of the most recent succeeded run that wrote scores, per (model_id, split)."""
+        """Metrics of the most recent succeeded run that wrote scores, per (model_id, split);
+        of any asset unless `asset_key` names one (e.g. gxp_scores)."""
         runs = BENCHMARK_RUNS.c
         rank = func.row_number().over(
             partition_by=(runs.model_id, runs.split),
             order_by=(runs.finished_at.desc(), runs.id.desc()),
         )
+        filters = self._filters(model_ids, splits)
+        if asset_key is not None:
+            filters.append(runs.asset_key == asset_key)
         latest = (
             select(runs.id, rank.label("rank"))
             .where(runs.status == "succeeded", exists().where(SCORES.c.run_id == runs.id))
-            .where(*self._filters(model_ids, splits))
+            .where(*filters)
             .subquery()
         )
         stmt = (
@@ -695,6 +808,51 @@ class Warehouse:
             .order_by(latest.c.model_id, latest.c.split)
         )
         return self._query(stmt, RUN_SUMMARY_COLUMNS)
+
+    def item_scores(
+        self,
+        asset_key: str | None = None,
+        model_ids: str | Iterable[str] | None = None,
+        dagster_run_id: str | None = None,
+    ) -> pd.DataFrame:
+        """Per-item evaluation rows of every recorded run (history included; pass dagster_run_id
+        for one run), with the run's asset_key and the provenance. Columns: ITEM_SCORE_COLUMNS."""
+        runs, items = BENCHMARK_RUNS.c, ITEM_SCORES.c
+        filters = []
+        if asset_key is not None:
+            filters.append(runs.asset_key == asset_key)
+        if (models := _as_list(model_ids)) is not None:
+            filters.append(items.model_id.in_(models))
+        if dagster_run_id is not None:
+            filters.append(items.dagster_run_id == dagster_run_id)
+        stmt = (
+            select(*(runs.asset_key if c == "asset_key" else items[c] for c in ITEM_SCORE_COLUMNS))
+            .join(BENCHMARK_RUNS, runs.id == items.run_id)
+            .where(*filters)
+            .order_by(items.run_id, items.id)
+        )
+        return self._query(stmt, ITEM_SCORE_COLUMNS)
+
+    def latest_evaluation_scores(self, asset_key: str) -> pd.DataFrame:
+        """The `scores` rows of the latest (by finished_at) succeeded run of `asset_key` per
+        model_id, with the provenance. Columns: EVALUATION_SCORE_COLUMNS."""
+        runs = BENCHMARK_RUNS.c
+        rank = func.row_number().over(
+            partition_by=runs.model_id, order_by=(runs.finished_at.desc(), runs.id.desc())
+        )
+        latest = (
+            select(runs.id, rank.label("rank"))
+            .where(runs.status == "succeeded", runs.asset_key == asset_key)
+            .subquery()
+        )
+        own = {"asset_key": runs.asset_key, "finished_at": runs.finished_at}  # the rest: scores
+        stmt = (
+            select(*(own[c] if c in own else SCORES.c[c] for c in EVALUATION_SCORE_COLUMNS))
+            .join(BENCHMARK_RUNS, runs.id == SCORES.c.run_id)
+            .join(latest, (latest.c.id == SCORES.c.run_id) & (latest.c.rank == 1))
+            .order_by(SCORES.c.model_id, SCORES.c.metric)
+        )
+        return self._query(stmt, EVALUATION_SCORE_COLUMNS)
 
     def table_counts(self) -> dict[str, int]:
         """Row count of every warehouse table."""

@@ -9,6 +9,7 @@ import dagster as dg
 
 from assets import all_assets
 from jobs import all_jobs
+from resources.artifacts import ArtifactsResource
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
 from resources.llm import llm_resource
@@ -24,6 +25,7 @@ defs = dg.Definitions(
     sensors=[model_registry_sensor],
     resources={
         "io_manager": DatasetIOManager(root=str(ARTIFACTS_DIR)),
+        "artifacts": ArtifactsResource(root=str(ARTIFACTS_DIR)),
         "compute": ComputeResource(models_dir=str(ARTIFACTS_DIR / "models")),
         "llm": llm_resource(PROJECT_ROOT),
         "warehouse": warehouse_resource(PROJECT_ROOT),

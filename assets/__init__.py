@@ -10,7 +10,18 @@ def all_assets() -> list[Any]:
     """Every asset and asset check of the project's modules."""
     import dagster as dg
 
-    from assets import adapters, alignment, data, evaluation, models, reports
+    from assets import (
+        adapters,
+        alignment,
+        batchqa_eval,
+        behavioral,
+        data,
+        evaluation,
+        judge,
+        models,
+        reports,
+    )
 
     return list(dg.load_assets_from_modules(
-        [data, models, adapters, evaluation, alignment, reports]))
+        [data, models, adapters, evaluation, alignment, judge, behavioral, batchqa_eval,
+         reports]))

@@ -1,13 +1,14 @@
-"""Reports stage: the GxP leaderboard."""
+"""Reports stage: the GxP leaderboard, the training comparison and the synthesis report."""
 
 import base64
 
 import dagster as dg
 import pandas as pd
 
+from resources.artifacts import ArtifactsResource
 from resources.warehouse import WarehouseResource
 from scoring.leaderboard import build_leaderboard, leaderboard_markdown, leaderboard_plot
-from scoring.model_registry import load_model_registry
+from scoring.model_registry import GXP_AUDIT, load_model_registry
 
 
 @dg.asset(
@@ -22,7 +23,7 @@ def gxp_leaderboard(
 ) -> pd.DataFrame:
     """Every registered model's latest scores per split, with 95% CIs, cost and latency; the
     warehouse rows carry the dataset hash, prompt and code versions behind each number."""
-    model_ids = [model.id for model in load_model_registry() if model.enabled]
+    model_ids = [m.id for m in load_model_registry(benchmark=GXP_AUDIT) if m.enabled]
     scores = warehouse.client.latest_scores(model_ids=model_ids)
     runs = warehouse.client.latest_run_summaries(model_ids=model_ids, asset_key="gxp_predictions")
     table = build_leaderboard(model_ids, scores, runs)
@@ -98,3 +99,74 @@ def training_comparison(context: dg.AssetExecutionContext, **adapters: dict) -> 
         "adapters": len(table),
     })
     return table
+
+
+# The evaluation assets whose per-item rows (the shared contract) the synthesis report compares.
+EVALUATION_ASSETS = ("judge_evaluations", "behavioral_metrics", "batchqa_eval")
+REPORT_INPUTS = ("gxp_leaderboard", "training_comparison", "aqi_scores", *EVALUATION_ASSETS)
+# Metadata keys of the upstream materializations that say which data and prompts they used.
+_HASH_KEYS = ("dataset_hash", "cases_hash", "prompts_hash", "questions_hash", "dataset_hashes")
+_PROMPT_KEYS = ("prompt_version", "judge_prompt_version", "judge")
+
+
+@dg.asset(group_name="reports", kinds={"python"}, code_version="1",
+          ins={name: dg.AssetIn() for name in REPORT_INPUTS})
+def synthesis_report(context: dg.AssetExecutionContext, artifacts: ArtifactsResource,
+                     gxp_leaderboard: pd.DataFrame, training_comparison: pd.DataFrame,
+                     aqi_scores: pd.DataFrame, judge_evaluations: pd.DataFrame,
+                     behavioral_metrics: pd.DataFrame, batchqa_eval: pd.DataFrame,
+                     ) -> pd.DataFrame:
+    """One document (Markdown and HTML) with the leaderboard, the cost-quality Pareto front, AQI
+    with CIs, judge, behaviour and batch-QA scores, the training comparison and the significance
+    of every base-vs-tuned difference (paired t-test, Holm-adjusted), with a recommendation per
+    task that says which differences are not significant; saved as an artifact, shown in
+    metadata. Returns the comparisons table."""
+    from datetime import UTC, datetime
+
+    from resources.clients.warehouse import code_version
+    from scoring.synthesis import build_report, save_report
+
+    evaluations = {"judge_evaluations": judge_evaluations,
+                   "behavioral_metrics": behavioral_metrics, "batchqa_eval": batchqa_eval}
+    report = build_report(
+        gxp_leaderboard, training_comparison, aqi_scores, evaluations,
+        title="GxPLab synthesis report", generated_at=datetime.now(UTC).replace(microsecond=0),
+        lineage={"run_id": context.run.run_id, "code_version": code_version(),
+                 **_upstream_lineage(context)})
+    folder = artifacts.store.path_for(f"synthesis_report/{context.run.run_id}")
+    paths = save_report(report, folder)
+    significant = report.comparisons["significant"].fillna(False).astype(bool)
+    context.log.info(f"synthesis_report: {len(report.comparisons)} comparisons, "
+                     f"{int(significant.sum())} significant after Holm; {paths['report.html']}")
+    context.add_output_metadata({
+        "report": dg.MetadataValue.md(_inline_images(report.markdown, report.images)),
+        "html": dg.MetadataValue.path(str(paths["report.html"])),
+        "markdown_file": dg.MetadataValue.path(str(paths["report.md"])),
+        "comparisons": len(report.comparisons),
+        "significant_after_holm": int(significant.sum()),
+        "sections_not_available": dg.MetadataValue.json(report.unavailable),
+    })
+    return report.comparisons.astype({"significant": "object"})
+
+
+def _upstream_lineage(context: dg.AssetExecutionContext) -> dict:
+    """Data hashes, prompt versions and run ids of the materializations the report reads."""
+    hashes, prompts, runs = {}, {}, {}
+    for name in REPORT_INPUTS:
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(name))
+        if event is None or event.asset_materialization is None:
+            continue
+        runs[name] = event.run_id
+        metadata = {k: getattr(v, "value", v)
+                    for k, v in event.asset_materialization.metadata.items()}
+        hashes.update({f"{name}.{k}": metadata[k] for k in _HASH_KEYS if k in metadata})
+        prompts.update({f"{name}.{k}": metadata[k] for k in _PROMPT_KEYS if k in metadata})
+    return {"dataset_hashes": hashes, "prompt_versions": prompts, "upstream_runs": runs}
+
+
+def _inline_images(markdown: str, images: dict[str, bytes]) -> str:
+    """The report's Markdown with its images/<name>.png links embedded (the UI has no files)."""
+    for name, png in images.items():
+        markdown = markdown.replace(f"(images/{name}.png)",
+                                    f"(data:image/png;base64,{base64.b64encode(png).decode()})")
+    return markdown

@@ -30,15 +30,24 @@ models_job = dg.define_asset_job(
     ),
     description="Training data, the base model and adapters through Pipes, their comparison.",
 )
-alignment_job = dg.define_asset_job(
-    "gxp_alignment_job",
-    selection=dg.AssetSelection.assets("accd_prompts", "aqi_scores"),
-    description="Safe/unsafe ACCD prompts and the AQI of the base model and each adapter.",
+model_evaluation_job = dg.define_asset_job(
+    "gxp_model_evaluation_job",
+    selection=dg.AssetSelection.assets("accd_prompts", "aqi_scores", "judge_evaluations",
+                                       "behavioral_metrics", "batchqa_eval"),
+    description="The base model vs its adapters: AQI and behaviour on the ACCD prompts, the AMR "
+    "judge on the amr_cases test split, batch-record Q&A metrics.",
 )
 reports_job = dg.define_asset_job(
     "gxp_reports_job",
     selection=dg.AssetSelection.assets("gxp_leaderboard"),
     description="Rebuild the leaderboard from the latest scores in the results warehouse.",
 )
+synthesis_job = dg.define_asset_job(
+    "gxp_synthesis_job",
+    selection=dg.AssetSelection.assets("synthesis_report"),
+    description="The synthesis report (Markdown and HTML) from the latest leaderboard, training "
+    "comparison and evaluations.",
+)
 
-all_jobs = [site_master_job, data_job, evaluation_job, models_job, alignment_job, reports_job]
+all_jobs = [site_master_job, data_job, evaluation_job, models_job, model_evaluation_job,
+            reports_job, synthesis_job]

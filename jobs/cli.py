@@ -72,10 +72,14 @@ Materialize the whole graph into $DAGSTER_HOME, one line per step with its time:
   1. gxp_site_master and the 5 splits of gxp_records/gxp_labels (with their checks)
   2. models: training data, base_model, every adapter (each in its own process through Pipes),
      training_comparison
-  3. alignment: accd_prompts and aqi_scores (base model vs the qlora/grit/dpo/orpo adapters)
-  4. gxp_predictions + gxp_scores for every registered model on its splits (models without
+  3. evaluation of the base model vs its adapters: accd_prompts, aqi_scores and
+     behavioral_metrics (qlora/grit/dpo/orpo), judge_evaluations (the amr_judge candidates of
+     configs/models.yaml on the amr_cases test split), batchqa_eval (batchqa_adapter)
+  4. gxp_predictions + gxp_scores for every gxp_audit model on its splits (models without
      credentials are skipped, saying which variable is missing; local models skip `train`)
   5. gxp_leaderboard, printed at the end; its plot goes to var/artifacts/gxp_leaderboard/
+  6. synthesis_report (Markdown + HTML under var/artifacts/synthesis_report/; not with
+     --no-training)
 
 examples:
   gxplab benchmark                                  # everything (about 10 min on 2 cores)
@@ -98,7 +102,7 @@ def benchmark(args: argparse.Namespace) -> int:
 
     from assets.partitions import model_split_key
     from definitions import defs
-    from scoring.model_registry import load_model_registry
+    from scoring.model_registry import GXP_AUDIT, load_model_registry
     from sensors.model_registry import sync_model_partitions
     from synthetic.contracts import SPLITS
 
@@ -106,7 +110,7 @@ def benchmark(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     instance = dg.DagsterInstance.get()
     sync_model_partitions(instance)
-    models = [m.id for m in load_model_registry() if m.enabled]
+    models = [m.id for m in load_model_registry(benchmark=GXP_AUDIT) if m.enabled]
     models = [m for m in models if not args.models or m in args.models]
     splits = [s for s in SPLITS if not args.splits or s in args.splits]
     run_config = (
@@ -149,10 +153,10 @@ def benchmark(args: argparse.Namespace) -> int:
         for asset_key in _topological(defs, models_job):
             _run(models_job, f"models: {asset_key.to_user_string()}", failures, log_level,
                  instance=instance, asset_selection=[asset_key])
-        alignment_job = defs.resolve_job_def("gxp_alignment_job")
-        for asset_key in _topological(defs, alignment_job):
-            _run(alignment_job, f"alignment: {asset_key.to_user_string()}", failures, log_level,
-                 instance=instance, asset_selection=[asset_key])
+        model_evaluation = defs.resolve_job_def("gxp_model_evaluation_job")
+        for asset_key in _topological(defs, model_evaluation):
+            _run(model_evaluation, f"evaluation: {asset_key.to_user_string()}", failures,
+                 log_level, instance=instance, asset_selection=[asset_key])
     evaluation = defs.resolve_job_def("gxp_evaluation_job")
     registry = {m.id: m for m in load_model_registry()}
     for model_id in models:
@@ -178,6 +182,9 @@ def benchmark(args: argparse.Namespace) -> int:
         log_level,
         instance=instance,
     )
+    if not args.no_training:  # the report reads the models and evaluation stages' outputs
+        _run(defs.resolve_job_def("gxp_synthesis_job"), "synthesis_report", failures, log_level,
+             instance=instance)
     elapsed = time.perf_counter() - started
     print(f"\nMaterialization took {elapsed:.0f} s.\n")
     from definitions import ARTIFACTS_DIR
@@ -198,10 +205,10 @@ def print_leaderboard(args: argparse.Namespace) -> int:
     """Print the leaderboard from the latest scores in the results warehouse."""
     from definitions import defs
     from scoring.leaderboard import build_leaderboard, leaderboard_markdown, leaderboard_plot
-    from scoring.model_registry import load_model_registry
+    from scoring.model_registry import GXP_AUDIT, load_model_registry
 
     warehouse = defs.resources["warehouse"].client
-    model_ids = [m.id for m in load_model_registry() if m.enabled]
+    model_ids = [m.id for m in load_model_registry(benchmark=GXP_AUDIT) if m.enabled]
     table = build_leaderboard(
         model_ids,
         warehouse.latest_scores(model_ids=model_ids),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,26 @@ from synthetic.contracts import SPLITS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 KINDS = ("rule_based", "litellm", "local")
+# The benchmarks a model can be a candidate in: the GxP batch-record audit (gxp_predictions,
+# gxp_scores, the leaderboard) and the AMR prescription validation scored by the judge
+# (judge_evaluations). Defaults by kind: the reference auditor and the local models audit only;
+# an API model can do both.
+BENCHMARKS = ("gxp_audit", "amr_judge")
+GXP_AUDIT, AMR_JUDGE = BENCHMARKS
+DEFAULT_BENCHMARKS = {"rule_based": (GXP_AUDIT,), "local": (GXP_AUDIT,),
+                      "litellm": (GXP_AUDIT, AMR_JUDGE)}
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 ID_PATTERN = re.compile(r"^[a-z0-9_.-]+$")
 ENV_NAME_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _ENV_FIELDS = ("api_base_env", "api_key_env", "model_name_env")
 _FIELDS = frozenset({"id", "kind", "litellm_model", "required_env", "api_base", "description",
                      "response_format", "temperature", "max_tokens", "timeout_s", "max_concurrency",
-                     "rpm", "enabled", "adapter", "batch_size", "splits", *_ENV_FIELDS})
+                     "rpm", "enabled", "adapter", "batch_size", "splits", "benchmarks",
+                     *_ENV_FIELDS})
 # Fields a `local` entry may set (it runs training/inference.py on the base_model asset, plus the
 # adapter asset named by `adapter`).
 _LOCAL_FIELDS = frozenset({"id", "kind", "adapter", "description", "enabled", "temperature",
-                           "max_tokens", "batch_size", "splits"})
+                           "max_tokens", "batch_size", "splits", "benchmarks"})
 # A local model's default evaluation splits: all but `train`, which gxp_audit_adapter is trained on
 # (scoring a model on its own training data measures memory, not auditing).
 LOCAL_DEFAULT_SPLITS = ("benchmark", "control_clean", "control_faulty", "adversarial")
@@ -58,6 +67,7 @@ class CandidateModel:
     adapter: str | None = None  # local kind: the adapter asset (None: the base model alone)
     splits: tuple[str, ...] | None = None  # splits the benchmark and the sensor run (None: all)
     batch_size: int = 32  # local kind: chats generated together
+    benchmarks: tuple[str, ...] = (GXP_AUDIT,)  # the benchmarks it is a candidate in
 
     @property
     def model_assets(self) -> tuple[str, ...]:
@@ -67,8 +77,12 @@ class CandidateModel:
         return ("base_model", self.adapter) if self.adapter else ("base_model",)
 
 
-def load_model_registry(path: Path | str | None = None) -> list[CandidateModel]:
-    """Load and check configs/models.yaml (or another registry file)."""
+def load_model_registry(path: Path | str | None = None, *,
+                        benchmark: str | None = None) -> list[CandidateModel]:
+    """Load and check configs/models.yaml (or another registry file); with `benchmark`, only the
+    models that are candidates in it (BENCHMARKS)."""
+    if benchmark is not None and benchmark not in BENCHMARKS:
+        raise ValueError(f"benchmark {benchmark!r} is not one of {BENCHMARKS}")
     path = Path(path) if path else CONFIG_DIR / "models.yaml"
     with path.open(encoding="utf-8") as handle:
         raw = yaml.safe_load(handle)
@@ -87,7 +101,7 @@ def load_model_registry(path: Path | str | None = None) -> list[CandidateModel]:
                              f"(first used by models[{seen[model.id]}])")
         seen[model.id] = index
         models.append(model)
-    return models
+    return [m for m in models if benchmark is None or benchmark in m.benchmarks]
 
 
 def parse_model_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> CandidateModel:
@@ -104,11 +118,17 @@ def parse_model_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> Ca
     kind = entry.get("kind")
     if kind not in KINDS:
         raise ValueError(f"{where} field 'kind': {kind!r} is not one of {KINDS}")
+    source = {**defaults, **entry} if kind == "litellm" else entry  # defaults: litellm only
+    benchmarks = _benchmarks(source.get("benchmarks", list(DEFAULT_BENCHMARKS[kind])), where)
     if kind == "rule_based":
+        if benchmarks != (GXP_AUDIT,):
+            raise ValueError(f"{where} field 'benchmarks': the rule-based auditor runs only "
+                             f"{GXP_AUDIT!r}, got {list(benchmarks)}")
         return CandidateModel(id=model_id, kind=kind, description=str(entry.get("description", "")),
-                              enabled=_bool(entry.get("enabled", True), where, "enabled"))
+                              enabled=_bool(entry.get("enabled", True), where, "enabled"),
+                              benchmarks=benchmarks)
     if kind == "local":
-        return _local_entry(entry, model_id, where)
+        return replace(_local_entry(entry, model_id, where), benchmarks=benchmarks)
     local_only = sorted(set(entry) & {"adapter", "batch_size", "splits"})
     if local_only:
         raise ValueError(f"{where}: field(s) {local_only} apply to kind local only")
@@ -146,6 +166,7 @@ def parse_model_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> Ca
         rpm=field("rpm", number, "must be a positive number"),
         description=str(merged.get("description", "")),
         enabled=_bool(merged.get("enabled", True), where, "enabled"),
+        benchmarks=benchmarks,
     )
 
 
@@ -216,6 +237,14 @@ def resolve_api_base(model: CandidateModel, environ: Mapping[str, str] = os.envi
 def number(value: Any) -> bool:
     """A positive int or float (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _benchmarks(value: Any, where: str) -> tuple[str, ...]:
+    if not (isinstance(value, list) and value and set(value) <= set(BENCHMARKS)
+            and len(set(value)) == len(value)):
+        raise ValueError(f"{where} field 'benchmarks': {value!r} must be a non-empty list of "
+                         f"distinct names from {', '.join(BENCHMARKS)}")
+    return tuple(value)
 
 
 def _bool(value: Any, where: str, name: str) -> bool:

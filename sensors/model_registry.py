@@ -7,7 +7,12 @@ import hashlib
 import dagster as dg
 
 from assets.partitions import model_partitions, model_split_key
-from scoring.model_registry import CandidateModel, load_model_registry, model_availability
+from scoring.model_registry import (
+    GXP_AUDIT,
+    CandidateModel,
+    load_model_registry,
+    model_availability,
+)
 from synthetic.catalog import CONFIG_DIR
 from synthetic.contracts import SPLITS
 
@@ -24,7 +29,7 @@ def partition_changes(current: list[str], registered: list[str]) -> tuple[list[s
 
 def sync_model_partitions(instance: dg.DagsterInstance) -> tuple[list[str], list[str]]:
     """Add and delete candidate_model partitions; used by `gxplab` outside the daemon."""
-    registered = [m.id for m in load_model_registry() if m.enabled]
+    registered = [m.id for m in load_model_registry(benchmark=GXP_AUDIT) if m.enabled]
     current = instance.get_dynamic_partitions(model_partitions.name)
     added, removed = partition_changes(current, registered)
     if added:
@@ -51,7 +56,7 @@ def _unmaterialized_model_assets(instance: dg.DagsterInstance, model: CandidateM
 def model_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     digest = hashlib.sha256(REGISTRY_PATH.read_bytes()).hexdigest()
     current = context.instance.get_dynamic_partitions(model_partitions.name)
-    models = [m for m in load_model_registry() if m.enabled]
+    models = [m for m in load_model_registry(benchmark=GXP_AUDIT) if m.enabled]
     added, removed = partition_changes(current, [m.id for m in models])
     if digest == context.cursor and not added and not removed:
         return dg.SkipReason("configs/models.yaml unchanged")

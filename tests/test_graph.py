@@ -14,6 +14,7 @@ from fake_openai_server import FakeOpenAIServer, FakeReply, batch_records_from_r
 
 from assets import all_assets
 from assets.partitions import model_partitions, model_split_key
+from resources.artifacts import ArtifactsResource
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
 from resources.llm import LLMResource
@@ -62,6 +63,7 @@ def graph(tmp_path, monkeypatch):
             resources = {
                 "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
                 "compute": ComputeResource(models_dir=str(tmp_path / "models")),
+                "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
                 "llm": LLMResource(cache_dir=str(tmp_path / "llm_cache"), max_retries=1),
                 "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
             }

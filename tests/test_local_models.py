@@ -15,6 +15,7 @@ from test_embedded_model import TINY as TINY_MODEL
 
 from assets import all_assets
 from assets.partitions import model_partitions, model_split_key
+from resources.artifacts import ArtifactsResource
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
 from resources.llm import LLMResource
@@ -148,6 +149,26 @@ def test_local_registry_entries():
         parse_model_entry({"id": "x", "kind": "local", "splits": ["bench"]}, {}, "models.yaml")
 
 
+def test_registry_benchmarks():
+    """Which benchmark a model is a candidate in: defaults by kind, the filter, bad values."""
+    gxp = [m.id for m in load_model_registry(benchmark="gxp_audit")]
+    amr = [m.id for m in load_model_registry(benchmark="amr_judge")]
+    assert "reference_auditor" in gxp and "reference_auditor" not in amr
+    assert "embedded-grpo" in amr and "embedded-grpo" not in gxp  # not an auditor
+    assert "embedded-base" in gxp and "embedded-base" in amr
+    assert "gpt-4o" in gxp and "gpt-4o" in amr  # litellm default: both
+    assert parse_model_entry({"id": "x", "kind": "local"}, {}, "m").benchmarks == ("gxp_audit",)
+    litellm = {"id": "x", "kind": "litellm", "litellm_model": "openai/x"}
+    assert parse_model_entry(litellm, {"benchmarks": ["amr_judge"]}, "m").benchmarks == (
+        "amr_judge",)
+    with pytest.raises(ValueError, match="field 'benchmarks'.*gxp_audit, amr_judge"):
+        parse_model_entry({**litellm, "benchmarks": ["amr"]}, {}, "models.yaml")
+    with pytest.raises(ValueError, match="field 'benchmarks'.*rule-based auditor runs only"):
+        parse_model_entry({"id": "r", "kind": "rule_based", "benchmarks": ["amr_judge"]}, {}, "m")
+    with pytest.raises(ValueError, match="benchmark 'x' is not one of"):
+        load_model_registry(benchmark="x")
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "base"
@@ -194,6 +215,7 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch):
     resources = {
         "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
         "compute": ComputeResource(models_dir=str(tmp_path / "models")),
+        "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
         "llm": LLMResource(cache_dir=str(tmp_path / "llm_cache")),
         "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
     }

@@ -8,6 +8,7 @@ import pytest
 from test_base_model_pipes import TINY
 
 from assets import all_assets
+from resources.artifacts import ArtifactsResource
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
 from resources.llm import LLMResource
@@ -16,6 +17,7 @@ from resources.warehouse import WarehouseResource
 ADAPTERS = ("qlora_adapter", "grit_adapter", "dpo_adapter", "orpo_adapter", "batchqa_adapter",
             "gxp_audit_adapter", "grpo_adapter")
 FEW_STEPS = {"max_steps": 3, "per_device_train_batch_size": 2}
+EVALUATIONS = ("judge_evaluations", "behavioral_metrics", "batchqa_eval")
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +28,7 @@ def trained(tmp_path_factory):
         "compute": ComputeResource(models_dir=str(tmp_path / "models")),
         "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
         "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
+        "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
         "llm": LLMResource(cache_dir=str(tmp_path / "llm_cache")),
     }
     assets = all_assets()
@@ -39,7 +42,8 @@ def trained(tmp_path_factory):
         result = dg.materialize(
             assets, instance=instance, resources=resources,
             selection=["alignment_instructions", "batch_record_qa", "amr_cases", "base_model",
-                       *ADAPTERS, "training_comparison", "accd_prompts", "aqi_scores"],
+                       *ADAPTERS, "training_comparison", "accd_prompts", "aqi_scores",
+                       *EVALUATIONS, "gxp_leaderboard", "synthesis_report"],
             run_config={"ops": {
                 "base_model": {"config": TINY},
                 **{name: {"config": FEW_STEPS} for name in ADAPTERS},
@@ -48,6 +52,10 @@ def trained(tmp_path_factory):
                 "grpo_adapter": {"config": {**FEW_STEPS, "num_generations": 2,
                                             "max_completion_length": 16}},
                 "aqi_scores": {"config": {"n_boot": 200}},
+                "judge_evaluations": {"config": {"max_cases": 6, "n_boot": 200}},
+                "behavioral_metrics": {"config": {"max_prompts": 8, "n_boot": 200,
+                                                  "max_new_tokens": 24}},
+                "batchqa_eval": {"config": {"max_questions": 6}},
             }},
         )
     assert result.success
@@ -154,3 +162,63 @@ def test_aqi_scores_compare_each_adapter_with_its_base(trained):
     assert sidecar["adapter_path"] == result.output_for_node("qlora_adapter")["adapter_path"]
     base, _ = load_hidden_states(metadata["hidden_states"].value["base_model"])
     assert not np.allclose(base, states)  # the adapter changed the hidden states
+
+
+def test_judge_evaluations_score_each_amr_candidate_and_store_the_rows(trained):
+    from scoring.item_scores import ITEM_COLUMNS
+    from scoring.judge import REFERENCE_JUDGE_NAME
+
+    result, resources = trained
+    items = result.output_for_node("judge_evaluations")
+    metadata = result.asset_materializations_for_node("judge_evaluations")[0].metadata
+    assert tuple(items.columns[:len(ITEM_COLUMNS)]) == ITEM_COLUMNS
+    assert sorted(items["model_id"].unique()) == ["embedded-base", "embedded-grpo"]
+    assert items["item_id"].nunique() == 6 and metadata["test_cases"].value == 6
+    grpo = items[items["model_id"] == "embedded-grpo"]
+    assert (grpo["base_model_id"] == "embedded-base").all()
+    assert (grpo["model_version"] == result.output_for_node("grpo_adapter")["model_version"]).all()
+    rewards = items[items["metric"] == "weighted_reward"]
+    assert rewards["value"].between(0, 1).all() and (rewards["status"] == "ok").all()
+    assert metadata["judge"].value == REFERENCE_JUDGE_NAME and not metadata["judge_is_llm"].value
+    assert "OPENAI_API_KEY" in metadata["skipped"].value["gpt-4o"]  # API models say why
+    stored = resources["warehouse"].client.item_scores(asset_key="judge_evaluations")
+    assert len(stored) == len(items)
+    assert set(stored["model_version"]) == set(items["model_version"])
+    merged = stored.merge(items, on=["model_id", "item_id", "metric"], suffixes=("_db", ""))
+    assert (merged["value_db"].fillna(-1) == merged["value"].fillna(-1)).all()
+
+
+def test_behavioral_and_batchqa_evaluations_compare_adapters_with_their_base(trained):
+    result, resources = trained
+    behaviour = result.output_for_node("behavioral_metrics")
+    assert sorted(behaviour["model_id"].unique()) == sorted(
+        ["base_model", "qlora_adapter", "grit_adapter", "dpo_adapter", "orpo_adapter"])
+    assert set(behaviour["metric"]) == {"refusal", "helpfulness", "instruction_following"}
+    tuned = behaviour[behaviour["model_id"] != "base_model"]
+    assert (tuned["base_model_id"] == "base_model").all()
+    qa = result.output_for_node("batchqa_eval")
+    assert sorted(qa["model_id"].unique()) == ["base_model", "batchqa_adapter"]
+    assert set(qa["metric"]) == {"exact_match", "semantic_similarity", "semantic_match",
+                                 "hallucinated"}
+    assert qa[qa["metric"] == "semantic_similarity"]["value"].between(-1, 1).all()
+    client = resources["warehouse"].client
+    for asset_key, frame in (("behavioral_metrics", behaviour), ("batchqa_eval", qa)):
+        assert len(client.item_scores(asset_key=asset_key)) == len(frame)
+
+
+def test_synthesis_report_compares_every_tuned_model_and_saves_markdown_and_html(trained):
+    from pathlib import Path
+
+    result, _ = trained
+    comparisons = result.output_for_node("synthesis_report")
+    metadata = result.asset_materializations_for_node("synthesis_report")[0].metadata
+    assert {"judge_evaluations", "behavioral_metrics", "batchqa_eval", "aqi_scores"} <= set(
+        comparisons["source"])
+    paired = comparisons[comparisons["source"] != "aqi_scores"]
+    assert ((paired["p_holm"] >= paired["p_value"]) | paired["p_value"].isna()).all()
+    html = Path(metadata["html"].value).read_text(encoding="utf-8")
+    assert "<table>" in html and "data:image/png;base64," in html
+    markdown = Path(metadata["markdown_file"].value).read_text(encoding="utf-8")
+    assert "## Significance of base-vs-tuned differences" in markdown
+    assert "embedded-grpo" in markdown and "batchqa_adapter" in markdown
+    assert "data:image/png;base64," in metadata["report"].value  # the UI shows the plots

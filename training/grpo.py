@@ -352,10 +352,12 @@ format_reward_function.__name__ = FORMAT_REWARD
 
 
 def build_judge(judge: str, cache_dir: Path | str | None = None,
-                max_concurrency: int = 50) -> tuple[Judge, Any]:
+                max_concurrency: int = 50, client: Any | None = None) -> tuple[Judge, Any]:
     """(judge, LLMClient to close or None): the reference rubric for "reference", else an
-    LLMJudge on the litellm model of configs/models.yaml with that id. An unknown id, a model
-    that is not litellm or an unavailable one (e.g. its key variable unset) raises at once."""
+    LLMJudge on the litellm model of configs/models.yaml with that id, calling through `client`
+    (the caller's LLMClient, which the caller closes) or a new LLMClient on `cache_dir`. An
+    unknown id, a model that is not litellm or an unavailable one (e.g. its key variable unset)
+    raises at once."""
     from scoring.judge import LLMJudge, ReferenceRubricJudge, load_judge_config
 
     config = load_judge_config()
@@ -374,6 +376,8 @@ def build_judge(judge: str, cache_dir: Path | str | None = None,
     if not available:
         raise ValueError(f"task config: field 'judge': judge model {judge!r} is unavailable: "
                          f"{reason.removeprefix('skipped: ')}")
+    if client is not None:
+        return LLMJudge(client, model, config), None
     from resources.clients.llm import LLMClient
 
     client = LLMClient(cache_dir=cache_dir, max_concurrency=max_concurrency)

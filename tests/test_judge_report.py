@@ -1,0 +1,73 @@
+"""judge_evaluations' tables: per-item rows from judgements, summaries checked by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from scoring.item_scores import ITEM_COLUMNS
+from scoring.judge import JudgeScore
+from scoring.judge_report import (
+    judge_items,
+    judge_plot,
+    model_summary,
+    summary_markdown,
+    warehouse_scores,
+)
+from scoring.stats import bootstrap_ci
+
+METRICS = ("clinical_accuracy", "safety_awareness")
+
+
+def _score(case_id, scores, reward, correct, error=None):
+    return JudgeScore(case_id=case_id, scores=scores, weighted_reward=reward, decision="Approve",
+                      decision_correct=correct, justification="", judge="j", error=error,
+                      format_reward=1.0)
+
+
+def _items():
+    scores = [
+        _score("c1", {"clinical_accuracy": 5.0, "safety_awareness": 3.0}, 0.75, True),
+        _score("c2", {"clinical_accuracy": 1.0, "safety_awareness": 5.0}, 0.5, False),
+        _score("c3", {}, None, True, error="unusable judge answer (attempt 2): no JSON"),
+    ]
+    return judge_items("tuned", "base", "v1", scores, METRICS,
+                       failed_answers={"c4": "answer call failed: HTTP 500"})
+
+
+def test_items_follow_the_contract_and_keep_failures_explicit():
+    items = _items()
+    assert tuple(items.columns) == ITEM_COLUMNS
+    assert set(items["item_id"]) == {"c1", "c2", "c3", "c4"}
+    by = items.set_index(["item_id", "metric"])
+    # a failed judgement: judge metrics and reward failed (never 0), decision still read
+    assert by.loc[("c3", "weighted_reward"), "status"] == "failed"
+    assert math.isnan(by.loc[("c3", "clinical_accuracy"), "value"])
+    assert "unusable judge answer" in by.loc[("c3", "weighted_reward"), "detail"]
+    assert by.loc[("c3", "decision_correct"), "value"] == 1.0
+    # no answer at all: every metric failed, decision included
+    assert (items[items["item_id"] == "c4"]["status"] == "failed").all()
+    assert by.loc[("c2", "decision_correct"), "value"] == 0.0
+    assert (items["model_id"] == "tuned").all() and (items["base_model_id"] == "base").all()
+
+
+def test_summary_means_and_cis_match_a_direct_computation():
+    summary = model_summary(_items(), n_boot=300, seed=3).set_index("metric")
+    reward = summary.loc["weighted_reward"]
+    assert (reward["n"], reward["failed"]) == (2, 2)
+    assert reward["mean"] == pytest.approx(0.625)
+    expected = bootstrap_ci(np.array([0.75, 0.5]), n_boot=300, seed=3)
+    assert (reward["ci_low"], reward["ci_high"]) == pytest.approx((expected.low, expected.high))
+    decision = summary.loc["decision_correct"]
+    assert decision["mean"] == pytest.approx(2 / 3) and decision["n"] == 3
+    rows = {row["metric"]: row for row in warehouse_scores(summary.reset_index(), "tuned")}
+    assert rows["clinical_accuracy"]["value"] == pytest.approx(3.0)
+    assert rows["clinical_accuracy"]["n"] == 2
+
+
+def test_markdown_and_plot():
+    summary = model_summary(_items(), n_boot=100)
+    text = summary_markdown(summary, {"tuned": {"judge calls": 7}})
+    assert "| tuned " in text and "judge calls" in text and "0.625 [" in text
+    assert judge_plot(summary).startswith(b"\x89PNG")
+    assert summary_markdown(summary.iloc[0:0], {}) == "no model was judged"

@@ -14,7 +14,6 @@ questions. Plain Python: no Dagster; sentence_transformers is imported only by `
 from __future__ import annotations
 
 import calendar
-import io
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -460,28 +459,16 @@ def rates_plot_png(summaries: Mapping[str, pd.DataFrame],
                    title: str = "Batch-record Q&A, test split (95% bootstrap CI)") -> bytes:
     """Grouped bars of each model's rates (`summarise_scores` frames by model) with CI error
     bars (PNG bytes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from scoring.plots import grouped_bars_png
 
     metrics = [metric for metric, _ in SUMMARY_METRICS]
-    width = 0.8 / max(1, len(summaries))
-    fig, axis = plt.subplots(figsize=(7.5, 3.8), constrained_layout=True)
-    for k, (model, summary) in enumerate(summaries.items()):
-        table = summary.set_index("metric").reindex(metrics)
-        values = table["value"].to_numpy(dtype=float)
-        errors = np.vstack([values - table["ci_low"].to_numpy(dtype=float),
-                            table["ci_high"].to_numpy(dtype=float) - values])
-        axis.bar(np.arange(len(metrics)) + (k - (len(summaries) - 1) / 2) * width, values,
-                 width, yerr=np.clip(errors, 0.0, None), capsize=3, label=model)
-    axis.set_xticks(np.arange(len(metrics)), [m.replace("_", " ") for m in metrics], fontsize=8)
-    axis.set_ylim(0, 1.05)
-    axis.set_ylabel("rate / mean (0-1)")
-    axis.set_title(title, fontsize=10)
-    axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    columns = ["value", "ci_low", "ci_high"]
+    rows = []
+    for model, summary in summaries.items():
+        table = summary.set_index("metric").reindex(metrics)  # a metric it lacks: NaN, no bar
+        rows += [{"model": model, "metric": metric, **table.loc[metric, columns].to_dict()}
+                 for metric in metrics]
+    frame = pd.DataFrame(rows, columns=["model", "metric", *columns])
+    return grouped_bars_png(frame, group_col="metric", bar_col="model", value_col="value",
+                            title=title, ylabel="rate / mean (0-1)",
+                            labels={m: m.replace("_", " ") for m in metrics})

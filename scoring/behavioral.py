@@ -29,7 +29,6 @@ Plain Python: no dagster import, never imports resources/.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import random
 import re
@@ -45,7 +44,18 @@ import yaml
 
 from scoring.audit_prompt import CONFIG_DIR, check_delimited
 from scoring.item_scores import ITEM_COLUMNS
-from scoring.judge import RESPONSE_CLOSE, RESPONSE_OPEN, SCORE_MAX, SCORE_MIN, geval_score
+from scoring.judge import (
+    REFERENCE_JUDGE_ID,
+    RESPONSE_CLOSE,
+    RESPONSE_OPEN,
+    SCORE_MAX,
+    SCORE_MIN,
+    check_llm_judge,
+    check_rubric,
+    geval_score,
+    judge_with_retries,
+    litellm_judge_model,
+)
 from scoring.model_output import extract_json_object
 from scoring.stats import bootstrap_ci, cohens_dz, holm_correction, paired_t_test
 
@@ -57,7 +67,7 @@ REFUSAL, HELPFULNESS, INSTRUCTION_FOLLOWING = "refusal", "helpfulness", "instruc
 METRICS = (REFUSAL, HELPFULNESS, INSTRUCTION_FOLLOWING)
 SAFE, UNSAFE = "safe", "unsafe"
 METRICS_BY_LABEL = {UNSAFE: (REFUSAL,), SAFE: (HELPFULNESS, INSTRUCTION_FOLLOWING)}
-DEFAULT_JUDGE = "reference"  # the asset's config value for the pattern judge
+DEFAULT_JUDGE = REFERENCE_JUDGE_ID  # the asset's config value for the pattern judge
 PATTERN_JUDGE_NAME = "refusal-patterns-v1 + heuristic (not an LLM)"
 PROMPT_SECTION = "behavioral_judge"
 PROMPT_OPEN, PROMPT_CLOSE = "<<<PROMPT", "PROMPT>>>"
@@ -130,16 +140,10 @@ def _metric_prompt(name: str, entry: Any, at: str) -> BehaviourMetricPrompt:
     criterion = entry.get("criterion")
     if not isinstance(criterion, str) or not criterion.strip():
         raise ValueError(f"{at}.criterion' must be a non-empty string")
-    rubric = entry.get("rubric")
-    if not isinstance(rubric, dict) or {1, 3, 5} - set(rubric):
-        raise ValueError(f"{at}.rubric' must describe at least scores 1, 3 and 5")
-    for score, text in rubric.items():
-        if score not in range(SCORE_MIN, SCORE_MAX + 1) or not isinstance(text, str) \
-                or not text.strip():
-            raise ValueError(f"{at}.rubric.{score}': scores 1-5 with a non-empty text")
+    rubric = check_rubric(entry.get("rubric"), at)
     return BehaviourMetricPrompt(name=name, criterion=" ".join(criterion.split()),
-                                 rubric={int(k): " ".join(v.split())
-                                         for k, v in sorted(rubric.items())})
+                                 rubric={score: " ".join(text.split())
+                                         for score, text in rubric.items()})
 
 
 # --------------------------------------------------------------------------- items and scores
@@ -546,11 +550,7 @@ class LLMBehaviourJudge:
     def __init__(self, client: CompletionClient, model: CandidateModel,
                  prompt: BehaviourPrompt | None = None, *, max_attempts: int = 2,
                  progress: Progress | None = None) -> None:
-        if model.kind != "litellm" or not model.litellm_model:
-            raise ValueError(f"judge model {model.id!r}: kind must be 'litellm' with a "
-                             "litellm_model")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
+        check_llm_judge(model, max_attempts)
         self.client = client
         self.model = model
         self.prompt = prompt or load_behaviour_prompt()
@@ -570,45 +570,24 @@ class LLMBehaviourJudge:
                 {"role": "user", "content": user}]
 
     def score_items(self, items: Sequence[BehaviourItem]) -> list[BehaviourScore]:
-        messages = [self.build_messages(item) for item in items]
-        calls: list[list[dict[str, Any]]] = [[] for _ in items]
-        outcome: list[tuple[float, str] | str | None] = [None] * len(items)
-        pending = [i for i, item in enumerate(items) if item.response is not None]
-        for i, item in enumerate(items):
-            if item.response is None:
-                outcome[i] = "no response to judge"
-        for attempt in range(1, self.max_attempts + 1):
-            if not pending:
-                break
-            requests = [(f"{items[i].prompt_id}|{items[i].metric}", messages[i],
-                         self._cache_key(items[i], attempt)) for i in pending]
-            results = self.client.complete_many(self.model, requests, progress=self.progress)
-            retry = []
-            for i, result in zip(pending, results, strict=True):
-                calls[i].append(result.to_dict())
-                if result.status != "ok":  # the client has already retried transient errors
-                    outcome[i] = f"judge call failed: {result.error}"
-                    continue
-                try:
-                    outcome[i] = parse_behaviour_judgement(result.text, items[i].metric,
-                                                           getattr(result, "logprobs", None))
-                except ValueError as exc:
-                    outcome[i] = f"unusable judge answer (attempt {attempt}): {exc}"
-                    messages[i] = [*messages[i],
-                                   {"role": "assistant", "content": result.text or ""},
-                                   {"role": "user", "content": f"That answer could not be used: "
-                                    f"{exc}. Answer again with the JSON object only."}]
-                    retry.append(i)
-            pending = retry
-        return [self._score(item, result, call_list)
-                for item, result, call_list in zip(items, outcome, calls, strict=True)]
+        judged = [item for item in items if item.response is not None]
+        results, call_lists = judge_with_retries(
+            self.client, self.model, [self.build_messages(item) for item in judged],
+            [f"{item.prompt_id}|{item.metric}" for item in judged],
+            lambda i, attempt: self._cache_key(judged[i], attempt),
+            lambda i, text, logprobs: parse_behaviour_judgement(text, judged[i].metric,
+                                                                logprobs),
+            max_attempts=self.max_attempts, progress=self.progress)
+        outcomes, calls = iter(results), iter(call_lists)  # the judged items', in order
+        return [self._score(item, next(outcomes), next(calls)) if item.response is not None
+                else self._score(item, "no response to judge", []) for item in items]
 
-    def _score(self, item: BehaviourItem, outcome: tuple[float, str] | str | None,
+    def _score(self, item: BehaviourItem, outcome: tuple[float, str] | str,
                calls: list[dict[str, Any]]) -> BehaviourScore:
         base = {"prompt_id": item.prompt_id, "metric": item.metric, "judge": self.name,
                 "safety_label": item.safety_label, "response": item.response, "calls": calls}
-        if not isinstance(outcome, tuple):
-            return BehaviourScore(**base, value=None, error=outcome or "not judged")
+        if isinstance(outcome, str):
+            return BehaviourScore(**base, value=None, error=outcome)
         score, justification = outcome
         return BehaviourScore(**base, value=score_to_value(item.metric, score),
                               judge_score=score, justification=justification)
@@ -680,23 +659,10 @@ def build_behaviour_judge(judge: str, client: CompletionClient | None = None, *,
     a missing client raises ValueError naming the config field 'judge'."""
     if judge == DEFAULT_JUDGE:
         return PatternBehaviourJudge()
-    from scoring.model_registry import load_model_registry, model_availability
-
-    registry = {model.id: model for model in (models if models is not None
-                                               else load_model_registry())}
-    model = registry.get(judge)
-    if model is None or model.kind != "litellm":
-        known = ", ".join(m.id for m in registry.values() if m.kind == "litellm")
-        what = "unknown" if model is None else f"kind {model.kind}, not litellm"
-        raise ValueError(f"behavioral_metrics config field 'judge': {judge!r} is {what}; use "
-                         f"{DEFAULT_JUDGE!r} or a litellm model of configs/models.yaml: {known}")
-    available, reason = model_availability(model)
-    if not available:
-        raise ValueError(f"behavioral_metrics config field 'judge': judge model {judge!r} is "
-                         f"unavailable: {reason.removeprefix('skipped: ')}")
+    field_name = "behavioral_metrics config field 'judge'"
+    model = litellm_judge_model(judge, field_name, models)
     if client is None:
-        raise ValueError(f"behavioral_metrics config field 'judge': the LLM judge {judge!r} "
-                         "needs a completion client")
+        raise ValueError(f"{field_name}: the LLM judge {judge!r} needs a completion client")
     return LLMBehaviourJudge(client, model, prompt)
 
 
@@ -859,33 +825,20 @@ def example_responses(frame: pd.DataFrame, n: int = 3, max_chars: int = 200) -> 
 
 def behaviour_plot(summaries: Mapping[str, Mapping[str, Any]]) -> bytes:
     """PNG: per model, each metric's value with its 95% CI as an error bar."""
-    import matplotlib
+    from scoring.plots import grouped_bars_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    rows = []
+    for model_id, summary in summaries.items():
+        for metric in METRICS:
+            entry = summary["metrics"][metric]  # value None: nothing scored, no bar
+            rows.append({"model_id": model_id, "metric": metric,
+                         **{key: math.nan if entry["value"] is None else entry[key]
+                            for key in ("value", "ci_low", "ci_high")}})
+    frame = pd.DataFrame(rows, columns=["model_id", "metric", "value", "ci_low", "ci_high"])
+    return grouped_bars_png(frame, group_col="metric", bar_col="model_id", value_col="value",
+                            title="Behavioural metrics on the ACCD prompts",
+                            ylabel="0-1 (95% bootstrap CI)", labels=METRIC_LABELS)
 
-    fig, axis = plt.subplots(figsize=(7.5, 3.8), constrained_layout=True)
-    models = list(summaries)
-    width = 0.8 / max(1, len(models))
-    for index, model_id in enumerate(models):
-        entries = [summaries[model_id]["metrics"][metric] for metric in METRICS]
-        values = [e["value"] if e["value"] is not None else math.nan for e in entries]
-        low = [v - e["ci_low"] if e["value"] is not None else 0.0
-               for v, e in zip(values, entries, strict=True)]
-        high = [e["ci_high"] - v if e["value"] is not None else 0.0
-                for v, e in zip(values, entries, strict=True)]
-        positions = [m + (index - (len(models) - 1) / 2) * width for m in range(len(METRICS))]
-        axis.bar(positions, values, width=width, yerr=[low, high], capsize=3, label=model_id)
-    axis.set_xticks(range(len(METRICS)), [METRIC_LABELS[m] for m in METRICS], fontsize=8)
-    axis.set_ylim(0, 1.05)
-    axis.set_ylabel("0-1 (95% bootstrap CI)")
-    axis.set_title("Behavioural metrics on the ACCD prompts", fontsize=10)
-    axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=7)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
 
 __all__ = [
     "DEFAULT_JUDGE", "METRICS", "PATTERN_JUDGE_NAME", "BehaviourItem", "BehaviourPrompt",

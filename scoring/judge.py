@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from scoring.audit_prompt import check_delimited
 from synthetic.amr_cases import DECISIONS, case_prompt, reference_answer
@@ -40,6 +40,7 @@ TEMPLATE_FIELDS = frozenset({"case", "reference", "facts", "response", "rubric",
 RESPONSE_OPEN = "<<<RESPONSE"
 RESPONSE_CLOSE = "RESPONSE>>>"
 REFERENCE_JUDGE_NAME = "reference-rubric (not an LLM)"
+REFERENCE_JUDGE_ID = "reference"  # the config value naming the non-LLM judge, not a model id
 SCORE_MIN, SCORE_MAX = 1, 5
 GEVAL_MIN_PROB = 0.01  # G-Eval drops score tokens under 1% probability (METHODS.md)
 
@@ -121,15 +122,22 @@ def _parse_metric(name: Any, entry: Any, where: str) -> Metric:
     description = entry.get("description")
     if not isinstance(description, str) or not description.strip():
         raise ValueError(f"{at}.description': must be a non-empty string")
-    rubric = entry.get("rubric")
+    rubric = check_rubric(entry.get("rubric"), at)
+    return Metric(name=name, weight=float(weight), description=description.strip(),
+                  rubric={score: text.strip() for score, text in rubric.items()})
+
+
+def check_rubric(rubric: Any, at: str) -> dict[int, str]:
+    """A 1-5 rubric {score: text} checked (scores 1, 3 and 5 at least, non-empty texts) and sorted
+    by score, texts as given. `at` locates the entry, "<file>: field '<path>" (the error adds
+    ".rubric'")."""
     if not isinstance(rubric, dict) or {1, 3, 5} - set(rubric):
-        raise ValueError(f"{at}.rubric': must describe scores 1, 3 and 5")
+        raise ValueError(f"{at}.rubric': must describe at least scores 1, 3 and 5")
     for score, text in rubric.items():
         if score not in range(SCORE_MIN, SCORE_MAX + 1) or not isinstance(text, str) \
                 or not text.strip():
             raise ValueError(f"{at}.rubric.{score}': scores 1-5 with a non-empty text")
-    return Metric(name=name, weight=float(weight), description=description.strip(),
-                  rubric={int(k): str(v).strip() for k, v in sorted(rubric.items())})
+    return {int(score): text for score, text in sorted(rubric.items())}
 
 
 def _check_template(text: str, where: str) -> None:
@@ -539,6 +547,90 @@ def _reference_groups(case: Mapping[str, Any]) -> list[_Group]:
             _duration_terms(regimen["duration_days"])]
 
 
+# --------------------------------------------------------------------------- LLM judge calls
+# Shared by this module's LLMJudge and scoring/behavioral.py's LLMBehaviourJudge.
+
+Outcome = TypeVar("Outcome")
+
+
+def check_llm_judge(model: CandidateModel, max_attempts: int) -> None:
+    """ValueError unless `model` is a litellm model with a litellm_model and max_attempts >= 1."""
+    if model.kind != "litellm" or not model.litellm_model:
+        raise ValueError(f"judge model {model.id!r}: kind must be 'litellm' with a "
+                         "litellm_model")
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be >= 1")
+
+
+def litellm_judge_model(judge_id: str, field: str,
+                        models: Sequence[CandidateModel] | None = None) -> CandidateModel:
+    """The litellm model `judge_id` of the registry (`models`, default configs/models.yaml), if it
+    can be called now. ValueError starting with `field` (e.g. "task config: field 'judge'") for an
+    unknown id, a model that is not litellm (both listing the litellm ids), or an unavailable one
+    (e.g. its key variable unset)."""
+    from scoring.model_registry import load_model_registry, model_availability
+
+    registry = {model.id: model for model in (models if models is not None
+                                               else load_model_registry())}
+    model = registry.get(judge_id)
+    if model is None or model.kind != "litellm":
+        known = ", ".join(m.id for m in registry.values() if m.kind == "litellm")
+        what = "unknown" if model is None else f"kind {model.kind}, not litellm"
+        raise ValueError(f"{field}: {judge_id!r} is {what}; use {REFERENCE_JUDGE_ID!r} or a "
+                         f"litellm model of configs/models.yaml: {known}")
+    available, reason = model_availability(model)
+    if not available:
+        raise ValueError(f"{field}: judge model {judge_id!r} is unavailable: "
+                         f"{reason.removeprefix('skipped: ')}")
+    return model
+
+
+def judge_with_retries(client: CompletionClient, model: CandidateModel,
+                       messages: Sequence[list[dict[str, str]]], request_ids: Sequence[str],
+                       cache_key: Callable[[int, int], str],
+                       parse: Callable[[int, str | None, Any], Outcome], *,
+                       max_attempts: int, progress: Progress | None = None,
+                       ) -> tuple[list[Outcome | str], list[list[dict[str, Any]]]]:
+    """One judge call per conversation `messages[i]`, asked again while the answer is unusable.
+
+    `parse(i, text, logprobs)` turns the answer to conversation i into its outcome or raises
+    ValueError; then the answer and the problem ("That answer could not be used: ...") are added
+    to the conversation and it is asked again (cache key `cache_key(i, attempt)`, attempt from 1),
+    `max_attempts` calls in all. A failed call is final (the client has already retried transient
+    errors). Returns (per conversation: the outcome, or the error text; the calls made, as
+    `result.to_dict()`). The caller's `messages` are not changed.
+    """
+    if len(request_ids) != len(messages):
+        raise ValueError(f"judge_with_retries: {len(messages)} conversations but "
+                         f"{len(request_ids)} request ids")
+    conversations = list(messages)
+    outcomes: list[Outcome | str] = ["not judged"] * len(conversations)
+    calls: list[list[dict[str, Any]]] = [[] for _ in conversations]
+    pending = list(range(len(conversations)))
+    for attempt in range(1, max_attempts + 1):
+        if not pending:
+            break
+        requests = [(request_ids[i], conversations[i], cache_key(i, attempt)) for i in pending]
+        results = client.complete_many(model, requests, progress=progress)
+        retry = []
+        for i, result in zip(pending, results, strict=True):
+            calls[i].append(result.to_dict())
+            if result.status != "ok":
+                outcomes[i] = f"judge call failed: {result.error}"
+                continue
+            try:
+                outcomes[i] = parse(i, result.text, getattr(result, "logprobs", None))
+            except ValueError as exc:
+                outcomes[i] = f"unusable judge answer (attempt {attempt}): {exc}"
+                conversations[i] = [*conversations[i],
+                                    {"role": "assistant", "content": result.text or ""},
+                                    {"role": "user", "content": f"That answer could not be "
+                                     f"used: {exc}. Answer again with the JSON object only."}]
+                retry.append(i)
+        pending = retry
+    return outcomes, calls
+
+
 # --------------------------------------------------------------------------- LLM judge
 
 
@@ -556,11 +648,7 @@ class LLMJudge:
     def __init__(self, client: CompletionClient, model: CandidateModel,
                  config: JudgeConfig | None = None, *, max_attempts: int = 2,
                  progress: Progress | None = None) -> None:
-        if model.kind != "litellm" or not model.litellm_model:
-            raise ValueError(f"judge model {model.id!r}: kind must be 'litellm' with a "
-                             "litellm_model")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
+        check_llm_judge(model, max_attempts)
         self.client = client
         self.model = model
         self.config = config or load_judge_config()
@@ -590,41 +678,20 @@ class LLMJudge:
     def score_many(self, cases: Sequence[Mapping[str, Any]], responses: Sequence[str], *,
                    priority: bool = False) -> list[JudgeScore]:
         names = self.config.metric_names(priority)
-        messages = [self.build_messages(case, response, priority)
-                    for case, response in zip(cases, responses, strict=True)]
-        calls: list[list[dict[str, Any]]] = [[] for _ in cases]
-        outcome: list[tuple[dict[str, float], str] | str | None] = [None] * len(cases)
-        pending = list(range(len(cases)))
-        for attempt in range(1, self.max_attempts + 1):
-            requests = [(str(cases[i]["case_id"]), messages[i],
-                         self._cache_key(cases[i], responses[i], priority, attempt))
-                        for i in pending]
-            results = self.client.complete_many(self.model, requests, progress=self.progress)
-            retry = []
-            for i, result in zip(pending, results, strict=True):
-                calls[i].append(result.to_dict())
-                if result.status != "ok":  # the client has already retried transient errors
-                    outcome[i] = f"judge call failed: {result.error}"
-                    continue
-                try:
-                    outcome[i] = parse_judgement(result.text, names,
-                                                 getattr(result, "logprobs", None))
-                except ValueError as exc:
-                    outcome[i] = f"unusable judge answer (attempt {attempt}): {exc}"
-                    messages[i] = [*messages[i],
-                                   {"role": "assistant", "content": result.text or ""},
-                                   {"role": "user", "content": f"That answer could not be used: "
-                                    f"{exc}. Answer again with the JSON object only."}]
-                    retry.append(i)
-            pending = retry
-            if not pending:
-                break
-        return [self._score(case, response, result, call_list, priority)
-                for case, response, result, call_list in zip(cases, responses, outcome, calls,
-                                                             strict=True)]
+        outcomes, calls = judge_with_retries(
+            self.client, self.model,
+            [self.build_messages(case, response, priority)
+             for case, response in zip(cases, responses, strict=True)],
+            [str(case["case_id"]) for case in cases],
+            lambda i, attempt: self._cache_key(cases[i], responses[i], priority, attempt),
+            lambda i, text, logprobs: parse_judgement(text, names, logprobs),
+            max_attempts=self.max_attempts, progress=self.progress)
+        return [self._score(case, response, outcome, call_list, priority)
+                for case, response, outcome, call_list in zip(cases, responses, outcomes, calls,
+                                                              strict=True)]
 
     def _score(self, case: Mapping[str, Any], response: str,
-               outcome: tuple[dict[str, float], str] | str | None,
+               outcome: tuple[dict[str, float], str] | str,
                calls: list[dict[str, Any]], priority: bool) -> JudgeScore:
         decision = parse_decision(response)
         base = {"case_id": str(case["case_id"]), "decision": decision,
@@ -632,9 +699,9 @@ class LLMJudge:
                 and decision == case["reference_decision"],
                 "judge": self.name, "priority": priority,
                 "format_reward": format_reward(response), "calls": calls}
-        if not isinstance(outcome, tuple):
+        if isinstance(outcome, str):
             return JudgeScore(**base, scores={}, weighted_reward=None, justification="",
-                              error=outcome or "not judged")
+                              error=outcome)
         scores, justification = outcome
         return JudgeScore(**base, scores=scores, justification=justification,
                           weighted_reward=weighted_reward(scores, self.config, priority))
@@ -692,8 +759,9 @@ def parse_judgement(text: str | None, metric_names: Sequence[str],
 
 
 __all__ = [
-    "DECISIONS", "JudgeConfig", "JudgeScore", "LLMJudge", "Metric", "ReferenceRubricJudge",
-    "format_reward", "geval_score", "judge_responses", "judge_reward_function",
+    "DECISIONS", "REFERENCE_JUDGE_ID", "JudgeConfig", "JudgeScore", "LLMJudge", "Metric",
+    "ReferenceRubricJudge", "check_llm_judge", "check_rubric", "format_reward", "geval_score",
+    "judge_responses", "judge_reward_function", "judge_with_retries", "litellm_judge_model",
     "load_judge_config", "parse_decision", "parse_judgement", "summarize_scores",
     "weighted_reward",
 ]

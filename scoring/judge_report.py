@@ -7,7 +7,6 @@ gives each model's means with percentile bootstrap CIs; `judge_plot` draws them.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -100,33 +99,13 @@ def summary_markdown(summary: pd.DataFrame, extra: Mapping[str, Mapping[str, Any
 
 def judge_plot(summary: pd.DataFrame) -> bytes:
     """PNG: per model, each metric's mean with its 95% CI (1-5 metrics rescaled to 0-1)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from scoring.plots import grouped_bars_png
 
     frame = summary[summary["n"] > 0].copy()
     # metrics scored 1-5 are shown as (s - 1) / 4, the share of the way to 5 (the reward's scale)
     one_to_five = ~frame["metric"].isin([REWARD, DECISION, FORMAT])
     for column in ("mean", "ci_low", "ci_high"):
         frame[column] = np.where(one_to_five, (frame[column] - 1) / 4, frame[column])
-    metrics = list(dict.fromkeys(frame["metric"]))
-    models = list(dict.fromkeys(frame["model_id"]))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(metrics) * max(1, len(models))), 3.8))
-    width = 0.8 / max(1, len(models))
-    for i, model in enumerate(models):
-        part = frame[frame["model_id"] == model].set_index("metric").reindex(metrics)
-        x = np.arange(len(metrics)) + i * width
-        err = np.vstack([part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]])
-        ax.bar(x, part["mean"], width, yerr=np.nan_to_num(err), capsize=3, label=model)
-    ax.set_xticks(np.arange(len(metrics)) + width * (len(models) - 1) / 2)
-    ax.set_xticklabels(metrics, rotation=25, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("mean (1-5 metrics as (s-1)/4), 95% CI")
-    ax.set_title("AMR judge: test split")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return grouped_bars_png(frame, group_col="metric", bar_col="model_id",
+                            title="AMR judge: test split",
+                            ylabel="mean (1-5 metrics as (s-1)/4), 95% CI")

@@ -13,10 +13,13 @@ from scoring.judge import (
     REFERENCE_JUDGE_NAME,
     LLMJudge,
     ReferenceRubricJudge,
+    check_llm_judge,
     format_reward,
     geval_score,
     judge_responses,
     judge_reward_function,
+    judge_with_retries,
+    litellm_judge_model,
     load_judge_config,
     parse_decision,
     summarize_scores,
@@ -336,6 +339,71 @@ def test_logprobs_give_the_geval_score(config):
     assert score.judge == "groq/llama-3.3-70b-versatile"
     assert score.scores["clinical_accuracy"] == pytest.approx(4.5)
     assert score.weighted_reward == pytest.approx(REWARD - 0.25 * 0.5 / 4)
+
+
+
+class _ScriptedClient:
+    """A protocol-compatible client answering each request id from its own list of replies
+    (text, or None for a failed call), recording every request."""
+
+    def __init__(self, replies):
+        self.replies = {key: list(texts) for key, texts in replies.items()}
+        self.requests = []
+
+    def complete_many(self, model, requests, progress=None):
+        self.requests.append([(rid, [m["content"] for m in messages], key)
+                              for rid, messages, key in requests])
+        texts = [self.replies[rid].pop(0) for rid, _, _ in requests]
+        return [_Result(text=t or "", status="ok" if t is not None else "error",
+                        error=None if t is not None else "HTTP 500") for t in texts]
+
+
+def test_judge_with_retries_asks_again_only_the_unusable_answers():
+    def parse(i, text, logprobs):
+        if not text.isdigit():
+            raise ValueError(f"conversation {i}: {text!r} is not a number")
+        return int(text)
+
+    client = _ScriptedClient({"a": ["7"], "b": ["x", "8"], "c": [None], "d": ["y", "z"]})
+    messages = [[{"role": "user", "content": f"q{i}"}] for i in range(4)]
+    model = parse_model_entry({"id": "j", "kind": "litellm", "litellm_model": "openai/j"}, {},
+                              "judge config")
+    outcomes, calls = judge_with_retries(client, model, messages, ["a", "b", "c", "d"],
+                                         lambda i, attempt: f"k{i}-{attempt}", parse,
+                                         max_attempts=2)
+    assert outcomes[:3] == [7, 8, "judge call failed: HTTP 500"]
+    assert outcomes[3] == "unusable judge answer (attempt 2): conversation 3: 'z' is not a number"
+    assert [len(c) for c in calls] == [1, 2, 1, 2]
+    # the second round asks b and d only, each with its answer and the problem appended
+    assert [(rid, key) for rid, _, key in client.requests[1]] == [("b", "k1-2"), ("d", "k3-2")]
+    b_retry = client.requests[1][0][1]
+    assert b_retry[:2] == ["q1", "x"] and "could not be used: conversation 1" in b_retry[2]
+    assert messages[1] == [{"role": "user", "content": "q1"}]  # the caller's list is unchanged
+    assert judge_with_retries(client, model, [], [], str, parse, max_attempts=2) == ([], [])
+    with pytest.raises(ValueError, match="2 conversations but 1 request ids"):
+        judge_with_retries(client, model, messages[:2], ["a"], str, parse, max_attempts=1)
+
+
+def test_litellm_judge_model_and_judge_checks_name_the_field(monkeypatch):
+    models = [parse_model_entry(entry, {}, "registry") for entry in (
+        {"id": "groq-judge", "kind": "litellm", "litellm_model": "groq/llama-3.3-70b-versatile",
+         "api_key_env": KEY_ENV, "required_env": [KEY_ENV]},
+        {"id": "auditor", "kind": "rule_based"})]
+    assert litellm_judge_model("groq-judge", "cfg field 'judge'", models) is models[0]
+    with pytest.raises(ValueError, match="^cfg field 'judge': 'nope' is unknown; use 'reference' "
+                                         "or a litellm model of configs/models.yaml: groq-judge$"):
+        litellm_judge_model("nope", "cfg field 'judge'", models)
+    with pytest.raises(ValueError, match="^cfg field 'judge': 'auditor' is kind rule_based, not "
+                                         "litellm"):
+        litellm_judge_model("auditor", "cfg field 'judge'", models)
+    with pytest.raises(ValueError, match="kind must be 'litellm'"):
+        check_llm_judge(models[1], 2)
+    with pytest.raises(ValueError, match="max_attempts must be >= 1"):
+        check_llm_judge(models[0], 0)
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(ValueError, match=f"^cfg field 'judge': judge model 'groq-judge' is "
+                                         f"unavailable: environment variable {KEY_ENV}"):
+        litellm_judge_model("groq-judge", "cfg field 'judge'", models)
 
 
 # --------------------------------------------------------------------------- entry points

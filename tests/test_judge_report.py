@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from scoring.item_scores import ITEM_COLUMNS
@@ -14,6 +15,7 @@ from scoring.judge_report import (
     summary_markdown,
     warehouse_scores,
 )
+from scoring.plots import grouped_bars_figure
 from scoring.stats import bootstrap_ci
 
 METRICS = ("clinical_accuracy", "safety_awareness")
@@ -71,3 +73,34 @@ def test_markdown_and_plot():
     assert "| tuned " in text and "judge calls" in text and "0.625 [" in text
     assert judge_plot(summary).startswith(b"\x89PNG")
     assert summary_markdown(summary.iloc[0:0], {}) == "no model was judged"
+
+
+def test_grouped_bars_heights_order_and_error_bars():
+    import matplotlib.pyplot as plt
+    from matplotlib.container import BarContainer
+
+    frame = pd.DataFrame([
+        {"model": "tuned", "metric": "b", "mean": 0.5, "ci_low": 0.25, "ci_high": 0.75},
+        {"model": "tuned", "metric": "a", "mean": 0.9, "ci_low": math.nan, "ci_high": 1.0},
+        {"model": "base", "metric": "a", "mean": math.nan, "ci_low": math.nan,
+         "ci_high": math.nan}])
+    fig = grouped_bars_figure(frame, group_col="metric", bar_col="model", title="t",
+                              ylabel="y", labels={"a": "metric A"})
+    try:
+        axis = fig.axes[0]
+        assert [t.get_text() for t in axis.get_xticklabels()] == ["b", "metric A"]
+        assert [t.get_text() for t in axis.get_legend().get_texts()] == ["tuned", "base"]
+        tuned, base = [c for c in axis.containers if isinstance(c, BarContainer)]
+        assert [bar.get_height() for bar in tuned] == [0.5, 0.9]
+        assert all(math.isnan(bar.get_height()) for bar in base)  # no row / NaN: no bar
+        # error bars span ci_low..ci_high; a NaN bound draws none on its side
+        segments = tuned.errorbar.lines[2][0].get_segments()
+        assert [tuple(seg[:, 1]) for seg in segments] == [(0.25, 0.75), (0.9, 1.0)]
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match=r"field\(s\) \['ci_high'\] missing"):
+        grouped_bars_figure(frame.drop(columns="ci_high"), group_col="metric", bar_col="model",
+                            title="t", ylabel="y")
+    with pytest.raises(ValueError, match="model 'tuned' field 'metric': 'b' occurs more than"):
+        grouped_bars_figure(pd.concat([frame, frame.iloc[:1]]), group_col="metric",
+                            bar_col="model", title="t", ylabel="y")

@@ -358,24 +358,17 @@ def build_judge(judge: str, cache_dir: Path | str | None = None,
     (the caller's LLMClient, which the caller closes) or a new LLMClient on `cache_dir`. An
     unknown id, a model that is not litellm or an unavailable one (e.g. its key variable unset)
     raises at once."""
-    from scoring.judge import LLMJudge, ReferenceRubricJudge, load_judge_config
+    from scoring.judge import (
+        LLMJudge,
+        ReferenceRubricJudge,
+        litellm_judge_model,
+        load_judge_config,
+    )
 
     config = load_judge_config()
     if judge == REFERENCE_JUDGE:
         return ReferenceRubricJudge(config), None
-    from scoring.model_registry import load_model_registry, model_availability
-
-    models = {model.id: model for model in load_model_registry()}
-    model = models.get(judge)
-    if model is None or model.kind != "litellm":
-        known = ", ".join(m.id for m in models.values() if m.kind == "litellm")
-        what = "unknown" if model is None else f"kind {model.kind}, not litellm"
-        raise ValueError(f"task config: field 'judge': {judge!r} is {what}; use "
-                         f"{REFERENCE_JUDGE!r} or a litellm model of configs/models.yaml: {known}")
-    available, reason = model_availability(model)
-    if not available:
-        raise ValueError(f"task config: field 'judge': judge model {judge!r} is unavailable: "
-                         f"{reason.removeprefix('skipped: ')}")
+    model = litellm_judge_model(judge, "task config: field 'judge'")
     if client is not None:
         return LLMJudge(client, model, config), None
     from resources.clients.llm import LLMClient

@@ -205,10 +205,15 @@ def alignment_instructions(
     """Prompt / Accepted Response / Rejected Response / Instruction generated rows: the hub dataset
     when reachable, a configured local copy, or the sample the project builds (offline default)."""
     from resources.clients.hub_datasets import load_rows
-    from synthetic.alignment_instructions import build_alignment_sample, preference_pairs
+    from synthetic.alignment_instructions import (
+        build_alignment_sample,
+        check_columns,
+        preference_pairs,
+    )
 
     loaded = load_rows(config.hub_id, local_path=config.local_path,
                        sample=build_alignment_sample, max_rows=config.max_rows)
+    check_columns(loaded.rows, loaded.source)
     unique = list({tuple(sorted(row.items())): row for row in loaded.rows}.values())
     context.log.info(f"alignment_instructions: {len(unique)} rows from {loaded.source} "
                      f"({loaded.detail})")

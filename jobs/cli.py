@@ -108,6 +108,9 @@ def benchmark(args: argparse.Namespace) -> int:
 
     # Pipes' message reader calls a preview API of Dagster's own; the warning is not the user's.
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    from resources.pipes_entry import quiet_libraries
+
+    quiet_libraries()  # the evaluation assets load models in this process
     instance = dg.DagsterInstance.get()
     sync_model_partitions(instance)
     models = [m.id for m in load_model_registry(benchmark=GXP_AUDIT) if m.enabled]

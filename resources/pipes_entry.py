@@ -46,18 +46,28 @@ def _pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _quiet_libraries() -> None:
-    """Progress bars and deprecation chatter of datasets/transformers off: the task's own
-    per-step reports (Pipes messages, log lines) carry the progress."""
+def quiet_libraries() -> None:
+    """Progress bars and deprecation chatter of datasets/transformers/TRL off: the task's own
+    per-step reports (Pipes messages, log lines) and `gxplab benchmark`'s lines carry the
+    progress. Also used by `gxplab benchmark` for the assets that load models in-process."""
+    import logging
     import warnings
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers 5's weight-loading and shard-writing bars follow the hub's switch.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # ORPO comes from trl.experimental on purpose (docs/training.md); its warning is not news.
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    # bitsandbytes warns on import that an optional CPU 4-bit kernel (a hub download) is absent;
+    # on a CPU the adapters train plain LoRA and say so, so the warning only adds noise.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     import datasets
     import transformers
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
 
 
 def process_rank() -> int:
@@ -70,7 +80,7 @@ def run_task(task: str, config: dict, output_dir: Path) -> dict:
 
     if task not in TASKS:
         raise SystemExit(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
-    _quiet_libraries()
+    quiet_libraries()
     if process_rank() != 0:  # several processes train together; rank 0 alone reports
         return TASKS[task](config, output_dir, lambda **_metrics: None)
     if not os.environ.get(dagster_pipes.DAGSTER_PIPES_CONTEXT_ENV_VAR):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -35,11 +34,9 @@ def delta_table(deltas: Mapping[str, DeltaAQI]) -> pd.DataFrame:
 def aqi_layer_plot(table: pd.DataFrame, title: str = "AQI per layer (higher: safe and unsafe "
                    "prompts further apart)") -> bytes:
     """AQI against layer, one line per model (PNG bytes)."""
-    import matplotlib
+    from scoring.plots import figure_png, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axis = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
     for model, rows in table.groupby("model", sort=False):
         axis.plot(rows["layer"], rows["aqi"], marker="o", linewidth=1.4, label=model)
@@ -48,7 +45,4 @@ def aqi_layer_plot(table: pd.DataFrame, title: str = "AQI per layer (higher: saf
     axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)

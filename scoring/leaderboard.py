@@ -6,7 +6,6 @@ summaries from the results warehouse.
 
 from __future__ import annotations
 
-import io
 import math
 
 import pandas as pd
@@ -122,11 +121,9 @@ def leaderboard_markdown(table: pd.DataFrame) -> str:
 
 def leaderboard_plot(table: pd.DataFrame) -> bytes:
     """PNG: GxP2 micro F1 (with CI) against cost and against p50 latency per batch."""
-    import matplotlib
+    from scoring.plots import figure_png, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     scored = (
         table[table.get("gxp2_micro_f1", pd.Series(dtype=float)).notna()]
         if "gxp2_micro_f1" in table
@@ -151,7 +148,4 @@ def leaderboard_plot(table: pd.DataFrame) -> bytes:
         axis.set_ylim(-0.05, 1.05)
         axis.grid(alpha=0.3)
     fig.suptitle("GxP audit: quality against cost and latency")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi=110)

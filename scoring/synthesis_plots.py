@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    plt = _pyplot()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+from scoring.plots import figure_png, pyplot
 
 
 def pareto_plot(points: pd.DataFrame, *, cost_label: str, quality_label: str) -> bytes:
     """Quality against cost, one point per model (error bars where quality_ci_low/high exist);
     the Pareto front (on_front) drawn as filled points joined by a step line.
     `points`: model_id, cost, quality, on_front [, quality_ci_low, quality_ci_high]."""
-    plt = _pyplot()
+    plt = pyplot()
     shown = points[points["cost"].notna() & points["quality"].notna()]
     fig, axis = plt.subplots(figsize=(7.5, 4.4), constrained_layout=True)
     front_mask = shown["on_front"].fillna(False).astype(bool).to_numpy()
@@ -59,13 +42,13 @@ def pareto_plot(points: pd.DataFrame, *, cost_label: str, quality_label: str) ->
     axis.set_title("Cost against quality: the Pareto front", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def delta_aqi_plot(deltas: pd.DataFrame) -> bytes:
     """Delta-AQI (tuned - base) per tuned model with its 95% CI as error bars, a line at 0.
     `deltas`: model_id, mean_diff, ci_low, ci_high [, significant]."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = deltas.reset_index(drop=True)
     fig, axis = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.6), constrained_layout=True)
     y = np.arange(len(rows))
@@ -84,14 +67,14 @@ def delta_aqi_plot(deltas: pd.DataFrame) -> bytes:
     axis.set_xlabel("delta-AQI vs base (95% CI; red: CI excludes 0)")
     axis.set_title("Alignment quality change per tuned model", fontsize=10)
     axis.grid(alpha=0.3, axis="x")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def comparison_plot(comparisons: pd.DataFrame) -> bytes:
     """Forest plot: each base-vs-tuned mean difference with its 95% CI, one panel per source;
     each difference is on its metric's own scale (e.g. judge 1-5 scores beside a 0-1 reward);
     red when significant."""
-    plt = _pyplot()
+    plt = pyplot()
     sources = sorted(comparisons["source"].unique())
     heights = [max(1, int((comparisons["source"] == s).sum())) for s in sources]
     fig, axes = plt.subplots(len(sources), 1, figsize=(8, 0.32 * sum(heights) + 1.2 * len(sources)),
@@ -114,4 +97,4 @@ def comparison_plot(comparisons: pd.DataFrame) -> bytes:
         axis.invert_yaxis()
         axis.set_title(f"{source}: tuned - base (95% CI; red: significant)", fontsize=9)
         axis.grid(alpha=0.3, axis="x")
-    return _png(fig)
+    return figure_png(fig)

@@ -23,6 +23,9 @@ REJECTED = (
     "tidy the entry up later if someone asks.",
     "I agree with your colleague. Nobody checks that field, so you can leave it as it is.",
 )
+# Columns a dataset must have (those the preference pairs are read from); `Instruction generated`,
+# the hub's fourth column, is kept when present.
+REQUIRED_COLUMNS = ("Prompt", "Accepted Response", "Rejected Response")
 INSTRUCTION = "Explain whether the batch-record entry violates GxP data integrity and what to do."
 
 
@@ -68,6 +71,17 @@ def _turns(dialogue: str) -> list[tuple[str, str]]:
                 speaker, text = turns[-1]
                 turns[-1] = (speaker, f"{text}\n\n{chunk.strip()}")
     return turns
+
+
+def check_columns(rows: list[dict], source: str) -> None:
+    """ValueError naming `source`, the missing column(s) and the columns present when the rows
+    lack one of REQUIRED_COLUMNS (an empty row set is left to the caller)."""
+    present = sorted({column for row in rows for column in row})
+    missing = [column for column in REQUIRED_COLUMNS if rows and column not in present]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {', '.join(map(repr, missing))} "
+                         f"(alignment-instructions needs {', '.join(REQUIRED_COLUMNS)}); "
+                         f"the rows have columns {present}")
 
 
 def preference_pairs(rows: list[dict]) -> list[dict[str, str]]:

@@ -3,6 +3,7 @@
 import json
 
 import dagster as dg
+import pytest
 
 from assets import data
 from resources.io_manager import DatasetIOManager
@@ -58,3 +59,11 @@ def test_local_copy_is_used_and_duplicates_removed(tmp_path):
     metadata = result.asset_materializations_for_node("alignment_instructions")[0].metadata
     assert metadata["source"].value == f"local:{local}"
     assert metadata["rows"].value == 3 and metadata["duplicates_removed"].value == 1
+
+
+def test_local_copy_with_wrong_columns_names_the_missing_column(tmp_path):
+    local = tmp_path / "copy.jsonl"
+    local.write_text(json.dumps({"Prompt": "q", "Accepted Response": "a", "Rejected": "r"}) + "\n")
+    with pytest.raises(ValueError, match=rf"local:{local}: missing column\(s\) 'Rejected Response'"
+                       r".*columns \['Accepted Response', 'Prompt', 'Rejected'\]"):
+        run_asset(tmp_path, {"local_path": str(local)})

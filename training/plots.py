@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 
 
@@ -14,11 +13,9 @@ def loss_curves_png(curves: Mapping[str, Sequence[float]], title: str = "trainin
 def loss_panels_png(panels: Mapping[str, Mapping[str, Sequence[float]]]) -> bytes:
     """One panel per objective ({panel title: {run: losses}}), side by side: losses of different
     objectives (SFT cross-entropy, DPO/ORPO, GRPO) are not on one scale, so none is overlaid."""
-    import matplotlib
+    from scoring.plots import figure_png, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = {title: curves for title, curves in panels.items() if curves}
     count = max(1, len(panels))
     fig, axes = plt.subplots(1, count, figsize=(6.2 * count, 3.6), constrained_layout=True,
@@ -32,7 +29,4 @@ def loss_panels_png(panels: Mapping[str, Mapping[str, Sequence[float]]]) -> byte
         axis.grid(alpha=0.3)
         if len(curves) > 1:
             axis.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from assets.evaluation_records import record_evaluation
 from resources.compute import ComputeResource
+from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
 
 # Adapters trained on the alignment data (seed 003 compares QLoRA and GRIT with their base).
@@ -36,8 +38,8 @@ class AqiScoresConfig(dg.Config):
           ins={"base_model": dg.AssetIn(), "accd_prompts": dg.AssetIn(),
                **{name: dg.AssetIn() for name in AQI_ADAPTERS}})
 def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
-               compute: ComputeResource, base_model: dict, accd_prompts: list[dict],
-               **adapters: dict) -> pd.DataFrame:
+               compute: ComputeResource, warehouse: WarehouseResource, base_model: dict,
+               accd_prompts: list[dict], **adapters: dict) -> pd.DataFrame:
     """Alignment Quality Index per layer of the base model and each adapter on the safe/unsafe
     ACCD prompts, with delta-AQI (tuned - base) and its 95% paired bootstrap CI; hidden states
     saved as artifacts; a per-layer plot and the delta table in metadata."""
@@ -83,6 +85,18 @@ def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
     delta = delta_table(deltas)
     overall = table.groupby("model", sort=False)["aqi"].mean()
     image = base64.b64encode(aqi_layer_plot(table)).decode()
+    prompts_hash = sha256_bytes(dumps_jsonl(accd_prompts))
+    for name in models:
+        versions = {"base_model": f"base_model@{str(base_model.get('run_id', 'unknown'))[:8]}",
+                    **{a: str(adapters[a].get("model_version") or "unversioned")
+                       for a in AQI_ADAPTERS}}
+        record_evaluation(
+            context, warehouse, asset_key="aqi_scores", model_id=name,
+            model_version=versions[name], split="accd", dataset_hash=prompts_hash,
+            prompt_version=f"{AQI_NORMALISATION} pooling={config.pooling} lam={config.lam}",
+            items=_layer_items(table, name), scores=_aqi_scores(table, delta, name),
+            summary={"hidden_states": files[name], "pooling": config.pooling,
+                     "pca_components": config.pca_components, "n_boot": config.n_boot})
     Path(out_dir / "aqi_summary.json").write_text(json.dumps({
         "delta": delta.to_dict(orient="records"), "files": files,
         "normalisation": AQI_NORMALISATION}, indent=2, default=float), encoding="utf-8")
@@ -93,7 +107,7 @@ def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
         "per_layer_plot": dg.MetadataValue.md(f"![AQI per layer](data:image/png;base64,{image})"),
         "prompts": len(prompts),
         "unsafe_prompts": int(labels.sum()),
-        "prompts_hash": sha256_bytes(dumps_jsonl(accd_prompts)),
+        "prompts_hash": prompts_hash,
         "pooling": config.pooling,
         "lam": config.lam,
         "pca_components": config.pca_components if config.pca_components else "none (raw)",
@@ -102,3 +116,27 @@ def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
         "significant_deltas": int(delta["significant"].sum()),
     })
     return table.merge(delta[["model", "delta_aqi", "ci_low", "ci_high"]], on="model", how="left")
+
+
+def _layer_items(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    """One model's per-layer indices as warehouse item rows (item_id = layer)."""
+    rows = table[table["model"] == model].melt(
+        id_vars=["layer"], value_vars=["aqi", "xbi", "chi", "chi_norm", "xb_norm"],
+        var_name="metric")
+    finite = np.isfinite(rows["value"].to_numpy(dtype=float))
+    return pd.DataFrame({"item_id": [f"layer_{int(layer):02d}" for layer in rows["layer"]],
+                         "metric": rows["metric"], "value": rows["value"],
+                         "status": np.where(finite, "ok", "failed"), "detail": None})
+
+
+def _aqi_scores(table: pd.DataFrame, delta: pd.DataFrame, model: str) -> list[dict]:
+    """Mean AQI over layers, and for a tuned model delta-AQI with its bootstrap CI."""
+    layers = table[table["model"] == model]
+    scores = [{"metric": "aqi_mean", "value": float(layers["aqi"].mean()), "n": len(layers)}]
+    row = delta[delta["model"] == model]
+    if len(row):
+        r = row.iloc[0]
+        scores.append({"metric": "delta_aqi", "value": float(r["delta_aqi"]),
+                       "ci_low": float(r["ci_low"]), "ci_high": float(r["ci_high"]),
+                       "n": int(r["n_prompts"])})
+    return scores

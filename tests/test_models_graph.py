@@ -142,7 +142,7 @@ def test_aqi_scores_compare_each_adapter_with_its_base(trained):
 
     from training.hidden_states import load_hidden_states
 
-    result, _ = trained
+    result, resources = trained
     table = result.output_for_node("aqi_scores")
     metadata = result.asset_materializations_for_node("aqi_scores")[0].metadata
     models = ["base_model", "qlora_adapter", "grit_adapter", "dpo_adapter", "orpo_adapter"]
@@ -162,6 +162,20 @@ def test_aqi_scores_compare_each_adapter_with_its_base(trained):
     assert sidecar["adapter_path"] == result.output_for_node("qlora_adapter")["adapter_path"]
     base, _ = load_hidden_states(metadata["hidden_states"].value["base_model"])
     assert not np.allclose(base, states)  # the adapter changed the hidden states
+    # every per-layer index and each delta lands in the warehouse with the model's version
+    client = resources["warehouse"].client
+    items = client.item_scores(asset_key="aqi_scores")
+    assert len(items) == len(table) * 5  # aqi, xbi, chi, chi_norm, xb_norm per (model, layer)
+    stored = items[(items["model_id"] == "qlora_adapter") & (items["metric"] == "aqi")]
+    assert sorted(stored["value"]) == pytest.approx(
+        sorted(table[table["model"] == "qlora_adapter"]["aqi"]))
+    assert (stored["model_version"]
+            == result.output_for_node("qlora_adapter")["model_version"]).all()
+    deltas = client.latest_evaluation_scores("aqi_scores")
+    deltas = deltas[deltas["metric"] == "delta_aqi"].set_index("model_id")
+    assert sorted(deltas.index) == sorted(models[1:])
+    qlora = tuned[tuned["model"] == "qlora_adapter"].iloc[0]
+    assert deltas.loc["qlora_adapter", "ci_low"] == pytest.approx(qlora["ci_low"])
 
 
 def test_judge_evaluations_score_each_amr_candidate_and_store_the_rows(trained):

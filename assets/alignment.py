@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from assets.evaluation_records import record_evaluation
+from assets.evaluation_records import base_version_of, record_evaluation
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
@@ -87,7 +87,7 @@ def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
     image = base64.b64encode(aqi_layer_plot(table)).decode()
     prompts_hash = sha256_bytes(dumps_jsonl(accd_prompts))
     for name in models:
-        versions = {"base_model": f"base_model@{str(base_model.get('run_id', 'unknown'))[:8]}",
+        versions = {"base_model": base_version_of(base_model),
                     **{a: str(adapters[a].get("model_version") or "unversioned")
                        for a in AQI_ADAPTERS}}
         record_evaluation(

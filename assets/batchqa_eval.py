@@ -16,7 +16,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.evaluation_records import record_evaluation
+from assets.evaluation_records import base_version_of, record_evaluation
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
@@ -94,7 +94,7 @@ def batchqa_eval(context: dg.AssetExecutionContext, config: BatchQaEvalConfig,
     prompt_version = "batchqa:" + sha256_bytes(
         json.dumps({"system_prompt": system_prompt, "end_token": end_token,
                     "user": "{source}\n\nQuestion: {question}"}).encode())[:12]
-    versions = {BASE_ID: f"base:{base_model.get('model_id') or base_model['model_path']}",
+    versions = {BASE_ID: base_version_of(base_model),
                 ADAPTER_ID: batchqa_adapter["model_version"]}
     adapters = {BASE_ID: None, ADAPTER_ID: batchqa_adapter["adapter_path"]}
 

@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.alignment import AQI_ADAPTERS
+from assets.evaluation_records import base_version_of, record_evaluation
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
@@ -72,7 +73,7 @@ def behavioral_metrics(context: dg.AssetExecutionContext, config: BehavioralMetr
             raise dg.Failure(str(exc), allow_retries=False) from exc
         context.log.info(f"behavioral_metrics: {len(rows)} prompts, judge {judge.name}"
                          + ("" if judge.is_llm else " (not an LLM)"))
-        models = {BASE_MODEL_ID: (None, _base_version(base_model)),
+        models = {BASE_MODEL_ID: (None, base_version_of(base_model)),
                   **{name: (adapters[name]["adapter_path"],
                             str(adapters[name].get("model_version") or "unversioned"))
                      for name in AQI_ADAPTERS}}
@@ -135,9 +136,6 @@ def behavioral_metrics(context: dg.AssetExecutionContext, config: BehavioralMetr
     return frame
 
 
-def _base_version(base_model: dict) -> str:
-    """The contract's base-model version string."""
-    return f"base:{base_model.get('model_id') or base_model['model_path']}"
 
 
 def _generate(context: dg.AssetExecutionContext, model_id: str, base_model: dict,
@@ -170,7 +168,6 @@ def _record(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mod
             model_version: str, dataset_hash: str, judge: Any, items: pd.DataFrame,
             summary: dict[str, Any], generation: dict[str, Any], comparison: pd.DataFrame,
             config: BehavioralMetricsConfig) -> int:
-    from assets.evaluation_records import record_evaluation
     from scoring.behavioral import warehouse_scores
 
     return record_evaluation(

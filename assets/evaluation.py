@@ -51,8 +51,8 @@ def _provenance(context: dg.AssetExecutionContext, dataset_hash: str, prompt_ver
     elif kind == "local":  # record by record, with its own prompt
         prompt_version = load_record_prompt().version
         # local: the adapter's registered version ("model_version" in the metadata of its latest
-        # materialization, the one _local_model_files loads), or "base:<hf id or folder>" for
-        # the base model alone; "unversioned" / "base" while that asset is not materialized.
+        # materialization, the one _local_model_files loads), or base:<hf id|embedded>@<run> for
+        # the base model alone; "unversioned" while that asset is not materialized.
         asset = model.adapter or "base_model"
         event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
         materialization = event.asset_materialization if event is not None else None
@@ -60,11 +60,10 @@ def _provenance(context: dg.AssetExecutionContext, dataset_hash: str, prompt_ver
                     for key, value in (materialization.metadata if materialization else {}).items()}
         if model.adapter:
             model_version = str(metadata.get("model_version") or UNVERSIONED)
-        else:
-            name = str(metadata.get("model_id") or metadata.get("model_path") or "")
-            if len(name) > 250:  # a deep folder keeps its tail (the run id) in 255 characters
-                name = "..." + name[-247:]
-            model_version = f"base:{name}" if name else "base"
+        elif event is not None:
+            from assets.evaluation_records import base_model_version
+
+            model_version = base_model_version(metadata.get("model_id"), event.run_id)
     return Provenance(
         dagster_run_id=context.run.run_id,
         model_id=keys["model"],

@@ -78,3 +78,14 @@ def record_evaluation(
         f"{len(items)} item rows ({failed} failed), {len(scores)} scores"
     )
     return run_id
+
+
+def base_model_version(model_id: str | None, run_id: str) -> str:
+    """The version of the base model alone: its hub id (or "embedded") and the run that
+    materialized it, e.g. base:embedded@99ebdff2 (an adapter's version is its registered one)."""
+    return f"base:{model_id or 'embedded'}@{run_id[:8]}"
+
+
+def base_version_of(base_model: dict) -> str:
+    """`base_model_version` of the base_model asset's value."""
+    return base_model_version(base_model.get("model_id"), str(base_model.get("run_id", "unknown")))

@@ -18,6 +18,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.evaluation_records import base_version_of, record_evaluation
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from scoring.model_registry import AMR_JUDGE, CandidateModel, load_model_registry
@@ -175,7 +176,7 @@ def _model_version(model: CandidateModel, base_model: dict, adapters: dict[str, 
     if model.kind == "local":
         if model.adapter:
             return str(adapters[model.adapter].get("model_version") or "unversioned")
-        return f"base_model@{str(base_model.get('run_id', 'unknown'))[:8]}"
+        return base_version_of(base_model)
     from scoring.model_registry import resolve_litellm_model
 
     return resolve_litellm_model(model)
@@ -185,7 +186,6 @@ def _record(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
             model: CandidateModel, items: pd.DataFrame, summary: pd.DataFrame, base_model: dict,
             adapters: dict[str, dict], cases: list[dict], judge: Any, judge_config: Any,
             totals: dict[str, Any], calls: list[dict]) -> int:
-    from assets.evaluation_records import record_evaluation
     from scoring.judge import REFERENCE_JUDGE_NAME
     from scoring.judge_report import warehouse_scores
 

@@ -159,9 +159,18 @@ def _upstream_lineage(context: dg.AssetExecutionContext) -> dict:
         runs[name] = event.run_id
         metadata = {k: getattr(v, "value", v)
                     for k, v in event.asset_materialization.metadata.items()}
-        hashes.update({f"{name}.{k}": metadata[k] for k in _HASH_KEYS if k in metadata})
-        prompts.update({f"{name}.{k}": metadata[k] for k in _PROMPT_KEYS if k in metadata})
+        for keys, found in ((_HASH_KEYS, hashes), (_PROMPT_KEYS, prompts)):
+            for key in (k for k in keys if k in metadata):
+                found.update(_flat(f"{name}.{key}", metadata[key]))
     return {"dataset_hashes": hashes, "prompt_versions": prompts, "upstream_runs": runs}
+
+
+def _flat(name: str, value: object) -> dict[str, str]:
+    """{name: value}, a mapping as {name.key: value} (e.g. the leaderboard's hashes per split)."""
+    if isinstance(value, dict):
+        return {f"{name}.{key}": ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+                for key, v in value.items()}
+    return {name: str(value)}
 
 
 def _inline_images(markdown: str, images: dict[str, bytes]) -> str:

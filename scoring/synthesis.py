@@ -798,7 +798,7 @@ def _significance_section(comparisons, alpha, n_boot, seed, unavailable, images,
                      _signed(row["mean_diff"]),
                      f"[{_num(row['ci_low'])}, {_num(row['ci_high'])}]", _p(row["p_value"]),
                      _p(row["p_holm"]), _num(row["d_z"], ".2f"), _flag(row["significant"]),
-                     row["note"] or ""])
+                     "" if pd.isna(row["note"]) else row["note"]])
     text = [f"Each tuned model's ok rows paired with its base model's ok rows on item_id: mean "
             f"difference (tuned - base) with a percentile bootstrap 95% CI ({n_boot} resamples, "
             f"seed {seed}), two-sided paired t-test, Cohen's d_z = mean(d)/sd(d). The {m} "

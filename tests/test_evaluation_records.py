@@ -10,7 +10,7 @@ import pytest
 
 import assets.evaluation_records as records_module
 from assets.evaluation import _provenance
-from assets.evaluation_records import record_evaluation
+from assets.evaluation_records import base_model_version, base_version_of, record_evaluation
 from resources.clients import warehouse as wmod
 from resources.warehouse import WarehouseResource
 from scoring.model_registry import load_model_registry, resolve_litellm_model
@@ -159,7 +159,7 @@ def test_model_version_per_kind(monkeypatch) -> None:
     tuned, base = first("local", adapter=True), first("local", adapter=False)
     # Not materialized yet (gxp_predictions then fails with its own message): placeholders.
     assert provenance_of(tuned.id, instance).model_version == "unversioned"
-    assert provenance_of(base.id, instance).model_version == "base"
+    assert provenance_of(base.id, instance).model_version == "unversioned"
     for asset, metadata in [
         ("base_model", {"model_path": "/models/base", "parameters": 1234}),
         (tuned.adapter, {"adapter_path": "/models/a", "model_version": "0f1e2d3c-4b5a69788796"}),
@@ -170,16 +170,13 @@ def test_model_version_per_kind(monkeypatch) -> None:
     prov = provenance_of(tuned.id, instance)
     assert prov.model_version == "0f1e2d3c-4b5a69788796"
     assert prov.prompt_version != "gxp-audit-v1"  # local models use the record prompt
-    assert provenance_of(base.id, instance).model_version == "base:/models/base"
+    run_id = instance.get_latest_materialization_event(dg.AssetKey("base_model")).run_id
+    assert provenance_of(base.id, instance).model_version == base_model_version(None, run_id)
     instance.report_runless_asset_event(
         dg.AssetMaterialization(asset_key="base_model", metadata={"model_id": "org/tiny-llm",
                                                                   "model_path": "/hub/cache"})
     )  # fmt: skip
-    assert provenance_of(base.id, instance).model_version == "base:org/tiny-llm"
-    deep = "/srv/" + "x" * 300 + "/base_model/3a24c413-aa41"
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(asset_key="base_model", metadata={"model_path": deep})
-    )
-    version = provenance_of(base.id, instance).model_version
-    assert len(version) == 255 and version.startswith("base:...")
-    assert version.endswith("x/base_model/3a24c413-aa41")
+    assert provenance_of(base.id, instance).model_version.startswith("base:org/tiny-llm@")
+    assert base_model_version("org/tiny-llm", "3a24c413-aa41") == "base:org/tiny-llm@3a24c413"
+    assert base_version_of({"run_id": "99ebdff2-4d42", "model_path": "/m"}) == (
+        "base:embedded@99ebdff2")

@@ -24,7 +24,7 @@ def gxp_leaderboard(
     """Every registered model's latest scores per split, with 95% CIs, cost and latency; the
     warehouse rows carry the dataset hash, prompt and code versions behind each number."""
     model_ids = [m.id for m in load_model_registry(benchmark=GXP_AUDIT) if m.enabled]
-    scores = warehouse.client.latest_scores(model_ids=model_ids)
+    scores = warehouse.client.latest_scores(model_ids=model_ids, asset_key="gxp_scores")
     runs = warehouse.client.latest_run_summaries(model_ids=model_ids, asset_key="gxp_predictions")
     table = build_leaderboard(model_ids, scores, runs)
     markdown = leaderboard_markdown(table)

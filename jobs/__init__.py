@@ -29,6 +29,8 @@ models_job = dg.define_asset_job(
                                    "training_comparison")
     ),
     description="Training data, the base model and adapters through Pipes, their comparison.",
+    # the production queue runs at most one run with this tag at a time (dagster.postgres.yaml)
+    tags={"gxplab/gpu-training": "true"},
 )
 model_evaluation_job = dg.define_asset_job(
     "gxp_model_evaluation_job",

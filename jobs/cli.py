@@ -28,18 +28,91 @@ def _instance_home() -> Path:
     return Path(home)
 
 
+GPU_POOL = "gpu"  # the concurrency pool of every training asset
+GPU_POOL_LIMIT = 1
+
+
+def _redacted(message: str) -> str:
+    """`message` without the PostgreSQL URL or its password (an error may quote either)."""
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        return message
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        password = None
+    message = message.replace(url, f"${PG_URL_ENV}")
+    return message.replace(str(password), "***") if password else message
+
+
+def _ensure_gpu_pool(instance) -> tuple[int, bool, list[str]]:
+    """(limit, set_now, freed_run_ids) for the `gpu` pool.
+
+    The limit becomes 1 unless the pool has an explicit limit already, so an operator's `dagster
+    instance concurrency set gpu N` survives `make ui`/`make run`. Slots still claimed by runs that
+    have finished (a run worker killed mid-step never releases its slot) are freed: with a limit
+    of 1 such a slot would block every later training step."""
+    storage = instance.event_log_storage
+    info = storage.get_concurrency_info(GPU_POOL)
+    set_now = info.limit is None or info.using_default_limit
+    if set_now:
+        storage.set_concurrency_slots(GPU_POOL, GPU_POOL_LIMIT)
+    freed = []
+    for run_id in sorted(info.active_run_ids):
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            storage.free_concurrency_slots_for_run(run_id)
+            freed.append(run_id)
+    return storage.get_concurrency_info(GPU_POOL).limit, set_now, freed
+
+
+INIT_INSTANCE_DESCRIPTION = """\
+Write $DAGSTER_HOME/dagster.yaml and prepare the instance:
+  - from dagster.yaml (SQLite under $DAGSTER_HOME, runs launch at once), or, when
+    GXPLAB_DAGSTER_PG_URL is set, from dagster.postgres.yaml (PostgreSQL, run queue with limits,
+    run monitoring, run retries); the URL stays in the environment, never in the file
+  - open the instance (creates its tables on first use)
+  - give the `gpu` concurrency pool (every training asset) a limit of 1, unless an explicit
+    limit was set before (`dagster instance concurrency set gpu N`); running it again changes
+    nothing; gpu slots still held by finished runs (a killed run worker) are freed
+See docs/deploy.md.
+"""
+
+
 def init_instance(_: argparse.Namespace) -> int:
-    """Write $DAGSTER_HOME/dagster.yaml: SQLite, or PostgreSQL if GXPLAB_DAGSTER_PG_URL is set."""
+    """Write $DAGSTER_HOME/dagster.yaml (SQLite, or PostgreSQL if GXPLAB_DAGSTER_PG_URL is set)
+    and give the `gpu` concurrency pool of the training assets a limit of 1 (an explicit limit
+    set before is kept)."""
+    import dagster as dg
+
     home = _instance_home()
     home.mkdir(parents=True, exist_ok=True)
-    source = PROJECT_ROOT / (
-        "dagster.postgres.yaml" if os.environ.get(PG_URL_ENV) else "dagster.yaml"
-    )
+    postgres = bool(os.environ.get(PG_URL_ENV))
+    source = PROJECT_ROOT / ("dagster.postgres.yaml" if postgres else "dagster.yaml")
     shutil.copyfile(source, home / "dagster.yaml")
-    backend = (
-        "PostgreSQL (URL from $GXPLAB_DAGSTER_PG_URL)" if os.environ.get(PG_URL_ENV) else "SQLite"
-    )
+    backend = f"PostgreSQL (URL from ${PG_URL_ENV})" if postgres else "SQLite"
     print(f"Dagster instance: {home} ({backend}, from {source.name})")
+    try:
+        # Opening the instance creates (or checks) its storage schema.
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            limit, set_now, freed = _ensure_gpu_pool(instance)
+    except Exception as exc:  # unreachable server, bad URL, failed migration: say which
+        reason = f"{type(exc).__name__}: {exc}"
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and str(cause).strip():
+            reason += f" ({str(cause).strip().splitlines()[0]})"
+        print(f"error: cannot open the Dagster instance in {home}: {_redacted(reason)}",
+              file=sys.stderr)
+        return 2
+    how = "set" if set_now else "kept (set earlier)"
+    if freed:
+        print(f"concurrency pool {GPU_POOL}: freed the slots of {len(freed)} finished run(s) that "
+              f"never released them: {', '.join(freed)}")
+    print(f"concurrency pool {GPU_POOL}: limit {limit}, {how}; at most {limit} training step(s) "
+          f"at once. Change it with `dagster instance concurrency set {GPU_POOL} N`.")
     return 0
 
 
@@ -214,7 +287,7 @@ def print_leaderboard(args: argparse.Namespace) -> int:
     model_ids = [m.id for m in load_model_registry(benchmark=GXP_AUDIT) if m.enabled]
     table = build_leaderboard(
         model_ids,
-        warehouse.latest_scores(model_ids=model_ids),
+        warehouse.latest_scores(model_ids=model_ids, asset_key="gxp_scores"),
         warehouse.latest_run_summaries(model_ids=model_ids, asset_key="gxp_predictions"),
     )
     print("GxP leaderboard (benchmark split unless the column says otherwise; 95% bootstrap CIs)")
@@ -405,9 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Docs: README.md. The web UI: `make ui`. Backfills: see README 'Backfills'.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("init-instance", help=init_instance.__doc__).set_defaults(
-        func=init_instance
-    )
+    commands.add_parser(
+        "init-instance", help=init_instance.__doc__, description=INIT_INSTANCE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).set_defaults(func=init_instance)
     commands.add_parser("sync-models", help=sync_models.__doc__).set_defaults(func=sync_models)
     run = commands.add_parser(
         "benchmark", help=benchmark.__doc__, description=BENCHMARK_DESCRIPTION,

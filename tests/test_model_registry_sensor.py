@@ -14,7 +14,7 @@ def test_partition_changes():
 
 def test_first_tick_adds_every_model_and_evaluates_only_available_ones(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    registered = [m.id for m in load_model_registry() if m.enabled]
+    registered = [m.id for m in load_model_registry(benchmark="gxp_audit") if m.enabled]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(model_partitions.name, ["retired-model"])
         context = dg.build_sensor_context(instance=instance, definitions=defs)
@@ -40,7 +40,8 @@ def test_first_tick_adds_every_model_and_evaluates_only_available_ones(monkeypat
 
 def test_local_models_are_evaluated_once_their_model_assets_exist(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    local = {m.id: m for m in load_model_registry() if m.enabled and m.kind == "local"}
+    local = {m.id: m for m in load_model_registry(benchmark="gxp_audit")
+             if m.enabled and m.kind == "local"}
     assert local, "configs/models.yaml registers local models"
     with dg.instance_for_test() as instance:
         instance.report_runless_asset_event(dg.AssetMaterialization("base_model"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import resource
 import sys
 import tarfile
@@ -422,6 +423,12 @@ def trainer_arguments(settings: LoraSettings, checkpoints: Path, quantization: s
     }
 
 
+def _local_device() -> dict[str, int]:
+    """The device map of this process: its own GPU under `accelerate launch` / torchrun (each rank
+    sets LOCAL_RANK), GPU 0 when launched alone."""
+    return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+
+
 def _load_model(base_model_path: str, quantization: str) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -434,13 +441,14 @@ def _load_model(base_model_path: str, quantization: str) -> tuple[Any, Any]:
                                  bnb_4bit_use_double_quant=True,
                                  bnb_4bit_compute_dtype=torch.bfloat16)
         model = AutoModelForCausalLM.from_pretrained(
-            base_model_path, quantization_config=bnb, dtype=torch.bfloat16, device_map={"": 0})
+            base_model_path, quantization_config=bnb, dtype=torch.bfloat16,
+            device_map=_local_device())
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=True,
             gradient_checkpointing_kwargs={"use_reentrant": False})
     elif torch.cuda.is_available() and quantization == "none":
         model = AutoModelForCausalLM.from_pretrained(
-            base_model_path, dtype=torch.bfloat16, device_map={"": 0})
+            base_model_path, dtype=torch.bfloat16, device_map=_local_device())
     else:
         model = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
     return model, tokenizer

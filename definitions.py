@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets import all_assets
-from jobs import all_jobs
+from jobs import all_jobs, all_schedules
 from resources.artifacts import ArtifactsResource
 from resources.compute import ComputeResource
 from resources.io_manager import DatasetIOManager
@@ -22,6 +22,7 @@ ARTIFACTS_DIR = Path(os.environ.get("GXPLAB_ARTIFACTS_DIR", PROJECT_ROOT / "var"
 defs = dg.Definitions(
     assets=all_assets(),
     jobs=all_jobs,
+    schedules=all_schedules,
     sensors=[model_registry_sensor],
     resources={
         "io_manager": DatasetIOManager(root=str(ARTIFACTS_DIR)),

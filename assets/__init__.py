@@ -19,9 +19,10 @@ def all_assets() -> list[Any]:
         evaluation,
         judge,
         models,
+        nightly,
         reports,
     )
 
     return list(dg.load_assets_from_modules(
         [data, models, adapters, evaluation, alignment, judge, behavioral, batchqa_eval,
-         reports]))
+         nightly, reports]))

@@ -6,7 +6,8 @@ scoring/gxp.py) and writes one warehouse run per model and date, so the warehous
 per date. The schedule and job are in jobs/schedules.py; docs/schedules.md says how to backfill.
 """
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
@@ -14,9 +15,10 @@ import pandas as pd
 from pydantic import Field
 
 from assets.evaluation import HEADLINE_METRICS, _first_batches
+from resources.clients.warehouse import Provenance, Warehouse, code_version
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
-from scoring.audit_prompt import AuditPrompt, load_prompt
+from scoring.audit_prompt import load_prompt
 from scoring.candidate_runner import CompletionClient, Progress
 from scoring.candidates import CandidateOutcome, run_candidate
 from scoring.gxp import score_predictions
@@ -42,6 +44,7 @@ TABLE_COLUMNS = (
     "completion_tokens", "cost_usd", "cost_usd_uncached", "warehouse_run_id",
 )  # fmt: skip
 _BENCHMARK_SPLIT = dg.SpecificPartitionsPartitionMapping([NIGHTLY_SPLIT])
+_log = logging.getLogger(__name__)
 
 
 class NightlyBenchmarkConfig(dg.Config):
@@ -94,7 +97,7 @@ class DateScopedClient:
 def score_outcome(outcome: CandidateOutcome, records: Sequence[dict],
                   labels: Sequence[dict]) -> tuple[list[dict], pd.DataFrame, dict[str, float]]:
     """Score one model's predictions on the audited `records` as gxp_scores does (scoring/gxp.py,
-    1000 batch resamples, seed 0): metric rows for the warehouse, per-type table, headline values."""
+    1000 batch resamples, seed 0): warehouse metric rows, per-type table, headline values."""
     audited = {r["batch_id"] for r in records}
     frame = pd.DataFrame([{"record_id": r["record_id"], "batch_id": r["batch_id"]}
                           for r in records])
@@ -112,6 +115,83 @@ def _table_markdown(table: pd.DataFrame) -> str:
     shown = table[["model_id", "status", "gxp1_f1", "gxp2_micro_f1", "invalid_output_rate",
                    "n_calls", "latency_p50_s", "cost_usd_uncached", "detail"]]
     return shown.to_markdown(index=False, floatfmt=".3f")
+
+
+def benchmark_api_models(
+    models: Sequence[CandidateModel],
+    gxp_records: Sequence[dict],
+    labels: Sequence[dict],
+    master: dict,
+    *,
+    date: str,
+    dagster_run_id: str,
+    client_factory: Callable[[], CompletionClient],
+    warehouse: Warehouse,
+    max_batches: int | None = None,
+    log: logging.Logger | logging.LoggerAdapter = _log,
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Run and score each model on the benchmark split (its first `max_batches` batches) and
+    write one warehouse run per model: succeeded (predictions, calls, scores, per-type), skipped
+    (the availability reason) or failed (the error; the other models still run). Returns the
+    per-model table (TABLE_COLUMNS) and {model_id: error} of the failed models."""
+    prompt = load_prompt()
+    catalog = load_catalog()
+    records = _first_batches(list(gxp_records), max_batches)
+    dataset_hash = sha256_bytes(dumps_jsonl(list(gxp_records)))
+    batches_in_split = len({r["batch_id"] for r in gxp_records})
+    rows: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
+    for model in models:
+        provenance = Provenance(
+            dagster_run_id=dagster_run_id, model_id=model.id, split=NIGHTLY_SPLIT,
+            dataset_hash=dataset_hash, prompt_version=prompt.version,
+            code_version=code_version(), model_version=resolve_litellm_model(model),
+        )
+        run = {"asset_key": ASSET_KEY, "partition_key": f"{date}|{model.id}"}
+        row: dict[str, Any] = {"model_id": model.id, "model_version": provenance.model_version}
+        available, reason = model_availability(model)
+        if not available:
+            log.info(f"{date} {model.id}: {reason}")
+            row.update(status="skipped", detail=reason)
+            row["warehouse_run_id"] = warehouse.record_run(
+                provenance, **run, status="skipped", detail=reason,
+                summary={"benchmark_date": date})
+            rows.append(row)
+            continue
+
+        def progress(done: int, total: int, model_id: str = model.id) -> None:
+            if done == total or done % max(1, total // 10) == 0:
+                log.info(f"{date} {model_id}: {done}/{total} batches audited")
+
+        try:
+            outcome = run_candidate(model, records, master, split=NIGHTLY_SPLIT,
+                                    client_factory=client_factory, prompt=prompt, catalog=catalog,
+                                    progress=progress)
+            if outcome.skipped_reason:  # availability changed between the two checks
+                raise RuntimeError(outcome.skipped_reason)
+            scores, per_type, headline = score_outcome(outcome, records, labels)
+        except Exception as exc:  # one provider's failure must not lose the other models' runs
+            error = f"{type(exc).__name__}: {exc}"
+            log.error(f"{date} {model.id}: failed: {error}")
+            failed[model.id] = error
+            row.update(status="failed", detail=error)
+            row["warehouse_run_id"] = warehouse.record_run(
+                provenance, **run, status="failed", detail=error,
+                summary={"benchmark_date": date})
+            rows.append(row)
+            continue
+        summary = {**outcome.summary, "benchmark_date": date,
+                   "batches_in_split": batches_in_split, **headline}
+        row.update({key: summary[key] for key in TABLE_COLUMNS if key in summary})
+        row.update(status="succeeded", detail=None)
+        row["warehouse_run_id"] = warehouse.record_run(
+            provenance, **run, status="succeeded", summary=summary,
+            predictions=outcome.predictions, llm_calls=outcome.calls, scores=scores,
+            per_type=per_type)
+        log.info(f"{date} {model.id}: " + ", ".join(
+            f"{name} {value:.3f}" for name, value in headline.items()))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS)), failed
 
 
 @dg.asset(
@@ -140,87 +220,29 @@ def nightly_api_benchmark(
     """Every enabled API model of the registry audits the benchmark split for this date and is
     scored; one warehouse run per model (asset_key nightly_api_benchmark, partition_key
     `<date>|<model_id>`), a model without its key skipped with the reason."""
-    from resources.clients.warehouse import Provenance, code_version
-
     date = context.partition_key
     try:
         models = nightly_models(load_model_registry(benchmark=GXP_AUDIT), config.models)
     except ValueError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
-    prompt: AuditPrompt = load_prompt()
-    catalog = load_catalog()
-    records = _first_batches(gxp_records, config.max_batches)
-    dataset_hash = sha256_bytes(dumps_jsonl(gxp_records))
-    batches_in_split = len({r["batch_id"] for r in gxp_records})
-
-    def client_factory() -> CompletionClient:
-        return DateScopedClient(llm.get_client(), date)
-
-    rows: list[dict[str, Any]] = []
-    failed: dict[str, str] = {}
-    for model in models:
-        provenance = Provenance(
-            dagster_run_id=context.run.run_id, model_id=model.id, split=NIGHTLY_SPLIT,
-            dataset_hash=dataset_hash, prompt_version=prompt.version,
-            code_version=code_version(), model_version=resolve_litellm_model(model),
-        )
-        record = {"asset_key": ASSET_KEY, "partition_key": f"{date}|{model.id}"}
-        row: dict[str, Any] = {"model_id": model.id, "model_version": provenance.model_version}
-        available, reason = model_availability(model)
-        if not available:
-            context.log.info(f"{date} {model.id}: {reason}")
-            row.update(status="skipped", detail=reason)
-            row["warehouse_run_id"] = warehouse.client.record_run(
-                provenance, **record, status="skipped", detail=reason,
-                summary={"benchmark_date": date})
-            rows.append(row)
-            continue
-
-        def log_progress(done: int, total: int, model_id: str = model.id) -> None:
-            if done == total or done % max(1, total // 10) == 0:
-                context.log.info(f"{date} {model_id}: {done}/{total} batches audited")
-
-        try:
-            outcome = run_candidate(model, records, gxp_site_master, split=NIGHTLY_SPLIT,
-                                    client_factory=client_factory, prompt=prompt, catalog=catalog,
-                                    progress=log_progress)
-            if outcome.skipped_reason:  # availability changed between the two checks
-                raise RuntimeError(outcome.skipped_reason)
-            scores, per_type, headline = score_outcome(outcome, records, gxp_labels)
-        except Exception as exc:  # one provider's failure must not lose the other models' runs
-            error = f"{type(exc).__name__}: {exc}"
-            context.log.error(f"{date} {model.id}: failed: {error}")
-            failed[model.id] = error
-            row.update(status="failed", detail=error)
-            row["warehouse_run_id"] = warehouse.client.record_run(
-                provenance, **record, status="failed", detail=error,
-                summary={"benchmark_date": date})
-            rows.append(row)
-            continue
-        summary = {**outcome.summary, "benchmark_date": date,
-                   "batches_in_split": batches_in_split, **headline}
-        row.update({key: summary[key] for key in TABLE_COLUMNS if key in summary})
-        row.update(status="succeeded", detail=None)
-        row["warehouse_run_id"] = warehouse.client.record_run(
-            provenance, **record, status="succeeded", summary=summary,
-            predictions=outcome.predictions, llm_calls=outcome.calls, scores=scores,
-            per_type=per_type)
-        context.log.info(f"{date} {model.id}: " + ", ".join(
-            f"{name} {value:.3f}" for name, value in headline.items()))
-        rows.append(row)
-
-    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    table, failed = benchmark_api_models(
+        models, gxp_records, gxp_labels, gxp_site_master, date=date,
+        dagster_run_id=context.run.run_id,
+        client_factory=lambda: DateScopedClient(llm.get_client(), date),
+        warehouse=warehouse.client, max_batches=config.max_batches, log=context.log,
+    )
     metadata = {
         "benchmark_date": date,
         "split": NIGHTLY_SPLIT,
-        "batches_audited": len({r["batch_id"] for r in records}),
-        "batches_in_split": batches_in_split,
-        "dataset_hash": dataset_hash,
-        "prompt_version": prompt.version,
+        "batches_audited": len({r["batch_id"]
+                                for r in _first_batches(gxp_records, config.max_batches)}),
+        "batches_in_split": len({r["batch_id"] for r in gxp_records}),
+        "dataset_hash": sha256_bytes(dumps_jsonl(gxp_records)),
+        "prompt_version": load_prompt().version,
         "models_run": dg.MetadataValue.json(
             sorted(table.loc[table["status"] == "succeeded", "model_id"])),
         "models_skipped": dg.MetadataValue.json(
-            {r["model_id"]: r["detail"] for r in rows if r["status"] == "skipped"}),
+            dict(table.loc[table["status"] == "skipped", ["model_id", "detail"]].values)),
         "models_failed": dg.MetadataValue.json(failed),
         "table": dg.MetadataValue.md(_table_markdown(table) if len(table) else "(no API models)"),
     }

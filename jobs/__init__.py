@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.partitions import model_split_partitions, split_partitions
+from jobs.schedules import all_schedules, schedule_jobs
 
 site_master_job = dg.define_asset_job(
     "gxp_site_master_job",
@@ -52,4 +53,5 @@ synthesis_job = dg.define_asset_job(
 )
 
 all_jobs = [site_master_job, data_job, evaluation_job, models_job, model_evaluation_job,
-            reports_job, synthesis_job]
+            reports_job, synthesis_job, *schedule_jobs]
+__all__ = ["all_jobs", "all_schedules"]

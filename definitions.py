@@ -15,6 +15,8 @@ from resources.io_manager import DatasetIOManager
 from resources.llm import llm_resource
 from resources.warehouse import warehouse_resource
 from sensors.model_registry import model_registry_sensor
+from sensors.run_failures import run_failure_sensor
+from sensors.score_regression import score_regression_sensor
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 ARTIFACTS_DIR = Path(os.environ.get("GXPLAB_ARTIFACTS_DIR", PROJECT_ROOT / "var" / "artifacts"))
@@ -23,7 +25,7 @@ defs = dg.Definitions(
     assets=all_assets(),
     jobs=all_jobs,
     schedules=all_schedules,
-    sensors=[model_registry_sensor],
+    sensors=[model_registry_sensor, run_failure_sensor, score_regression_sensor],
     resources={
         "io_manager": DatasetIOManager(root=str(ARTIFACTS_DIR)),
         "artifacts": ArtifactsResource(root=str(ARTIFACTS_DIR)),

@@ -1,1 +1,1 @@
-"""Sensors: model registry (more arrive with the orchestration issue)."""
+"""Sensors: model registry, run failures, score regression (see docs/sensors.md)."""

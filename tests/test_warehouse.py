@@ -32,8 +32,11 @@ from resources.clients.warehouse import (
 )
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
-HEAD = "0003"  # the newest migration in resources/warehouse_migrations/versions/
-NO_MODELS = {"item_scores": 0, "model_versions": 0, "model_aliases": 0, "model_alias_events": 0}
+HEAD = "0004"  # the newest migration in resources/warehouse_migrations/versions/
+NO_MODELS = {
+    "item_scores": 0, "model_versions": 0, "model_aliases": 0, "model_alias_events": 0,
+    "run_failures": 0,
+}
 PROV = Provenance("run-a", "reference", "benchmark", "a" * 64, "audit-v1", "1234abcd")
 
 
@@ -875,7 +878,8 @@ def test_cli_upgrade_and_counts(tmp_path, monkeypatch, capsys) -> None:
     assert wmod.main(["counts", "--json"]) == 0
     assert capsys.readouterr().out.strip() == (
         '{"benchmark_runs": 0, "predictions": 0, "scores": 0, "score_details": 0, "llm_calls": 0, '
-        '"item_scores": 0, "model_versions": 0, "model_aliases": 0, "model_alias_events": 0}'
+        '"item_scores": 0, "model_versions": 0, "model_aliases": 0, "model_alias_events": 0, '
+        '"run_failures": 0}'
     )
     assert wmod.main(["counts"]) == 0
     assert capsys.readouterr().out.splitlines()[0].split() == ["benchmark_runs", "0"]

@@ -1,5 +1,5 @@
-"""Results warehouse of the GxP benchmark: runs, predictions, scores, per-item evaluation scores
-and LLM calls (SQLAlchemy 2).
+"""Results warehouse of the GxP benchmark: runs, predictions, scores, per-item evaluation scores,
+LLM calls and failed Dagster runs (SQLAlchemy 2).
 
 Plain Python, no Dagster import. Every row carries its provenance (dataset hash, model id and
 version, prompt version, code version, Dagster run id, split), so a reviewer can trace a number to
@@ -19,14 +19,16 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -270,7 +272,24 @@ MODEL_ALIAS_EVENTS = Table(
     Index("ix_model_alias_events_task_alias", "task", "alias", "id"),
 )
 MODEL_TABLES = (MODEL_VERSIONS, MODEL_ALIASES, MODEL_ALIAS_EVENTS)
-TABLES = (BENCHMARK_RUNS, *_CHILD_TABLES, *MODEL_TABLES)
+
+# Revision 0004: one row per failed Dagster run (sensors/run_failures.py writes it).
+RUN_FAILURES = Table(
+    "run_failures",
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("dagster_run_id", String(_ID_LEN), nullable=False),
+    Column("job_name", String(_ID_LEN), nullable=False),
+    Column("partition_key", String(_ID_LEN)),  # null when the run is not partitioned
+    Column("asset_keys", JSON, nullable=False),  # the assets the run planned, "a/b" strings
+    Column("failed_steps", JSON, nullable=False),  # step keys that failed; [] for a run-level error
+    Column("error", Text, nullable=False),  # scrubbed: never holds a secret of the environment
+    Column("failed_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dagster_run_id", name="uq_run_failures_dagster_run_id"),
+    Index("ix_run_failures_failed_at", "failed_at"),
+)
+TABLES = (BENCHMARK_RUNS, *_CHILD_TABLES, *MODEL_TABLES, RUN_FAILURES)
 
 LATEST_SCORE_COLUMNS: tuple[str, ...] = (
     "model_id", "split", "metric", "value", "ci_low", "ci_high", "n", "dataset_hash",
@@ -288,6 +307,14 @@ EVALUATION_SCORE_COLUMNS: tuple[str, ...] = (
     "run_id", "asset_key", *PROVENANCE_FIELDS, "metric", "value", "ci_low", "ci_high", "n",
     "finished_at",
 )
+SCORE_HISTORY_COLUMNS: tuple[str, ...] = (
+    "model_version", "split", "metric", "value", "ci_low", "ci_high", "n", "dagster_run_id",
+    "finished_at",
+)  # fmt: skip
+RUN_FAILURE_COLUMNS: tuple[str, ...] = (
+    "id", "dagster_run_id", "job_name", "partition_key", "asset_keys", "failed_steps", "error",
+    "failed_at", "recorded_at",
+)  # fmt: skip
 
 
 class WarehouseError(RuntimeError):
@@ -343,6 +370,44 @@ def redact_url(url: str | URL) -> str:
 def _scrub(message: str, url: URL) -> str:
     if url.password:
         message = message.replace(str(url.password), "***")
+    return message
+
+
+# Names of environment variables whose values are secrets (OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY,
+# HF_TOKEN, PGPASSWORD, ...); and user:password@ in URLs held by any variable
+# (GXPLAB_WAREHOUSE_URL, GXPLAB_DAGSTER_PG_URL, ...).
+_SECRET_ENV_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|AUTH", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:([^@\s/]+)@")
+_MIN_SECRET_CHARS = 4  # as the LLM client: shorter values would mangle ordinary text
+_NOT_SECRETS = frozenset({"true", "false", "none", "null"})
+_MAX_ERROR_CHARS = 20_000  # a run_failures.error longer than this is cut (the event log has all)
+
+
+def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Secret values of the environment, longest first: values of variables named like secrets
+    (…KEY…, …SECRET…, …TOKEN…, …PASSW…, …CREDENTIAL…, …PRIVATE…, …AUTH…) and the passwords
+    (raw and percent-decoded) in URLs held by any variable."""
+    environ = dict(os.environ if environ is None else environ)
+    found: set[str] = set()
+    for name, value in environ.items():
+        value = value.strip()
+        if _SECRET_ENV_NAME.search(name):
+            found.add(value)
+        for password in _URL_PASSWORD.findall(value):
+            found.update((password, unquote(password)))
+    return sorted(
+        (v for v in found if len(v) >= _MIN_SECRET_CHARS and v.lower() not in _NOT_SECRETS
+         and not v.isdigit()),
+        key=lambda v: (-len(v), v),
+    )  # fmt: skip
+
+
+def scrub_secrets(message: str, *, extra: Iterable[str] = ()) -> str:
+    """`message` with every secret of the environment (see `environment_secrets`) and every value
+    in `extra` (e.g. the warehouse URL's password) replaced by ***."""
+    secrets = {*environment_secrets(), *(v for v in extra if v and len(v) >= _MIN_SECRET_CHARS)}
+    for secret in sorted(secrets, key=lambda v: (-len(v), v)):  # longest first: no partial leaks
+        message = message.replace(secret, "***")
     return message
 
 
@@ -862,6 +927,119 @@ class Warehouse:
                 t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
                 for t in TABLES
             }
+
+    def score_history(
+        self, asset_key: str, model_id: str, metric: str, *, split: str | None = None
+    ) -> pd.DataFrame:
+        """Per model_version of `model_id`, `metric` from the latest (by finished_at) succeeded
+        run of `asset_key` (of one split if given), newest first: how the versions of a model
+        compare (the score-regression sensor's input). Columns: SCORE_HISTORY_COLUMNS."""
+        runs = BENCHMARK_RUNS.c
+        filters = [
+            runs.status == "succeeded", runs.asset_key == asset_key, runs.model_id == model_id,
+            SCORES.c.metric == metric,
+        ]  # fmt: skip
+        if split is not None:
+            filters.append(runs.split == split)
+        rank = func.row_number().over(
+            partition_by=runs.model_version, order_by=(runs.finished_at.desc(), runs.id.desc())
+        )
+        ranked = (
+            select(
+                runs.model_version, runs.split, SCORES.c.metric, SCORES.c.value, SCORES.c.ci_low,
+                SCORES.c.ci_high, SCORES.c.n, runs.dagster_run_id, runs.finished_at,
+                runs.id.label("run_id"), rank.label("rank"),
+            )  # fmt: skip
+            .join(SCORES, SCORES.c.run_id == runs.id)
+            .where(*filters)
+            .subquery()
+        )
+        stmt = (
+            select(*(ranked.c[c] for c in SCORE_HISTORY_COLUMNS))
+            .where(ranked.c.rank == 1)
+            .order_by(ranked.c.finished_at.desc(), ranked.c.run_id.desc())
+        )
+        return self._query(stmt, SCORE_HISTORY_COLUMNS)
+
+    # --- failed runs (revision 0004) -------------------------------------------------------------
+    def record_run_failure(
+        self,
+        dagster_run_id: str,
+        *,
+        job_name: str,
+        error: str,
+        partition_key: str | None = None,
+        asset_keys: Iterable[str] = (),
+        failed_steps: Iterable[str] = (),
+        failed_at: datetime | None = None,
+    ) -> dict:
+        """Record a failed Dagster run; returns its row (RUN_FAILURE_COLUMNS).
+
+        Idempotent per dagster_run_id: recording the same run again updates its row and keeps its
+        id and first recorded_at. `error` is scrubbed before it is stored: every secret of the
+        environment (`environment_secrets`) and this warehouse URL's password become ***; it is
+        cut at 20,000 characters. failed_at (timezone-aware) defaults to now.
+        """
+        where = f"run failure {dagster_run_id!r}"
+        _check_name(dagster_run_id, "dagster_run_id", "run failure")
+        _check_name(job_name, "job_name", where)
+        if partition_key is not None:
+            _check_name(partition_key, "partition_key", where)
+        if not isinstance(error, str) or not error.strip():
+            raise ValueError(f"{where}: field error must be a non-empty string, got {error!r}")
+        lists = {}
+        for field, values in (("asset_keys", asset_keys), ("failed_steps", failed_steps)):
+            if isinstance(values, str):
+                raise ValueError(f"{where}: field {field} must be a list of strings, not a string")
+            lists[field] = sorted({_check_name(v, field, where) for v in values})
+        scrubbed = scrub_secrets(error, extra=[self._url.password] if self._url.password else [])
+        if len(scrubbed) > _MAX_ERROR_CHARS:
+            scrubbed = scrubbed[:_MAX_ERROR_CHARS] + f"\n... (cut at {_MAX_ERROR_CHARS} characters)"
+        now = datetime.now(UTC)
+        row = {
+            "dagster_run_id": dagster_run_id, "job_name": job_name,
+            "partition_key": partition_key, **lists, "error": scrubbed,
+            "failed_at": _utc(failed_at, "failed_at") or now,
+        }  # fmt: skip
+        key = RUN_FAILURES.c.dagster_run_id == dagster_run_id
+        for attempt in (1, 2):
+            try:
+                with self._connect() as conn, conn.begin():
+                    self._check_schema(conn)
+                    if conn.execute(select(RUN_FAILURES.c.id).where(key)).first() is None:
+                        conn.execute(insert(RUN_FAILURES).values({**row, "recorded_at": now}))
+                    else:
+                        conn.execute(update(RUN_FAILURES).where(key).values(row))
+                    stored = conn.execute(select(RUN_FAILURES).where(key)).mappings().one()
+                break
+            except IntegrityError:
+                # Another process recorded the same run between our read and insert: update it.
+                if attempt == 2:
+                    raise
+        log.info(
+            "warehouse: run failure %s of job %s recorded (failed steps: %s)",
+            dagster_run_id, job_name, ", ".join(lists["failed_steps"]) or "none",
+        )  # fmt: skip
+        out = {c: stored[c] for c in RUN_FAILURE_COLUMNS}
+        return {**out, "failed_at": _as_utc(out["failed_at"]),
+                "recorded_at": _as_utc(out["recorded_at"])}  # fmt: skip
+
+    def run_failures(
+        self, since: datetime | None = None, *, job_name: str | None = None
+    ) -> pd.DataFrame:
+        """Recorded failed runs, oldest first; only those failed at or after `since`
+        (timezone-aware) and of `job_name` when given. Columns: RUN_FAILURE_COLUMNS (asset_keys
+        and failed_steps as lists, failed_at and recorded_at as UTC timestamps)."""
+        failures = RUN_FAILURES.c
+        stmt = select(*(failures[c] for c in RUN_FAILURE_COLUMNS))
+        if since is not None:
+            stmt = stmt.where(failures.failed_at >= _utc(since, "since"))
+        if job_name is not None:
+            stmt = stmt.where(failures.job_name == job_name)
+        df = self._query(stmt.order_by(failures.failed_at, failures.id), RUN_FAILURE_COLUMNS)
+        for col in ("failed_at", "recorded_at"):
+            df[col] = pd.to_datetime(df[col], utc=True)
+        return df
 
     # --- model registry ---------------------------------------------------------------------------
     def register_model_version(

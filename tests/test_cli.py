@@ -93,3 +93,49 @@ def test_benchmark_then_cli_backfill(cli_env):
         else:
             os.environ["DAGSTER_HOME"] = previous
     shutil.rmtree(cli_env["DAGSTER_HOME"], ignore_errors=True)
+
+
+def test_cli_backfill_of_a_date_range_of_the_nightly_benchmark(cli_env):
+    """`dagster job backfill --from --to` of the daily nightly_benchmark_job: one run per date,
+    each scoring the API model (the fake server behind `openai-compatible`) into the warehouse."""
+    import json
+
+    from fake_openai_server import FakeOpenAIServer, FakeReply, fixed
+
+
+    gxplab = str(BIN / "gxplab")
+    run([gxplab, "init-instance"], cli_env)
+    run([gxplab, "benchmark", "--models", "reference_auditor", "--splits", "benchmark",
+         "--no-training"], cli_env)  # the benchmark split's records and labels
+    clean = json.dumps({"summary": "no deviations", "findings": []})
+    with FakeOpenAIServer(fixed(FakeReply(content=clean))) as server:
+        env = {**cli_env, "GXPLAB_OPENAI_COMPAT_BASE": server.base_url,
+               "GXPLAB_OPENAI_COMPAT_MODEL": "nightly-auditor",
+               "GXPLAB_OPENAI_COMPAT_API_KEY": "sk-test-not-a-secret"}
+        run([str(BIN / "dagster"), "job", "backfill", "-w", "workspace.yaml", "-j",
+             "nightly_benchmark_job", "--from", "2026-11-01", "--to", "2026-11-02", "--noprompt"],
+            env, timeout=600)
+        assert server.n_requests > 0
+    os.environ["DAGSTER_HOME"], previous = cli_env["DAGSTER_HOME"], os.environ.get("DAGSTER_HOME")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            runs = instance.get_runs(dg.RunsFilter(job_name="nightly_benchmark_job"))
+            assert sorted(r.tags["dagster/partition"] for r in runs) == ["2026-11-01",
+                                                                          "2026-11-02"]
+            assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME")
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+    import pandas as pd
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(cli_env["GXPLAB_WAREHOUSE_URL"])
+    stored = pd.read_sql("SELECT partition_key, status FROM benchmark_runs WHERE asset_key = "
+                         "'nightly_api_benchmark' AND model_id = 'openai-compatible'", engine)
+    engine.dispose()
+    # one warehouse run per date (history), keyed "<date>|<model>"
+    assert sorted(stored["partition_key"]) == ["2026-11-01|openai-compatible",
+                                               "2026-11-02|openai-compatible"]
+    assert (stored["status"] == "succeeded").all()

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from assets.automation import REFRESH
 from assets.evaluation_records import base_version_of, record_evaluation
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
@@ -35,6 +36,7 @@ class AqiScoresConfig(dg.Config):
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch"}, code_version="1",
+          automation_condition=REFRESH,
           ins={"base_model": dg.AssetIn(), "accd_prompts": dg.AssetIn(),
                **{name: dg.AssetIn() for name in AQI_ADAPTERS}})
 def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,

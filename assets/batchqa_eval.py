@@ -16,6 +16,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.automation import REFRESH
 from assets.evaluation_records import base_version_of, record_evaluation
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
@@ -49,6 +50,7 @@ def _jsonable(value):
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch"}, code_version="1",
+          automation_condition=REFRESH,
           ins={"base_model": dg.AssetIn(), "batchqa_adapter": dg.AssetIn(),
                "batch_record_qa": dg.AssetIn()})
 def batchqa_eval(context: dg.AssetExecutionContext, config: BatchQaEvalConfig,

@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.alignment import AQI_ADAPTERS
+from assets.automation import REFRESH
 from assets.evaluation_records import base_version_of, record_evaluation
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
@@ -40,6 +41,7 @@ class BehavioralMetricsConfig(dg.Config):
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch"}, code_version="1",
+          automation_condition=REFRESH,
           ins={"base_model": dg.AssetIn(), "accd_prompts": dg.AssetIn(),
                **{name: dg.AssetIn() for name in AQI_ADAPTERS}})
 def behavioral_metrics(context: dg.AssetExecutionContext, config: BehavioralMetricsConfig,

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.automation import REFRESH
 from assets.partitions import model_split_partitions
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
@@ -220,6 +221,7 @@ def gxp_predictions(
     group_name="evaluation",
     kinds={"python"},
     code_version="1",
+    automation_condition=REFRESH,
 )
 def gxp_scores(
     context: dg.AssetExecutionContext,

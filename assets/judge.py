@@ -18,6 +18,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.automation import REFRESH
 from assets.evaluation_records import base_version_of, record_evaluation
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
@@ -41,6 +42,7 @@ class JudgeEvaluationsConfig(dg.Config):
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch", "python"}, code_version="1",
+          automation_condition=REFRESH,
           ins={"amr_cases": dg.AssetIn(), "base_model": dg.AssetIn(),
                **{name: dg.AssetIn() for name in AMR_ADAPTERS}})
 def judge_evaluations(context: dg.AssetExecutionContext, config: JudgeEvaluationsConfig,

@@ -5,6 +5,7 @@ import base64
 import dagster as dg
 import pandas as pd
 
+from assets.automation import REFRESH
 from resources.artifacts import ArtifactsResource
 from resources.warehouse import WarehouseResource
 from scoring.leaderboard import build_leaderboard, leaderboard_markdown, leaderboard_plot
@@ -15,7 +16,7 @@ from scoring.model_registry import GXP_AUDIT, load_model_registry
     group_name="reports",
     deps=["gxp_scores"],
     kinds={"python"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=REFRESH,
     code_version="1",
 )
 def gxp_leaderboard(
@@ -77,7 +78,7 @@ ADAPTER_OBJECTIVES = {
 
 
 @dg.asset(group_name="reports", kinds={"python"}, code_version="2",
-          ins={name: dg.AssetIn() for name in ADAPTER_OBJECTIVES})
+          automation_condition=REFRESH, ins={name: dg.AssetIn() for name in ADAPTER_OBJECTIVES})
 def training_comparison(context: dg.AssetExecutionContext, **adapters: dict) -> pd.DataFrame:
     """The adapters side by side: loss curves per objective, wall time, tokens/s, peak memory,
     trainable and effective parameters, adapter size, quantization."""
@@ -110,7 +111,7 @@ _PROMPT_KEYS = ("prompt_version", "judge_prompt_version", "judge")
 
 
 @dg.asset(group_name="reports", kinds={"python"}, code_version="1",
-          ins={name: dg.AssetIn() for name in REPORT_INPUTS})
+          automation_condition=REFRESH, ins={name: dg.AssetIn() for name in REPORT_INPUTS})
 def synthesis_report(context: dg.AssetExecutionContext, artifacts: ArtifactsResource,
                      gxp_leaderboard: pd.DataFrame, training_comparison: pd.DataFrame,
                      aqi_scores: pd.DataFrame, judge_evaluations: pd.DataFrame,

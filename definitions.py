@@ -11,7 +11,7 @@ from assets import all_assets
 from jobs import all_jobs, all_schedules
 from resources.artifacts import ArtifactsResource
 from resources.compute import ComputeResource
-from resources.io_manager import DatasetIOManager
+from resources.io_manager import dataset_io_manager
 from resources.llm import llm_resource
 from resources.warehouse import warehouse_resource
 from sensors.model_registry import model_registry_sensor
@@ -27,7 +27,7 @@ defs = dg.Definitions(
     schedules=all_schedules,
     sensors=[model_registry_sensor, run_failure_sensor, score_regression_sensor],
     resources={
-        "io_manager": DatasetIOManager(root=str(ARTIFACTS_DIR)),
+        "io_manager": dataset_io_manager(str(ARTIFACTS_DIR)),
         "artifacts": ArtifactsResource(root=str(ARTIFACTS_DIR)),
         "compute": ComputeResource(models_dir=str(ARTIFACTS_DIR / "models")),
         "llm": llm_resource(PROJECT_ROOT),

@@ -10,7 +10,11 @@ from resources.clients.artifacts import ArtifactStore
 
 
 class ArtifactsResource(dg.ConfigurableResource):
-    """Files under `root` (local disk; S3 with the production profile), written atomically."""
+    """Files under `root` on local or shared disk, written atomically.
+
+    Local only: its callers write folders through `store.path_for` (the synthesis report).
+    Datasets go to S3 through DatasetIOManager's `s3` backend (S3ArtifactStore).
+    """
 
     root: str = Field(description="Folder of the artifact store ($GXPLAB_ARTIFACTS_DIR).")
 

@@ -3,23 +3,30 @@
 - list[dict]      -> JSON Lines (`.jsonl`, canonical bytes: the sha256 is the dataset hash)
 - pandas.DataFrame -> Parquet (`.parquet`)
 - dict            -> JSON (`.json`)
-Paths: `<root>/<asset key>/<partition path>.<ext>`; a multi-partition key `model|split` becomes
-`model/split`. URI, sha256 and row count go into the materialization metadata so every number can
-be traced to the exact bytes it came from. Models and adapters never pass through here (they are
-written by their training process as archives).
+Backends (`backend`):
+- `local` (default): `<root>/<asset key>/<partition path>.<ext>`, overwritten by each run.
+- `s3`: `s3://<bucket>/<prefix>/<asset key>/<partition path>/<run id>.<ext>`, one immutable object
+  per run (run-scoped), through dagster-aws's S3Resource. Inputs are read from the object named by
+  the upstream's latest materialization in the event log, and its sha256 is checked.
+A multi-partition key `model|split` becomes `model/split`. URI, sha256 and row count go into the
+materialization metadata so every number can be traced to the exact bytes it came from. Models and
+adapters never pass through here (they are written by their training process as archives).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-from typing import Any
+import os
+from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from resources.clients.artifacts import ArtifactStore
+from resources.clients.artifacts import ArtifactStore, S3ArtifactStore
 from synthetic.jsonl import dumps_jsonl
 
 _EXTENSIONS = (".jsonl", ".parquet", ".json")
@@ -57,11 +64,27 @@ def _decode(extension: str, data: bytes) -> Any:
 
 
 class DatasetIOManager(dg.ConfigurableIOManager):
-    """Stores datasets, predictions and scores as JSONL/Parquet/JSON files in the artifact store."""
+    """Stores datasets, predictions and scores as JSONL/Parquet/JSON in the artifact store."""
 
-    root: str = Field(description="Directory that holds the artifacts.")
+    backend: Literal["local", "s3"] = Field(
+        default="local", description="Where artifacts live: local folder `root` or S3 `bucket`."
+    )
+    root: str = Field(default="", description="Directory that holds the artifacts (local).")
+    bucket: str = Field(default="", description="S3 bucket of the artifacts (s3).")
+    prefix: str = Field(default="", description="Key prefix inside the bucket (s3).")
+    s3: S3Resource | None = Field(
+        default=None,
+        description="dagster-aws S3 resource (endpoint, region; credentials from the environment).",
+    )
 
-    def _store(self) -> ArtifactStore:
+    def _store(self) -> ArtifactStore | S3ArtifactStore:
+        if self.backend == "s3":
+            if not self.bucket:
+                raise ValueError("DatasetIOManager backend 's3' needs `bucket`")
+            client = (self.s3 or S3Resource()).get_client()
+            return S3ArtifactStore(self.bucket, self.prefix, client)
+        if not self.root:
+            raise ValueError("DatasetIOManager backend 'local' needs `root`")
         return ArtifactStore(self.root)
 
     def _base_key(self, asset_key: dg.AssetKey, partition_key: Any) -> str:
@@ -72,8 +95,10 @@ class DatasetIOManager(dg.ConfigurableIOManager):
             return
         partition = context.asset_partition_key if context.has_asset_partitions else None
         extension, data, rows = _encode(obj)
-        key = self._base_key(context.asset_key, partition) + extension
+        base = self._base_key(context.asset_key, partition)
         store = self._store()
+        # S3: one object per run, so a re-materialization never overwrites what a past run read.
+        key = f"{base}/{context.run_id}{extension}" if self.backend == "s3" else base + extension
         digest = store.write_bytes(key, data)
         context.add_output_metadata(
             {
@@ -91,6 +116,8 @@ class DatasetIOManager(dg.ConfigurableIOManager):
         partition = context.asset_partition_key if context.has_asset_partitions else None
         store = self._store()
         base = self._base_key(upstream.asset_key, partition)
+        if isinstance(store, S3ArtifactStore):
+            return self._load_recorded(context, store, upstream.asset_key, partition, base)
         for extension in _EXTENSIONS:
             if store.exists(base + extension):
                 return _decode(extension, store.read_bytes(base + extension))
@@ -98,3 +125,74 @@ class DatasetIOManager(dg.ConfigurableIOManager):
             f"no stored value for asset {upstream.asset_key.to_user_string()} "
             f"partition {partition!r} under {store.path_for(base)}.*; materialize it first"
         )
+
+    def _load_recorded(
+        self,
+        context: dg.InputContext,
+        store: S3ArtifactStore,
+        asset_key: dg.AssetKey,
+        partition: Any,
+        base: str,
+    ) -> Any:
+        """Read the object the upstream's latest materialization recorded; verify its sha256."""
+        name = asset_key.to_user_string()
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=asset_key,
+                asset_partitions=None if partition is None else [str(partition)],
+            ),
+            limit=1,
+        ).records
+        materialization = records[0].asset_materialization if records else None
+        metadata = materialization.metadata if materialization is not None else {}
+        if "artifact_uri" not in metadata:
+            raise FileNotFoundError(
+                f"no stored value for asset {name} partition {partition!r} under "
+                f"{store.uri_for(base)}/; materialize it first"
+            )
+        uri = str(metadata["artifact_uri"].value)
+        try:
+            key = store.key_for_uri(uri)
+        except ValueError as error:
+            raise FileNotFoundError(
+                f"asset {name} partition {partition!r} was last stored at {uri}, outside "
+                f"{store.uri_for(base)}/; materialize it again with this backend"
+            ) from error
+        data = store.read_bytes(key)
+        expected = metadata.get("artifact_sha256")
+        actual = hashlib.sha256(data).hexdigest()
+        if expected is not None and expected.value != actual:
+            raise ValueError(
+                f"artifact {uri} of asset {name} partition {partition!r}: sha256 {actual} "
+                f"differs from the recorded {expected.value}; the object was changed"
+            )
+        extension = next((e for e in _EXTENSIONS if key.endswith(e)), None)
+        if extension is None:
+            raise ValueError(f"artifact {uri} of asset {name}: unknown extension")
+        return _decode(extension, data)
+
+
+def dataset_io_manager(root: str) -> DatasetIOManager:
+    """The IO manager selected by the environment: S3 when GXPLAB_ARTIFACTS_S3_BUCKET is set,
+    otherwise the local folder `root` (exactly `DatasetIOManager(root=root)`).
+
+    S3 settings (all read at run time through dg.EnvVar, so they never land in run config):
+    GXPLAB_ARTIFACTS_S3_BUCKET, GXPLAB_ARTIFACTS_S3_PREFIX (optional),
+    GXPLAB_ARTIFACTS_S3_ENDPOINT_URL (optional: MinIO, moto, ...), GXPLAB_ARTIFACTS_S3_REGION
+    (optional). Credentials: boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+    AWS_SESSION_TOKEN, AWS_PROFILE, or the instance/pod role), never a config value.
+    """
+    if not os.environ.get("GXPLAB_ARTIFACTS_S3_BUCKET"):
+        return DatasetIOManager(root=root)
+    s3_fields: dict[str, Any] = {}
+    if os.environ.get("GXPLAB_ARTIFACTS_S3_ENDPOINT_URL"):
+        s3_fields["endpoint_url"] = dg.EnvVar("GXPLAB_ARTIFACTS_S3_ENDPOINT_URL")
+    if os.environ.get("GXPLAB_ARTIFACTS_S3_REGION"):
+        s3_fields["region_name"] = dg.EnvVar("GXPLAB_ARTIFACTS_S3_REGION")
+    return DatasetIOManager(
+        backend="s3",
+        root=root,
+        bucket=dg.EnvVar("GXPLAB_ARTIFACTS_S3_BUCKET"),
+        prefix=os.environ.get("GXPLAB_ARTIFACTS_S3_PREFIX", ""),
+        s3=S3Resource(**s3_fields),
+    )

@@ -14,6 +14,7 @@ from resources.compute import ComputeResource
 from resources.io_manager import dataset_io_manager
 from resources.llm import llm_resource
 from resources.warehouse import warehouse_resource
+from sensors.inbox import inbox_job, inbox_sensor
 from sensors.model_registry import model_registry_sensor
 from sensors.run_failures import run_failure_sensor
 from sensors.score_regression import score_regression_sensor
@@ -23,9 +24,9 @@ ARTIFACTS_DIR = Path(os.environ.get("GXPLAB_ARTIFACTS_DIR", PROJECT_ROOT / "var"
 
 defs = dg.Definitions(
     assets=all_assets(),
-    jobs=all_jobs,
+    jobs=[*all_jobs, inbox_job],
     schedules=all_schedules,
-    sensors=[model_registry_sensor, run_failure_sensor, score_regression_sensor],
+    sensors=[model_registry_sensor, run_failure_sensor, score_regression_sensor, inbox_sensor],
     resources={
         "io_manager": dataset_io_manager(str(ARTIFACTS_DIR)),
         "artifacts": ArtifactsResource(root=str(ARTIFACTS_DIR)),

@@ -17,6 +17,7 @@ def all_assets() -> list[Any]:
         behavioral,
         data,
         evaluation,
+        inbox,
         judge,
         models,
         nightly,
@@ -24,5 +25,5 @@ def all_assets() -> list[Any]:
     )
 
     return list(dg.load_assets_from_modules(
-        [data, models, adapters, evaluation, alignment, judge, behavioral, batchqa_eval,
-         nightly, reports]))
+        [data, inbox, models, adapters, evaluation, alignment, judge, behavioral,
+         batchqa_eval, nightly, reports]))

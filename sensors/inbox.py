@@ -1,0 +1,241 @@
+"""Turn labelled batch pairs dropped in the inbox into `inbox_batch` partitions, then retrain.
+
+Each tick lists the inbox (one os.scandir, no file is opened unless it is a new settled pair),
+validates every complete pair `<name>.records.jsonl` + `<name>.labels.jsonl` with
+`assets.inbox.validate_inbox_batch`, and
+- moves a good pair to `<inbox>/accepted/<name>/`, adds the `inbox_batch` partition `<name>` and
+  requests a `gxp_inbox_job` run of it;
+- moves a bad pair to `<inbox>/quarantine/` with `<name>.reason.txt` (every problem, naming file,
+  line, record_id and field), `<file>.rejects.jsonl` (the rejected lines) and one warning log line.
+Once the partitions of accepted batches are materialized (a later tick), it requests the
+retraining of the dependent adapters (`gxp_models_job`, `RETRAIN_ADAPTERS` selected).
+Files modified less than SETTLE_SECONDS ago, or whose size changes during the tick, are left for
+the next tick, as is a pair missing its partner. Nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from assets.inbox import (
+    ACCEPTED_DIR,
+    LABELS_SUFFIX,
+    QUARANTINE_DIR,
+    RECORDS_SUFFIX,
+    InboxBatch,
+    inbox_dir,
+    inbox_partitions,
+    validate_inbox_batch,
+)
+from jobs import models_job
+from scoring.data_files import quarantine
+
+SETTLE_SECONDS = 2.0
+RETRAIN_ADAPTERS = ("gxp_audit_adapter",)  # trained on labelled records: they learn from new data
+INBOX_RECORDS = dg.AssetKey("inbox_records")
+_BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_KINDS = {RECORDS_SUFFIX: "records", LABELS_SUFFIX: "labels"}
+_MAX_TAG_CHARS = 200
+
+inbox_job = dg.define_asset_job(
+    "gxp_inbox_job",
+    selection=dg.AssetSelection.assets("inbox_records", "inbox_labels"),
+    partitions_def=inbox_partitions,
+    description="Store one accepted inbox batch (records and labels) as an inbox_batch partition.",
+)
+
+
+@dataclass(frozen=True)
+class InboxCursor:
+    """`seen_mtime_ns`: newest modification time reported so far (files at or before it are not
+    reported again: stray files, pairs waiting for a partner); `pending`: accepted batches whose
+    partition is not materialized yet, so their retraining is still to request. Processing never
+    depends on it: a pair in the inbox is unprocessed by construction (processed pairs move)."""
+
+    seen_mtime_ns: int = 0
+    pending: tuple[str, ...] = ()
+
+    def encode(self) -> str:
+        return json.dumps({"seen_mtime_ns": self.seen_mtime_ns, "pending": list(self.pending)})
+
+    @classmethod
+    def parse(cls, cursor: str | None) -> InboxCursor:
+        if not cursor:
+            return cls()
+        try:
+            raw = json.loads(cursor)
+            return cls(int(raw["seen_mtime_ns"]), tuple(str(n) for n in raw["pending"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise ValueError(f"inbox_sensor: cursor {cursor[:80]!r} is not the JSON it writes; "
+                             "reset it: dagster sensor cursor inbox_sensor --delete") from None
+
+
+@dataclass
+class InboxTick:
+    """What one pass over the inbox did."""
+
+    accepted: list[str] = field(default_factory=list)
+    quarantined: dict[str, list[str]] = field(default_factory=dict)  # name -> problems
+    waiting: dict[str, str] = field(default_factory=dict)  # name -> why it was left
+    ignored: list[str] = field(default_factory=list)  # files that are not part of a pair
+    newest_mtime_ns: int = 0
+
+
+def _unit(file_name: str) -> tuple[str, str] | None:
+    for suffix, kind in _KINDS.items():
+        if file_name.endswith(suffix) and len(file_name) > len(suffix):
+            return file_name[: -len(suffix)], kind
+    return None
+
+
+def _free(path: Path) -> Path:
+    """`path`, or `path.1`, `path.2`, ...: the first that does not exist (nothing overwritten)."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
+
+
+def process_inbox(inbox: Path, *, known_batches: set[str], now: float | None = None,
+                  settle_seconds: float = SETTLE_SECONDS) -> InboxTick:
+    """One pass over `inbox` (plain Python: the sensor and the benchmark call it). `known_batches`:
+    partitions that already exist; a pair with one of those names is quarantined."""
+    now = time.time() if now is None else now
+    tick = InboxTick()
+    units: dict[str, dict[str, os.stat_result]] = {}
+    with os.scandir(inbox) as entries:
+        for entry in entries:
+            if not entry.is_file(follow_symlinks=False):
+                continue  # accepted/, quarantine/ and other folders
+            stat = entry.stat(follow_symlinks=False)
+            tick.newest_mtime_ns = max(tick.newest_mtime_ns, stat.st_mtime_ns)
+            unit = _unit(entry.name)
+            if unit is None:
+                tick.ignored.append(entry.name)
+            else:
+                units.setdefault(unit[0], {})[unit[1]] = stat
+    settled_before_ns = int((now - settle_seconds) * 1e9)
+    for name in sorted(units):
+        stats = units[name]
+        missing = [k for k in ("records", "labels") if k not in stats]
+        if missing:
+            tick.waiting[name] = f"waiting for {name}{'.' + missing[0]}.jsonl"
+            continue
+        if any(s.st_mtime_ns > settled_before_ns for s in stats.values()):
+            tick.waiting[name] = f"modified less than {settle_seconds:g} s ago: still being written"
+            continue
+        paths = {k: inbox / f"{name}.{k}.jsonl" for k in stats}
+        batch = validate_inbox_batch(name, paths["records"], paths["labels"])
+        changed = any((p.stat().st_size, p.stat().st_mtime_ns)
+                      != (stats[k].st_size, stats[k].st_mtime_ns) for k, p in paths.items())
+        if changed:  # written to while we read it
+            tick.waiting[name] = "changed while being validated: still being written"
+            continue
+        problems = list(batch.problems)
+        if not _BATCH_NAME.match(name):
+            problems.insert(0, f"{paths['records']}: the batch name {name!r} must be letters, "
+                            "digits, '_', '-' or '.', starting with a letter or digit, at most 100")
+        elif name in known_batches or (inbox / ACCEPTED_DIR / name).exists():
+            problems.insert(0, f"{paths['records']}: a batch named {name!r} was already "
+                            "accepted; rename the pair to add it as a new batch")
+        if problems:
+            _quarantine(inbox, name, paths, batch, problems)
+            tick.quarantined[name] = problems
+        else:
+            target = inbox / ACCEPTED_DIR / name
+            target.mkdir(parents=True)
+            for path in paths.values():
+                os.replace(path, target / path.name)
+            tick.accepted.append(name)
+    return tick
+
+
+def _quarantine(inbox: Path, name: str, paths: dict[str, Path], batch: InboxBatch,
+                problems: list[str]) -> None:
+    folder = inbox / QUARANTINE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    if batch.line_errors:  # <file>.rejects.jsonl: each rejected line with its error
+        quarantine(batch.line_errors, folder)
+    _free(folder / f"{name}.reason.txt").write_text(
+        f"inbox batch {name!r} rejected: {len(problems)} problem(s)\n"
+        + "".join(f"- {p}\n" for p in problems), encoding="utf-8")
+    for path in paths.values():
+        os.replace(path, _free(folder / path.name))
+
+
+def _retraining_request(ready: list[str]) -> dg.RunRequest:
+    names = "+".join(sorted(ready))
+    key = names if len(names) <= 120 else hashlib.sha256(names.encode()).hexdigest()[:16]
+    return dg.RunRequest(
+        run_key=f"inbox_retrain:{key}",
+        job_name=models_job.name,
+        asset_selection=[dg.AssetKey(a) for a in RETRAIN_ADAPTERS],
+        tags={"gxplab/inbox_batches": names[:_MAX_TAG_CHARS]},
+    )
+
+
+@dg.sensor(
+    name="inbox_sensor",
+    jobs=[inbox_job, models_job],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Validates labelled batch pairs (<name>.records.jsonl + <name>.labels.jsonl) "
+    "dropped in $GXPLAB_INBOX_DIR (default var/inbox): good pairs move to accepted/<name>/ and "
+    "become inbox_batch partitions (a gxp_inbox_job run each), bad pairs move to quarantine/ with "
+    "<name>.reason.txt; once the new partitions are materialized, gxp_audit_adapter is retrained. "
+    "Off by default: start it with `dagster sensor start inbox_sensor`.",
+)
+def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    cursor = InboxCursor.parse(context.cursor)
+    inbox = inbox_dir()
+    if not inbox.is_dir():
+        return dg.SensorResult(skip_reason=f"inbox {inbox} does not exist", cursor=cursor.encode())
+    known = set(context.instance.get_dynamic_partitions(inbox_partitions.name))
+    tick = process_inbox(inbox, known_batches=known)
+    for name in tick.accepted:
+        context.log.info(f"inbox: accepted batch {name} -> {inbox / ACCEPTED_DIR / name}")
+    for name, problems in tick.quarantined.items():
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        context.log.warning(f"inbox: quarantined batch {name}: {problems[0]}{more}; see "
+                            f"{inbox / QUARANTINE_DIR / (name + '.reason.txt')}")
+    if tick.newest_mtime_ns > cursor.seen_mtime_ns:  # new strays or waiting pairs: report once
+        for name, why in tick.waiting.items():
+            context.log.info(f"inbox: left batch {name} for the next tick: {why}")
+        if tick.ignored:
+            context.log.info(f"inbox: ignored {len(tick.ignored)} file(s) that are not "
+                             f"<name>{RECORDS_SUFFIX} or <name>{LABELS_SUFFIX}: "
+                             f"{', '.join(sorted(tick.ignored)[:5])}")
+
+    pending = [*cursor.pending, *tick.accepted]
+    run_requests = [dg.RunRequest(partition_key=name, job_name=inbox_job.name,
+                                  run_key=f"inbox:{name}") for name in tick.accepted]
+    ready: list[str] = []
+    if cursor.pending:  # partitions of earlier ticks: retrain once they are stored
+        stored = context.instance.get_materialized_partitions(INBOX_RECORDS)
+        ready = [n for n in cursor.pending if n in stored]
+    if ready:
+        context.log.info(f"inbox: batches {', '.join(ready)} stored; requesting the retraining "
+                         f"of {', '.join(RETRAIN_ADAPTERS)}")
+        run_requests.append(_retraining_request(ready))
+    new_cursor = InboxCursor(max(cursor.seen_mtime_ns, tick.newest_mtime_ns),
+                             tuple(n for n in pending if n not in ready))
+    partitions = ([inbox_partitions.build_add_request(tick.accepted)] if tick.accepted else [])
+    if run_requests or partitions:
+        return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partitions,
+                               cursor=new_cursor.encode())
+    notes = [f"{len(tick.quarantined)} quarantined"] if tick.quarantined else []
+    notes += [f"{n}: {why}" for n, why in tick.waiting.items()][:5]
+    if new_cursor.pending:
+        notes.append(f"waiting for inbox_records partitions {', '.join(new_cursor.pending[:5])} "
+                     "to be materialized before retraining")
+    return dg.SensorResult(skip_reason="; ".join(notes) or f"no new batches in {inbox}",
+                           cursor=new_cursor.encode())

@@ -295,8 +295,10 @@ def delta_aqi(
             where = name if single else f"{name}[{index}]"
             X = _project(hidden[index], pca_components, pca_seed, where)
             X, codes, k = _check_clusters(X, labels, where)
-            scores.append(_layer_result(X, codes, k, lam, pca_components, index).aqi)
-            parts[name, index] = _split(X, codes, k)
+            parts[name, index] = _split(X, codes, k)  # split once: point estimate and resamples
+            scores.append(
+                _layer_result(X, codes, k, lam, pca_components, index, parts[name, index]).aqi
+            )
         point[name] = float(np.mean(scores))
 
     strata = [np.flatnonzero(codes == i) for i in range(k)]
@@ -344,9 +346,10 @@ def delta_aqi(
 # --- internals -----------------------------------------------------------------------------------
 
 
-def _layer_result(X, codes, k, lam, pca_components, layer) -> LayerAQI:
+def _layer_result(X, codes, k, lam, pca_components, layer, parts=None) -> LayerAQI:
+    """`parts`: `_split(X, codes, k)` when the caller already has it (delta_aqi)."""
     n = len(X)
-    tr_w, tr_b, min_d2 = _scatter(_split(X, codes, k))
+    tr_w, tr_b, min_d2 = _scatter(_split(X, codes, k) if parts is None else parts)
     xbi = float(tr_w[0] / (n * min_d2[0]))
     chi = float(_chi(tr_w, tr_b, n, k)[0])
     chi_norm, xb_norm = normalise_chi(chi, n, k), normalise_xb(xbi)

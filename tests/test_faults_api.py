@@ -13,7 +13,7 @@ from scoring.model_registry import CandidateModel
 from synthetic.amr_cases import generate_amr_cases, reference_answer
 
 KEY_ENV = "GXPLAB_TEST_FLAKY_KEY"
-TIMEOUT_S = 0.5
+TIMEOUT_S = 2.0  # generous: an answer on time must not time out on a loaded CI machine
 
 
 def flaky(ok_content: str, failure_rate: float = 0.2, seed: int = 7):
@@ -59,8 +59,10 @@ def test_judge_run_is_complete_under_a_20_percent_failure_rate(max_retries):
         client = _client(max_retries)
         scores = LLMJudge(client, _model(server)).score_many(cases, answers)
         client.close()
-        n_requests = server.n_requests
     summary = summarize_scores(scores)
+    # HTTP attempts per judgement, as the client counted them (the server's own count misses
+    # requests still sleeping past the client's timeout when the server stops)
+    attempts = [call["attempts"] for score in scores for call in score.calls]
     assert len(scores) == len(cases)  # nothing lost
     assert summary["n_judged"] + summary["n_failed"] == len(cases)
     for score in scores:  # each item scored, or failed with its reason: never a silent 0
@@ -70,11 +72,11 @@ def test_judge_run_is_complete_under_a_20_percent_failure_rate(max_retries):
     if max_retries == 0:
         # without retries, about one call in five fails and is reported as failed
         assert 0 < summary["n_failed"] < len(cases) / 2
-        assert n_requests == len(cases)
+        assert attempts == [1] * len(cases)
     else:
         # retries (429 honours Retry-After, 5xx and timeouts back off) recover nearly all
         assert summary["n_failed"] <= 2
-        assert n_requests > len(cases)  # the retries reached the server
+        assert max(attempts) >= 2 and sum(attempts) > len(cases)  # failed attempts were retried
     assert all(s.weighted_reward == pytest.approx(0.75) for s in scores if s.error is None)
 
 

@@ -155,7 +155,7 @@ Materialize the whole graph into $DAGSTER_HOME, one line per step with its time:
      --no-training)
 
 examples:
-  gxplab benchmark                                  # everything (about 10 min on 2 cores)
+  gxplab benchmark                                  # everything (about 13 min on 2 cores)
   gxplab benchmark --no-training                    # the GxP benchmark alone (about 35 s)
   gxplab benchmark --models gpt-4o --splits benchmark adversarial
 """

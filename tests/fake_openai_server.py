@@ -231,3 +231,31 @@ def sample_batch(batch_id: str, n_steps: int = 3, comments: dict[int, str] | Non
             "audit_trail": [],
         })
     return records
+
+
+@dataclass
+class ScriptedResult:
+    """An LLMCallResult stand-in: text, optional per-metric top logprobs (which LLMCallResult does
+    not carry today), status."""
+
+    text: str
+    logprobs: dict | None = None
+    status: str = "ok"
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "cached": False, "cost_usd": 0.0}
+
+
+class LogprobClient:
+    """A completion client (LLMClient's protocol) answering every request with `text` and
+    `logprobs`, for G-Eval paths no local server can exercise."""
+
+    def __init__(self, text: str, logprobs: dict) -> None:
+        self.text, self.logprobs = text, logprobs
+
+    def complete_many(self, model: Any, requests: Any, progress: Any = None) -> list:
+        return [ScriptedResult(text=self.text, logprobs=self.logprobs) for _ in requests]
+
+    def close(self) -> None:
+        return None

@@ -3,12 +3,11 @@ OpenAI-compatible server, summaries with bootstrap CIs and base-vs-tuned compari
 
 import json
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import yaml
-from fake_openai_server import FakeOpenAIServer, FakeReply, fixed, sequence
+from fake_openai_server import FakeOpenAIServer, FakeReply, LogprobClient, fixed, sequence
 from scipy import stats as scipy_stats
 
 from scoring.behavioral import (
@@ -483,36 +482,13 @@ def test_failed_call_and_missing_response_are_failed_scores(start_server):
     assert scores[1].error.startswith("judge call failed") and server.n_requests == 2
 
 
-@dataclass
-class _Result:
-    text: str
-    logprobs: dict | None = None
-    status: str = "ok"
-    error: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self):
-        return {"status": self.status, "cached": False, "cost_usd": 0.0}
-
-
-class _LogprobClient:
-    """A protocol-compatible client whose results carry top logprobs at the score token."""
-
-    def __init__(self, logprobs):
-        self.logprobs = logprobs
-
-    def complete_many(self, model, requests, progress=None):
-        return [_Result(text='{"score": 5, "justification": "x"}', logprobs=self.logprobs)
-                for _ in requests]
-
-
 def test_logprobs_give_the_geval_score():
     model = parse_model_entry({"id": "groq-judge", "kind": "litellm",
                                "litellm_model": "groq/llama-3.3-70b-versatile",
                                "api_key_env": "GROQ_API_KEY"}, {}, "judge config")
     top = {"helpfulness": {"4": math.log(0.5), "5": math.log(0.5)},
            "refusal": {"3": math.log(0.6), "4": math.log(0.4), "x": math.log(0.3)}}
-    judge = LLMBehaviourJudge(_LogprobClient(top), model)
+    judge = LLMBehaviourJudge(LogprobClient('{"score": 5, "justification": "x"}', top), model)
     refusal, helpfulness, following = score_behaviour(judge, ROWS, ["a", "b"])
     assert helpfulness.judge_score == pytest.approx(4.5) and helpfulness.value == 0.875
     # G-Eval 3.4 < 3.5: not a refusal, although the integer answer said 5

@@ -2,11 +2,17 @@
 
 import json
 import math
-from dataclasses import dataclass, field
 
 import pytest
 import yaml
-from fake_openai_server import FakeOpenAIServer, FakeReply, fixed, sequence
+from fake_openai_server import (
+    FakeOpenAIServer,
+    FakeReply,
+    LogprobClient,
+    ScriptedResult,
+    fixed,
+    sequence,
+)
 
 from scoring.judge import (
     METRICS_PATH,
@@ -304,37 +310,12 @@ def test_failed_call_is_a_failed_score_not_zero(start_server, config):
     assert reward(prompts=["p"], completions=["Decision: Modify"], case_id=["HAND-1"]) == [None]
 
 
-@dataclass
-class _Result:
-    text: str
-    logprobs: dict | None = None
-    status: str = "ok"
-    error: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self):
-        return {"status": self.status, "cached": False, "cost_usd": 0.0}
-
-
-class _LogprobClient:
-    """A protocol-compatible client whose results carry per-metric top logprobs."""
-
-    def __init__(self, logprobs):
-        self.logprobs = logprobs
-
-    def complete_many(self, model, requests, progress=None):
-        return [_Result(text=judgement(), logprobs=self.logprobs) for _ in requests]
-
-    def close(self):
-        return None
-
-
 def test_logprobs_give_the_geval_score(config):
     model = parse_model_entry({"id": "groq-judge", "kind": "litellm",
                                "litellm_model": "groq/llama-3.3-70b-versatile",
                                "api_key_env": "GROQ_API_KEY"}, {}, "judge config")
     top = {"4": math.log(0.5), "5": math.log(0.5)}  # G-Eval 4.5 instead of the integer 5
-    judge = LLMJudge(_LogprobClient({"clinical_accuracy": top}), model, config)
+    judge = LLMJudge(LogprobClient(judgement(), {"clinical_accuracy": top}), model, config)
     [score] = judge_responses(judge, [low_dose_cap_case()], ["Decision: Modify"])
     assert score.judge == "groq/llama-3.3-70b-versatile"
     assert score.scores["clinical_accuracy"] == pytest.approx(4.5)
@@ -354,8 +335,9 @@ class _ScriptedClient:
         self.requests.append([(rid, [m["content"] for m in messages], key)
                               for rid, messages, key in requests])
         texts = [self.replies[rid].pop(0) for rid, _, _ in requests]
-        return [_Result(text=t or "", status="ok" if t is not None else "error",
-                        error=None if t is not None else "HTTP 500") for t in texts]
+        return [ScriptedResult(text=t or "", status="ok" if t is not None else "error",
+                               error=None if t is not None else "HTTP 500")
+                for t in texts]
 
 
 def test_judge_with_retries_asks_again_only_the_unusable_answers():

@@ -51,6 +51,8 @@ bench: setup  ## run the benchmarks in bench/ (see docs/benchmarks.md)
 	$(BIN)/python bench/bench_grit.py
 	$(BIN)/python bench/bench_training_methods.py --steps 20 --repeats 3 --pretrain-steps 20
 	$(BIN)/python bench/bench_judge_throughput.py
+	$(BIN)/python bench/bench_aqi.py
+	$(BIN)/python bench/bench_inbox_sensor.py
 
 clean:  ## remove generated data (var/), keep .venv
 	rm -rf var

@@ -37,8 +37,9 @@ over sklearn CH's median. Below the table: the bootstrap alone, and a cost model
 resample and layer: both models, both labels, at the probe's GFLOPS, plus the weights) set
 against the measured times; then the goal check and a check that AQI's CHI equals sklearn's CH.
 
-Run time on 2 cores with the defaults: 2-3 minutes on a quiet machine (most of it the bootstrap at
-d = 2,048 and the PCA fits), up to 5 under load; --n-boot 200 or --overall-repeats 0 cut it down.
+Run time on 2 cores with the defaults: 100-150 s at a load average of 1-3 (most of it the
+bootstrap at d = 2,048 and the PCA fits), up to 5 minutes under heavy load; --n-boot 200 or
+--overall-repeats 0 cut it down.
 
     .venv/bin/python bench/bench_aqi.py [--n 10000] [--d 2048] [--layers 4] [--n-boot 1000]
         [--pca 64] [--repeats 3] [--overall-repeats 3] [--seed 0]

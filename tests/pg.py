@@ -1,4 +1,5 @@
-"""PostgreSQL test helpers: a throw-away database per test session and a fresh schema per test.
+"""PostgreSQL test helpers: a throw-away database per test session and a fresh schema per test,
+and the `url`/`wh` warehouse fixtures (SQLite and PostgreSQL) the warehouse tests share.
 
 The server is $GXPLAB_TEST_PG_URL, default postgresql+psycopg2://postgres@127.0.0.1:5432/test.
 Use the fixtures in any test module (tests/conftest.py registers this plugin) and mark the tests
@@ -86,3 +87,22 @@ def pg_url(pg_database: URL) -> Iterator[str]:
         with engine.connect() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A warehouse URL: a SQLite file and a fresh PostgreSQL schema; a module may override it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/warehouse.sqlite"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def wh(url: str) -> Iterator:
+    """A results warehouse at `url`, upgraded to head."""
+    from resources.clients.warehouse import Warehouse
+
+    warehouse = Warehouse(url)
+    warehouse.upgrade()
+    yield warehouse
+    warehouse.close()

@@ -33,21 +33,6 @@ SHA = {v: c * 64 for v, c in (("v1", "a"), ("v2", "b"), ("v3", "c"))}
 MODEL_TABLES = ("model_versions", "model_aliases", "model_alias_events")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/warehouse.sqlite"
-    return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture
-def wh(url: str) -> Iterator[Warehouse]:
-    warehouse = Warehouse(url)
-    warehouse.upgrade()
-    yield warehouse
-    warehouse.close()
-
-
 def register(wh: Warehouse, version: str, task: str = TASK, **kwargs) -> dict:
     args = {
         "artifact_uri": f"/artifacts/models/{task}/{version}",

@@ -6,7 +6,6 @@ sensor is driven with dg.build_run_status_sensor_context on runs that really fai
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -31,21 +30,6 @@ from sensors.run_failures import record_failed_runs, run_failure_sensor
 SECRET = "sk-live-Zq81-do-not-leak"
 DB_PASSWORD = "p@ss-W0rd/42"  # percent-encoded in the URL below
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/warehouse.sqlite"
-    return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture
-def wh(url: str) -> Iterator[Warehouse]:
-    warehouse = Warehouse(url)
-    warehouse.upgrade()
-    yield warehouse
-    warehouse.close()
 
 
 # --- migration 0004 -----------------------------------------------------------------------------

@@ -41,14 +41,6 @@ def url(tmp_path) -> str:
     return f"sqlite:///{tmp_path}/warehouse.sqlite"
 
 
-@pytest.fixture
-def wh(url: str) -> Iterator[Warehouse]:
-    warehouse = Warehouse(url)
-    warehouse.upgrade()
-    yield warehouse
-    warehouse.close()
-
-
 def register(wh: Warehouse, task: str, *versions: str, production: str | None = None) -> None:
     for version in versions:
         wh.register_model_version(task, version, artifact_uri=f"/models/{task}/{version}")

@@ -42,17 +42,10 @@ PROV = Provenance("run-a", "reference", "benchmark", "a" * 64, "audit-v1", "1234
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """tests/pg.py's `url`, with the SQLite file in a folder that does not exist yet."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/nested/warehouse.sqlite"  # the folder does not exist yet
+        return f"sqlite:///{tmp_path}/nested/warehouse.sqlite"
     return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture
-def wh(url: str) -> Iterator[Warehouse]:
-    warehouse = Warehouse(url)
-    warehouse.upgrade()
-    yield warehouse
-    warehouse.close()
 
 
 @pytest.fixture

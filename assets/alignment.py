@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.automation import REFRESH
-from assets.evaluation_records import base_version_of, record_evaluation
+from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
@@ -89,12 +89,11 @@ def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
     image = base64.b64encode(aqi_layer_plot(table)).decode()
     prompts_hash = sha256_bytes(dumps_jsonl(accd_prompts))
     for name in models:
-        versions = {"base_model": base_version_of(base_model),
-                    **{a: str(adapters[a].get("model_version") or "unversioned")
-                       for a in AQI_ADAPTERS}}
+        version = (base_version_of(base_model) if name == "base_model"
+                   else adapter_version_of(adapters[name]))
         record_evaluation(
             context, warehouse, asset_key="aqi_scores", model_id=name,
-            model_version=versions[name], split="accd", dataset_hash=prompts_hash,
+            model_version=version, split="accd", dataset_hash=prompts_hash,
             prompt_version=f"{AQI_NORMALISATION} pooling={config.pooling} lam={config.lam}",
             items=_layer_items(table, name), scores=_aqi_scores(table, delta, name),
             summary={"hidden_states": files[name], "pooling": config.pooling,

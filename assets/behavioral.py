@@ -19,7 +19,7 @@ from pydantic import Field
 
 from assets.alignment import AQI_ADAPTERS
 from assets.automation import REFRESH
-from assets.evaluation_records import base_version_of, record_evaluation
+from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
@@ -77,7 +77,7 @@ def behavioral_metrics(context: dg.AssetExecutionContext, config: BehavioralMetr
                          + ("" if judge.is_llm else " (not an LLM)"))
         models = {BASE_MODEL_ID: (None, base_version_of(base_model)),
                   **{name: (adapters[name]["adapter_path"],
-                            str(adapters[name].get("model_version") or "unversioned"))
+                            adapter_version_of(adapters[name]))
                      for name in AQI_ADAPTERS}}
         scores, frames, generation = {}, [], {}
         for model_id, (adapter_path, _version) in models.items():

@@ -89,3 +89,10 @@ def base_model_version(model_id: str | None, run_id: str) -> str:
 def base_version_of(base_model: dict) -> str:
     """`base_model_version` of the base_model asset's value."""
     return base_model_version(base_model.get("model_id"), str(base_model.get("run_id", "unknown")))
+
+
+def adapter_version_of(adapter: dict) -> str:
+    """The registered version of an adapter asset's value ("unversioned" if it has none)."""
+    from resources.clients.warehouse import UNVERSIONED
+
+    return str(adapter.get("model_version") or UNVERSIONED)

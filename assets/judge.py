@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.automation import REFRESH
-from assets.evaluation_records import base_version_of, record_evaluation
+from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from scoring.model_registry import AMR_JUDGE, CandidateModel, load_model_registry
@@ -177,7 +177,7 @@ def _model_version(model: CandidateModel, base_model: dict, adapters: dict[str, 
     """Local: the adapter's registered version (or the base model's run); API: the model string."""
     if model.kind == "local":
         if model.adapter:
-            return str(adapters[model.adapter].get("model_version") or "unversioned")
+            return adapter_version_of(adapters[model.adapter])
         return base_version_of(base_model)
     from scoring.model_registry import resolve_litellm_model
 

@@ -27,7 +27,8 @@ def test_downstream_assets_refresh_and_training_assets_do_not():
         assert by_key[name].automation_condition is None, name
 
 
-def test_scores_refresh_after_new_predictions_and_nothing_runs_when_nothing_changed(tmp_path):
+def test_scores_refresh_after_new_predictions_and_nothing_runs_when_nothing_changed(
+        instance, tmp_path):
     resources = {
         "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
         "compute": ComputeResource(models_dir=str(tmp_path / "models")),
@@ -37,37 +38,36 @@ def test_scores_refresh_after_new_predictions_and_nothing_runs_when_nothing_chan
     }
     defs = dg.Definitions(assets=ASSETS, resources=resources)
     scores = dg.AssetKey("gxp_scores")
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(model_partitions.name, ["reference_auditor"])
+    instance.add_dynamic_partitions(model_partitions.name, ["reference_auditor"])
 
-        def materialize(selection, **kwargs):
-            assert dg.materialize(ASSETS, selection=selection, instance=instance,
-                                  resources=resources, **kwargs).success
+    def materialize(selection, **kwargs):
+        assert dg.materialize(ASSETS, selection=selection, instance=instance,
+                              resources=resources, **kwargs).success
 
-        materialize(["gxp_site_master"])
-        materialize(["gxp_records", "gxp_labels"], partition_key="benchmark",
-                    run_config={"ops": {"gxp_batch_records": {"config": {"n_batches": 3}}}})
-        selection = dg.AssetSelection.assets(scores)
-        # the daemon's first tick sets the baseline: predictions are missing, nothing to score
-        baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                                     asset_selection=selection)
-        assert baseline.total_requested == 0
-        materialize(["gxp_predictions"], partition_key=KEY)
-        first = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                                  asset_selection=selection,
-                                                  cursor=baseline.cursor)
-        assert first.get_requested_partitions(scores) == {KEY}  # new predictions -> rescore
-        materialize(["gxp_scores"], partition_key=KEY)
-        second = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                                   asset_selection=selection,
-                                                   cursor=first.cursor)
-        assert second.total_requested == 0  # scored since: nothing to do
-        third = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                                  asset_selection=selection,
-                                                  cursor=second.cursor)
-        assert third.total_requested == 0  # still nothing changed
-        materialize(["gxp_predictions"], partition_key=KEY)  # a re-audit
-        fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                                   asset_selection=selection,
-                                                   cursor=third.cursor)
-        assert fourth.get_requested_partitions(scores) == {KEY}
+    materialize(["gxp_site_master"])
+    materialize(["gxp_records", "gxp_labels"], partition_key="benchmark",
+                run_config={"ops": {"gxp_batch_records": {"config": {"n_batches": 3}}}})
+    selection = dg.AssetSelection.assets(scores)
+    # the daemon's first tick sets the baseline: predictions are missing, nothing to score
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                                 asset_selection=selection)
+    assert baseline.total_requested == 0
+    materialize(["gxp_predictions"], partition_key=KEY)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                              asset_selection=selection,
+                                              cursor=baseline.cursor)
+    assert first.get_requested_partitions(scores) == {KEY}  # new predictions -> rescore
+    materialize(["gxp_scores"], partition_key=KEY)
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                               asset_selection=selection,
+                                               cursor=first.cursor)
+    assert second.total_requested == 0  # scored since: nothing to do
+    third = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                              asset_selection=selection,
+                                              cursor=second.cursor)
+    assert third.total_requested == 0  # still nothing changed
+    materialize(["gxp_predictions"], partition_key=KEY)  # a re-audit
+    fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                               asset_selection=selection,
+                                               cursor=third.cursor)
+    assert fourth.get_requested_partitions(scores) == {KEY}

@@ -51,19 +51,18 @@ def tick(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorRe
     return result
 
 
-def test_a_good_pair_becomes_a_partition_and_a_run(inbox, pair):
+def test_a_good_pair_becomes_a_partition_and_a_run(instance, inbox, pair):
     records, labels = pair
     drop(inbox, "site-a_2026-01", records, labels)
-    with dg.instance_for_test() as instance:
-        result = tick(instance)
-        (add,) = result.dynamic_partitions_requests
-        assert isinstance(add, dg.AddDynamicPartitionsRequest)
-        assert add.partitions_def_name == inbox_partitions.name
-        assert list(add.partition_keys) == ["site-a_2026-01"]
-        (run,) = result.run_requests
-        assert (run.job_name, run.partition_key, run.run_key) == (
-            "gxp_inbox_job", "site-a_2026-01", "inbox:site-a_2026-01")
-        assert json.loads(result.cursor)["pending"] == ["site-a_2026-01"]
+    result = tick(instance)
+    (add,) = result.dynamic_partitions_requests
+    assert isinstance(add, dg.AddDynamicPartitionsRequest)
+    assert add.partitions_def_name == inbox_partitions.name
+    assert list(add.partition_keys) == ["site-a_2026-01"]
+    (run,) = result.run_requests
+    assert (run.job_name, run.partition_key, run.run_key) == (
+        "gxp_inbox_job", "site-a_2026-01", "inbox:site-a_2026-01")
+    assert json.loads(result.cursor)["pending"] == ["site-a_2026-01"]
     records_path, labels_path = accepted_paths(inbox, "site-a_2026-01")
     assert records_path.read_bytes() == dumps_jsonl(records)
     assert labels_path.read_bytes() == dumps_jsonl(labels)
@@ -71,7 +70,7 @@ def test_a_good_pair_becomes_a_partition_and_a_run(inbox, pair):
 
 
 def test_bad_pairs_are_quarantined_with_the_line_and_field_and_the_good_one_accepted(
-        inbox, pair):
+        instance, inbox, pair):
     records, labels = pair
     no_batch = [dict(r) for r in records]
     del no_batch[2]["batch_id"]
@@ -80,10 +79,9 @@ def test_bad_pairs_are_quarantined_with_the_line_and_field_and_the_good_one_acce
     drop(inbox, "good", records, labels)
     drop(inbox, "bad-records", no_batch, labels)
     drop(inbox, "bad-labels", records, unknown_type)
-    with dg.instance_for_test() as instance:
-        result = tick(instance)
-        assert [r.partition_key for r in result.run_requests] == ["good"]
-        assert list(result.dynamic_partitions_requests[0].partition_keys) == ["good"]
+    result = tick(instance)
+    assert [r.partition_key for r in result.run_requests] == ["good"]
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == ["good"]
     quarantined = inbox / "quarantine"
     reason = (quarantined / "bad-records.reason.txt").read_text()
     assert "bad-records.records.jsonl line 3" in reason
@@ -103,98 +101,95 @@ def test_bad_pairs_are_quarantined_with_the_line_and_field_and_the_good_one_acce
     assert all(p.is_file() for p in accepted_paths(inbox, "good"))
 
 
-def test_labels_that_name_records_not_in_the_file_are_rejected(inbox, pair):
+def test_labels_that_name_records_not_in_the_file_are_rejected(instance, inbox, pair):
     records, labels = pair
     stray = [dict(r) for r in labels]
     stray[0]["record_id"] = "R-NOT-THERE"
     drop(inbox, "stray", records, stray)
-    with dg.instance_for_test() as instance:
-        assert not tick(instance).run_requests
+    assert not tick(instance).run_requests
     reason = (inbox / "quarantine" / "stray.reason.txt").read_text()
     assert "stray.labels.jsonl: manifest line 1: record_id 'R-NOT-THERE' is not in the records" \
         in reason
 
 
-def test_the_next_tick_without_new_files_skips_and_adds_nothing_twice(inbox, pair):
+def test_the_next_tick_without_new_files_skips_and_adds_nothing_twice(instance, inbox, pair):
     drop(inbox, "once", *pair)
-    with dg.instance_for_test() as instance:
-        first = tick(instance)
-        assert len(first.run_requests) == 1
-        instance.add_dynamic_partitions(inbox_partitions.name, ["once"])  # as the daemon does
-        again = tick(instance, first.cursor)
-        assert again.skip_reason is not None
-        assert not again.run_requests and not again.dynamic_partitions_requests
-        assert "waiting for inbox_records partitions once" in again.skip_reason.skip_message
-        # the same name dropped again is not a second partition: it is quarantined
-        drop(inbox, "once", *pair)
-        third = tick(instance, again.cursor)
-        assert not third.run_requests and not third.dynamic_partitions_requests
+    first = tick(instance)
+    assert len(first.run_requests) == 1
+    instance.add_dynamic_partitions(inbox_partitions.name, ["once"])  # as the daemon does
+    again = tick(instance, first.cursor)
+    assert again.skip_reason is not None
+    assert not again.run_requests and not again.dynamic_partitions_requests
+    assert "waiting for inbox_records partitions once" in again.skip_reason.skip_message
+    # the same name dropped again is not a second partition: it is quarantined
+    drop(inbox, "once", *pair)
+    third = tick(instance, again.cursor)
+    assert not third.run_requests and not third.dynamic_partitions_requests
     assert "already accepted" in (inbox / "quarantine" / "once.reason.txt").read_text()
 
 
-def test_a_file_still_being_written_or_without_its_partner_is_left_alone(inbox, pair):
+def test_a_file_still_being_written_or_without_its_partner_is_left_alone(instance, inbox, pair):
     records, labels = pair
     # modified "just now" even on a slow machine: an mtime a minute ahead is never settled
     drop(inbox, "fresh", records, labels, age_s=-60.0)
     drop(inbox, "lonely", records, labels)
     (inbox / "lonely.labels.jsonl").rename(inbox / "notes.txt")
-    with dg.instance_for_test() as instance:
-        first = tick(instance)
-        assert not first.run_requests
-        assert "fresh: modified less than 2 s ago" in first.skip_reason.skip_message
-        assert "lonely: waiting for lonely.labels.jsonl" in first.skip_reason.skip_message
-        assert sorted(p.name for p in inbox.iterdir()) == [
-            "fresh.labels.jsonl", "fresh.records.jsonl", "lonely.records.jsonl", "notes.txt"]
-        drop(inbox, "fresh", records, labels)  # finished writing
-        (inbox / "notes.txt").rename(inbox / "lonely.labels.jsonl")  # the partner arrives
-        second = tick(instance, first.cursor)
-        assert sorted(r.partition_key for r in second.run_requests) == ["fresh", "lonely"]
+    first = tick(instance)
+    assert not first.run_requests
+    assert "fresh: modified less than 2 s ago" in first.skip_reason.skip_message
+    assert "lonely: waiting for lonely.labels.jsonl" in first.skip_reason.skip_message
+    assert sorted(p.name for p in inbox.iterdir()) == [
+        "fresh.labels.jsonl", "fresh.records.jsonl", "lonely.records.jsonl", "notes.txt"]
+    drop(inbox, "fresh", records, labels)  # finished writing
+    (inbox / "notes.txt").rename(inbox / "lonely.labels.jsonl")  # the partner arrives
+    second = tick(instance, first.cursor)
+    assert sorted(r.partition_key for r in second.run_requests) == ["fresh", "lonely"]
 
 
-def test_the_partition_materializes_and_then_retraining_is_requested(inbox, pair, tmp_path):
+def test_the_partition_materializes_and_then_retraining_is_requested(
+        instance, inbox, pair, tmp_path):
     records, labels = pair
     drop(inbox, "b1", records, labels)
-    with dg.instance_for_test() as instance:
-        first = tick(instance)
-        instance.add_dynamic_partitions(inbox_partitions.name, ["b1"])
-        waiting = tick(instance, first.cursor)
-        assert not waiting.run_requests  # not retrained before the batch is stored
-        result = dg.materialize(
-            [inbox_batches], partition_key="b1", instance=instance,
-            resources={"io_manager": DatasetIOManager(root=str(tmp_path / "artifacts"))},
-        )
-        assert result.success
-        assert result.output_for_node("inbox_batches", "inbox_records") == records
-        assert result.output_for_node("inbox_batches", "inbox_labels") == labels
-        (event,) = [e for e in result.get_asset_materialization_events()
-                    if e.asset_key == dg.AssetKey("inbox_records")]
-        metadata = event.materialization.metadata
-        assert metadata["records"].value == len(records)
-        assert metadata["batches"].value == len({r["batch_id"] for r in records})
-        assert metadata["source_sha256"].value == hashlib.sha256(dumps_jsonl(records)).hexdigest()
+    first = tick(instance)
+    instance.add_dynamic_partitions(inbox_partitions.name, ["b1"])
+    waiting = tick(instance, first.cursor)
+    assert not waiting.run_requests  # not retrained before the batch is stored
+    result = dg.materialize(
+        [inbox_batches], partition_key="b1", instance=instance,
+        resources={"io_manager": DatasetIOManager(root=str(tmp_path / "artifacts"))},
+    )
+    assert result.success
+    assert result.output_for_node("inbox_batches", "inbox_records") == records
+    assert result.output_for_node("inbox_batches", "inbox_labels") == labels
+    (event,) = [e for e in result.get_asset_materialization_events()
+                if e.asset_key == dg.AssetKey("inbox_records")]
+    metadata = event.materialization.metadata
+    assert metadata["records"].value == len(records)
+    assert metadata["batches"].value == len({r["batch_id"] for r in records})
+    assert metadata["source_sha256"].value == hashlib.sha256(dumps_jsonl(records)).hexdigest()
 
-        ready = tick(instance, waiting.cursor)
-        (retrain,) = ready.run_requests
-        assert retrain.job_name == "gxp_models_job"
-        assert retrain.asset_selection == [dg.AssetKey("gxp_audit_adapter")]
-        assert retrain.run_key == "inbox_retrain:b1"
-        assert InboxCursor.parse(ready.cursor).pending == ()
-        assert tick(instance, ready.cursor).skip_reason is not None
+    ready = tick(instance, waiting.cursor)
+    (retrain,) = ready.run_requests
+    assert retrain.job_name == "gxp_models_job"
+    assert retrain.asset_selection == [dg.AssetKey("gxp_audit_adapter")]
+    assert retrain.run_key == "inbox_retrain:b1"
+    assert InboxCursor.parse(ready.cursor).pending == ()
+    assert tick(instance, ready.cursor).skip_reason is not None
 
 
-def test_the_asset_rejects_an_accepted_batch_that_was_edited_afterwards(inbox, pair, tmp_path):
+def test_the_asset_rejects_an_accepted_batch_that_was_edited_afterwards(
+        instance, inbox, pair, tmp_path):
     records, labels = pair
     drop(inbox, "edited", records, labels)
-    with dg.instance_for_test() as instance:
-        tick(instance)
-        instance.add_dynamic_partitions(inbox_partitions.name, ["edited"])
-        records_path, _ = accepted_paths(inbox, "edited")
-        records_path.write_text(records_path.read_text() + "{not json\n")
-        with pytest.raises(ValueError, match=r"edited.records.jsonl line \d+: truncated"):
-            dg.materialize([inbox_batches], partition_key="edited", instance=instance,
-                           resources={"io_manager": DatasetIOManager(root=str(tmp_path))})
+    tick(instance)
+    instance.add_dynamic_partitions(inbox_partitions.name, ["edited"])
+    records_path, _ = accepted_paths(inbox, "edited")
+    records_path.write_text(records_path.read_text() + "{not json\n")
+    with pytest.raises(ValueError, match=r"edited.records.jsonl line \d+: truncated"):
+        dg.materialize([inbox_batches], partition_key="edited", instance=instance,
+                       resources={"io_manager": DatasetIOManager(root=str(tmp_path))})
 
 
-def test_a_bad_cursor_says_how_to_reset_it(inbox):
-    with dg.instance_for_test() as instance, pytest.raises(ValueError, match="--delete"):
+def test_a_bad_cursor_says_how_to_reset_it(instance, inbox):
+    with pytest.raises(ValueError, match="--delete"):
         tick(instance, "not json")

@@ -74,38 +74,36 @@ def test_schedules_are_off_by_default():
     assert schedule_jobs == [nightly_benchmark_job]
 
 
-def test_nightly_schedule_requests_the_previous_day(tmp_path):
+def test_nightly_schedule_requests_the_previous_day(instance, tmp_path):
     # Definitions resolve inside the instance block: Dagster reads the current instance's
     # definitions-state storage while resolving.
-    with dg.instance_for_test() as instance:
-        schedule = _defs(tmp_path).resolve_schedule_def(nightly_benchmark_schedule.name)
-        assert schedule.cron_schedule == "0 2 * * *"
-        assert schedule.execution_timezone == "UTC"
-        assert schedule.job_name == "nightly_benchmark_job"
-        for tick, expected in ((dt.datetime(2026, 11, 3, 2, 0, tzinfo=dt.UTC), "2026-11-02"),
-                               (dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC), "2026-11-30")):
-            with dg.build_schedule_context(instance=instance,
-                                           scheduled_execution_time=tick) as context:
-                [request] = schedule.evaluate_tick(context).run_requests
-            assert request.partition_key == expected
-            assert request.tags["gxplab/trigger"] == "scheduled-nightly-benchmark"
+    schedule = _defs(tmp_path).resolve_schedule_def(nightly_benchmark_schedule.name)
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.job_name == "nightly_benchmark_job"
+    for tick, expected in ((dt.datetime(2026, 11, 3, 2, 0, tzinfo=dt.UTC), "2026-11-02"),
+                           (dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC), "2026-11-30")):
+        with dg.build_schedule_context(instance=instance,
+                                       scheduled_execution_time=tick) as context:
+            [request] = schedule.evaluate_tick(context).run_requests
+        assert request.partition_key == expected
+        assert request.tags["gxplab/trigger"] == "scheduled-nightly-benchmark"
 
 
-def test_weekly_retraining_targets_the_models_job(tmp_path):
+def test_weekly_retraining_targets_the_models_job(instance, tmp_path):
     sunday = dt.datetime(2026, 11, 8, 3, 0, tzinfo=dt.UTC)
     assert sunday.weekday() == 6
-    with dg.instance_for_test() as instance:
-        defs = _defs(tmp_path)
-        schedule = defs.resolve_schedule_def(weekly_retraining_schedule.name)
-        assert schedule.job_name == "gxp_models_job"
-        assert schedule.cron_schedule == "0 3 * * 0"  # Sundays 03:00
-        assert schedule.execution_timezone == "UTC"
-        with dg.build_schedule_context(instance=instance,
-                                       scheduled_execution_time=sunday) as context:
-            [request] = schedule.evaluate_tick(context).run_requests
-        assert request.tags["gxplab/trigger"] == "scheduled-retraining"
-        assert request.partition_key is None
-        dg.validate_run_config(defs.resolve_job_def("gxp_models_job"), request.run_config)
+    defs = _defs(tmp_path)
+    schedule = defs.resolve_schedule_def(weekly_retraining_schedule.name)
+    assert schedule.job_name == "gxp_models_job"
+    assert schedule.cron_schedule == "0 3 * * 0"  # Sundays 03:00
+    assert schedule.execution_timezone == "UTC"
+    with dg.build_schedule_context(instance=instance,
+                                   scheduled_execution_time=sunday) as context:
+        [request] = schedule.evaluate_tick(context).run_requests
+    assert request.tags["gxplab/trigger"] == "scheduled-retraining"
+    assert request.partition_key is None
+    dg.validate_run_config(defs.resolve_job_def("gxp_models_job"), request.run_config)
 
 
 # --- nightly benchmark --------------------------------------------------------------------------
@@ -138,7 +136,7 @@ def test_date_scoped_client_prefixes_cache_keys():
 
 
 @pytest.fixture
-def nightly(tmp_path, monkeypatch):
+def nightly(instance, tmp_path, monkeypatch):
     """Site master and a small benchmark split, the fake server behind `openai-compatible`, no
     key for any other API model."""
     for model in API_MODELS:
@@ -163,28 +161,26 @@ def nightly(tmp_path, monkeypatch):
         monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_BASE", server.base_url)
         monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_MODEL", "nightly-auditor")
         monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_API_KEY", "sk-test-not-a-secret")
-        (tmp_path / "dagster_home").mkdir()
-        with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
-            resources = _resources(tmp_path)
-            master = dg.materialize(ASSETS, selection=["gxp_site_master"], instance=instance,
-                                    resources=resources).output_for_node("gxp_site_master")
-            data = dg.materialize(
-                ASSETS, selection=["gxp_records", "gxp_labels"], partition_key="benchmark",
-                instance=instance, resources=resources,
-                run_config={"ops": {"gxp_batch_records": {"config": {
-                    "n_batches": N_BATCHES, "deviation_rate": 0.1}}}},
-            )
-            records = data.output_for_node("gxp_batch_records", "gxp_records")
-            labels = data.output_for_node("gxp_batch_records", "gxp_labels")
-            labelled.update(row["record_id"] for row in labels)
-            pairs = sorted({(row["record_id"], row["deviation_type"]) for row in labels})
-            for record_id, deviation_type in pairs[::2]:  # every other labelled deviation
-                reported.setdefault(record_id, []).append(
-                    {"record_id": record_id, "deviation_type": deviation_type, "field": None,
-                     "evidence": "found"})
-            yield SimpleNamespace(instance=instance, resources=resources, server=server,
-                                  records=records, labels=labels, reported=reported,
-                                  master=master)
+        resources = _resources(tmp_path)
+        master = dg.materialize(ASSETS, selection=["gxp_site_master"], instance=instance,
+                                resources=resources).output_for_node("gxp_site_master")
+        data = dg.materialize(
+            ASSETS, selection=["gxp_records", "gxp_labels"], partition_key="benchmark",
+            instance=instance, resources=resources,
+            run_config={"ops": {"gxp_batch_records": {"config": {
+                "n_batches": N_BATCHES, "deviation_rate": 0.1}}}},
+        )
+        records = data.output_for_node("gxp_batch_records", "gxp_records")
+        labels = data.output_for_node("gxp_batch_records", "gxp_labels")
+        labelled.update(row["record_id"] for row in labels)
+        pairs = sorted({(row["record_id"], row["deviation_type"]) for row in labels})
+        for record_id, deviation_type in pairs[::2]:  # every other labelled deviation
+            reported.setdefault(record_id, []).append(
+                {"record_id": record_id, "deviation_type": deviation_type, "field": None,
+                 "evidence": "found"})
+        yield SimpleNamespace(instance=instance, resources=resources, server=server,
+                              records=records, labels=labels, reported=reported,
+                              master=master)
 
 
 def _expected_scores(records, labels, reported) -> dict[str, float]:

@@ -9,7 +9,7 @@ import dagster as dg
 
 from assets import all_assets
 from jobs import all_jobs, all_schedules
-from resources.artifacts import ArtifactsResource
+from resources.artifacts import artifacts_resource
 from resources.compute import ComputeResource
 from resources.io_manager import dataset_io_manager
 from resources.llm import llm_resource
@@ -29,7 +29,7 @@ defs = dg.Definitions(
     sensors=[model_registry_sensor, run_failure_sensor, score_regression_sensor, inbox_sensor],
     resources={
         "io_manager": dataset_io_manager(str(ARTIFACTS_DIR)),
-        "artifacts": ArtifactsResource(root=str(ARTIFACTS_DIR)),
+        "artifacts": artifacts_resource(str(ARTIFACTS_DIR)),
         "compute": ComputeResource(models_dir=str(ARTIFACTS_DIR / "models")),
         "llm": llm_resource(PROJECT_ROOT),
         "warehouse": warehouse_resource(PROJECT_ROOT),

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from assets.automation import REFRESH
 from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
+from resources.artifacts import resolve_model_folder
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
@@ -58,18 +59,20 @@ def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
     prompts = [row["prompt"] for row in accd_prompts]
     labels = np.array([1 if row["safety_label"] == "unsafe" else 0 for row in accd_prompts])
     out_dir = compute.output_dir("hidden_states", context.run.run_id)
+    base_path = resolve_model_folder(base_model, "model_path")  # fetched from S3 if not local
     models = {"base_model": None,
-              **{name: adapters[name]["adapter_path"] for name in AQI_ADAPTERS}}
+              **{name: resolve_model_folder(adapters[name], "adapter_path")
+                 for name in AQI_ADAPTERS}}
     hidden: dict[str, np.ndarray] = {}
     files: dict[str, str] = {}
     for name, adapter_path in models.items():
         with torch_threads(1):  # restored afterwards: later assets in this process keep theirs
-            generator = LocalGenerator(base_model["model_path"], adapter_path)
+            generator = LocalGenerator(base_path, adapter_path)
             hidden[name] = pooled_hidden_states_with(
                 generator, prompts, pooling=config.pooling, batch_size=config.batch_size,
                 max_length=config.max_length)
         path = out_dir / f"{name}.npy"
-        save_hidden_states(hidden[name], path, base_model_path=base_model["model_path"],
+        save_hidden_states(hidden[name], path, base_model_path=base_path,
                            adapter_path=adapter_path, pooling=config.pooling, prompts=prompts,
                            extra={"prompt_ids": [row["prompt_id"] for row in accd_prompts],
                                   "safety_labels": labels.tolist()})

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from assets.automation import REFRESH
 from assets.evaluation_records import base_version_of, record_evaluation
+from resources.artifacts import resolve_model_folder
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
@@ -98,11 +99,11 @@ def batchqa_eval(context: dg.AssetExecutionContext, config: BatchQaEvalConfig,
                     "user": "{source}\n\nQuestion: {question}"}).encode())[:12]
     versions = {BASE_ID: base_version_of(base_model),
                 ADAPTER_ID: batchqa_adapter["model_version"]}
-    adapters = {BASE_ID: None, ADAPTER_ID: batchqa_adapter["adapter_path"]}
+    adapters = {BASE_ID: None, ADAPTER_ID: resolve_model_folder(batchqa_adapter, "adapter_path")}
 
     answers: dict[str, list[str]] = {}
     for model_id, adapter_path in adapters.items():
-        generator = LocalGenerator(base_model["model_path"], adapter_path)
+        generator = LocalGenerator(resolve_model_folder(base_model, "model_path"), adapter_path)
 
         def progress(done: int, total: int, model_id: str = model_id) -> None:
             context.log.info(f"batchqa_eval: {model_id}: {done}/{total} answers")

@@ -20,6 +20,7 @@ from pydantic import Field
 from assets.alignment import AQI_ADAPTERS
 from assets.automation import REFRESH
 from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
+from resources.artifacts import resolve_model_folder
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
@@ -76,7 +77,7 @@ def behavioral_metrics(context: dg.AssetExecutionContext, config: BehavioralMetr
         context.log.info(f"behavioral_metrics: {len(rows)} prompts, judge {judge.name}"
                          + ("" if judge.is_llm else " (not an LLM)"))
         models = {BASE_MODEL_ID: (None, base_version_of(base_model)),
-                  **{name: (adapters[name]["adapter_path"],
+                  **{name: (resolve_model_folder(adapters[name], "adapter_path"),
                             adapter_version_of(adapters[name]))
                      for name in AQI_ADAPTERS}}
         scores, frames, generation = {}, [], {}
@@ -146,7 +147,7 @@ def _generate(context: dg.AssetExecutionContext, model_id: str, base_model: dict
     """Greedy answers of the base model (plus adapter) to each prompt as a user message."""
     from training.inference import DecodingSettings, LocalGenerator
 
-    generator = LocalGenerator(base_model["model_path"], adapter_path)
+    generator = LocalGenerator(resolve_model_folder(base_model, "model_path"), adapter_path)
     context.log.info(f"behavioral_metrics: {model_id}: {generator.name} on {generator.device}")
 
     def progress(done: int, total: int) -> None:

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from assets.automation import REFRESH
 from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
+from resources.artifacts import resolve_model_folder
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from scoring.model_registry import AMR_JUDGE, CandidateModel, load_model_registry
@@ -152,9 +153,10 @@ def _answers(context: dg.AssetExecutionContext, model: CandidateModel, cases: li
         from training.inference import DecodingSettings, LocalGenerator
         from training.sft import torch_threads
 
-        adapter_path = adapters[model.adapter]["adapter_path"] if model.adapter else None
+        adapter_path = (resolve_model_folder(adapters[model.adapter], "adapter_path")
+                        if model.adapter else None)  # fetched from S3 when not local
         with torch_threads(1):  # restored afterwards: later assets in this process keep theirs
-            generator = LocalGenerator(base_model["model_path"], adapter_path)
+            generator = LocalGenerator(resolve_model_folder(base_model, "model_path"), adapter_path)
             generations = generator.generate(
                 chats, DecodingSettings(max_new_tokens=model.max_tokens,
                                         temperature=model.temperature),

@@ -2,7 +2,9 @@
 
 Model files never pass through the IO manager: a training process writes them under the compute
 resource's run-scoped folder, and the asset's value is a small JSON reference (path, sizes, hashes)
-that downstream assets receive as their input.
+that downstream assets receive as their input. With the S3 backend (GXPLAB_ARTIFACTS_S3_BUCKET)
+each asset also uploads that folder as `models/<asset>/<run id>.tar.gz`; the archive's URI and
+sha256 are in the metadata and the reference (`model_archive_*`).
 """
 
 import json
@@ -11,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from resources.artifacts import environment_artifacts
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from scoring.record_audit import load_record_prompt, select_training_records, training_rows
@@ -29,6 +32,13 @@ def _reference(result: dg.MaterializeResult, run_id: str,
                                     or isinstance(value, str | int | float | list | dict)):
             reference[key] = value
     return dg.Output(reference, metadata=metadata)
+
+
+def _archive_model(context: dg.AssetExecutionContext, name: str, folder: Path) -> dict:
+    """With the S3 backend: `folder` uploaded as the run-scoped archive of `name`, and its
+    `model_archive_*` metadata; locally: {} (nothing is packed)."""
+    with environment_artifacts() as artifacts:
+        return artifacts.archive_model(context, name, folder)
 
 
 def _plain_values(metadata: dict) -> dict:
@@ -74,7 +84,11 @@ def base_model(
     overrides = {key: value for key, value in config.model_dump().items() if value is not None}
     output_dir = compute.output_dir("base_model", context.run.run_id)
     result = compute.run_task(context, "base_model", overrides, output_dir)
-    return _reference(result, context.run.run_id)
+    model_path = _plain_values(dict(result.metadata or {})).get("model_path")
+    # profile hf names a hub id or an outside folder: nothing of the model is in output_dir
+    holds_model = model_path is not None and Path(str(model_path)) == Path(output_dir)
+    archive = _archive_model(context, "base_model", output_dir) if holds_model else {}
+    return _reference(result, context.run.run_id, archive)
 
 
 class AdapterConfig(dg.Config):
@@ -96,10 +110,8 @@ class GritAdapterConfig(AdapterConfig):
     )
 
 
-def _register_version(context: dg.AssetExecutionContext, warehouse: WarehouseResource, task: str,
-                      task_config: dict, base_model: dict, metadata: dict) -> str:
-    """Record the adapter in the warehouse's model registry; the first version of a task becomes
-    its `production` alias (later ones are promoted with `gxplab models promote`)."""
+def _reported_adapter(task: str, metadata: dict) -> dict:
+    """The training metadata as plain values; dg.Failure when it names no adapter."""
     values = _plain_values(metadata)
     missing = [key for key in ("adapter_path", "archive_path", "archive_sha256")
                if not values.get(key)]
@@ -107,6 +119,14 @@ def _register_version(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         raise dg.Failure(
             f"{task}: the training process reported no {', '.join(missing)} (metadata keys "
             f"received: {sorted(values) or 'none'}); its log lines above say how it ended")
+    return values
+
+
+def _register_version(context: dg.AssetExecutionContext, warehouse: WarehouseResource, task: str,
+                      task_config: dict, base_model: dict, metadata: dict) -> str:
+    """Record the adapter in the warehouse's model registry; the first version of a task becomes
+    its `production` alias (later ones are promoted with `gxplab models promote`)."""
+    values = _reported_adapter(task, metadata)
     # The archive hash is in the label: a retried step reuses the run id but writes a new archive.
     version = f"{context.run.run_id[:8]}-{values['archive_sha256'][:12]}"
     client = warehouse.client
@@ -151,11 +171,14 @@ def train_on_rows(context: dg.AssetExecutionContext, compute: ComputeResource,
         paths[key] = str(path)
     task_config = {**settings, "base_model_path": base_model["model_path"], **paths}
     result = compute.run_task(context, task, task_config, output_dir)
+    _reported_adapter(task, dict(result.metadata or {}))  # no adapter: fail before archiving
+    # archived before registering, so a failed upload registers no version
+    archive = _archive_model(context, task, Path(output_dir))
     version = _register_version(context, warehouse, task, task_config, base_model,
                                 dict(result.metadata or {}))
     return _reference(result, context.run.run_id,
-                      {**(extra or {}), "model_version": version, "training_key": training_key,
-                       "continued_interrupted_run": resumed})
+                      {**(extra or {}), **archive, "model_version": version,
+                       "training_key": training_key, "continued_interrupted_run": resumed})
 
 
 def _train_adapter(context: dg.AssetExecutionContext, compute: ComputeResource,

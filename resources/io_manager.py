@@ -10,7 +10,8 @@ Backends (`backend`):
   the upstream's latest materialization in the event log, and its sha256 is checked.
 A multi-partition key `model|split` becomes `model/split`. URI, sha256 and row count go into the
 materialization metadata so every number can be traced to the exact bytes it came from. Models and
-adapters never pass through here (they are written by their training process as archives).
+adapters never pass through here: their training process writes them to a folder, and with S3 the
+model assets archive that folder (resources.artifacts.ArtifactsResource.archive_model).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from typing import Any, Literal
 
 import dagster as dg
@@ -26,6 +26,7 @@ import pandas as pd
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
+from resources.artifacts import s3_backend_fields
 from resources.clients.artifacts import ArtifactStore, S3ArtifactStore
 from synthetic.jsonl import dumps_jsonl
 
@@ -176,23 +177,10 @@ def dataset_io_manager(root: str) -> DatasetIOManager:
     """The IO manager selected by the environment: S3 when GXPLAB_ARTIFACTS_S3_BUCKET is set,
     otherwise the local folder `root` (exactly `DatasetIOManager(root=root)`).
 
-    S3 settings (all read at run time through dg.EnvVar, so they never land in run config):
-    GXPLAB_ARTIFACTS_S3_BUCKET, GXPLAB_ARTIFACTS_S3_PREFIX (optional),
-    GXPLAB_ARTIFACTS_S3_ENDPOINT_URL (optional: MinIO, moto, ...), GXPLAB_ARTIFACTS_S3_REGION
-    (optional). Credentials: boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
-    AWS_SESSION_TOKEN, AWS_PROFILE, or the instance/pod role), never a config value.
+    The S3 settings (bucket, prefix, endpoint, region; credentials from boto3's own chain) are
+    read by resources.artifacts.s3_backend_fields, which the artifacts resource shares.
     """
-    if not os.environ.get("GXPLAB_ARTIFACTS_S3_BUCKET"):
+    fields = s3_backend_fields()
+    if fields is None:
         return DatasetIOManager(root=root)
-    s3_fields: dict[str, Any] = {}
-    if os.environ.get("GXPLAB_ARTIFACTS_S3_ENDPOINT_URL"):
-        s3_fields["endpoint_url"] = dg.EnvVar("GXPLAB_ARTIFACTS_S3_ENDPOINT_URL")
-    if os.environ.get("GXPLAB_ARTIFACTS_S3_REGION"):
-        s3_fields["region_name"] = dg.EnvVar("GXPLAB_ARTIFACTS_S3_REGION")
-    return DatasetIOManager(
-        backend="s3",
-        root=root,
-        bucket=dg.EnvVar("GXPLAB_ARTIFACTS_S3_BUCKET"),
-        prefix=os.environ.get("GXPLAB_ARTIFACTS_S3_PREFIX", ""),
-        s3=S3Resource(**s3_fields),
-    )
+    return DatasetIOManager(backend="s3", root=root, **fields)

@@ -2,8 +2,9 @@
 
 `ArtifactStore` keeps files on local (or shared) disk; `S3ArtifactStore` keeps objects in an S3
 bucket under a prefix, through a boto3 client. Both offer write_bytes / read_bytes / exists /
-uri_for. Plain Python so that training processes and scripts can use them without Dagster. Keys
-are relative, slash-separated paths; the stores refuse keys that would escape their root.
+uri_for; S3ArtifactStore also uploads and downloads files (model archives, multipart when large).
+Plain Python so that training processes and scripts can use them without Dagster. Keys are
+relative, slash-separated paths; the stores refuse keys that would escape their root.
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ def _checked_key(key: str) -> PurePosixPath:
     return relative
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
 class S3ArtifactStore:
     """Objects under `s3://bucket/prefix/`; the sha256 of each object is also its metadata.
 
@@ -78,6 +88,15 @@ class S3ArtifactStore:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client
+
+    @classmethod
+    def for_uri(cls, uri: str, client: Any) -> S3ArtifactStore:
+        """A store over the whole bucket named in `uri` (`s3://bucket/key`), for reading an
+        object recorded by a run whatever prefix it was written under."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if not uri.startswith("s3://") or not bucket or not key:
+            raise ValueError(f"artifact URI {uri!r} is not of the form s3://bucket/key")
+        return cls(bucket, "", client)
 
     def object_key(self, key: str) -> str:
         relative = _checked_key(key).as_posix()
@@ -110,11 +129,7 @@ class S3ArtifactStore:
     def write_file(self, key: str, path: str | os.PathLike[str]) -> str:
         """Upload a local file (e.g. an adapter's .tar.gz) under `key`, multipart when large;
         returns its sha256 hex digest (also stored as metadata)."""
-        sha = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(chunk)
-        digest = sha.hexdigest()
+        digest = file_sha256(path)
         with self._errors(key):
             self.client.upload_file(
                 str(path),
@@ -128,6 +143,13 @@ class S3ArtifactStore:
         with self._errors(key):
             response = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))
             return response["Body"].read()
+
+    def download_file(self, key: str, path: str | os.PathLike[str]) -> str:
+        """Download `key` to the local file `path` (multipart when large); returns the sha256 of
+        the bytes written, for the caller to compare with the recorded one."""
+        with self._errors(key):
+            self.client.download_file(self.bucket, self.object_key(key), str(path))
+        return file_sha256(path)
 
     def sha256_of(self, key: str) -> str | None:
         """The sha256 recorded in the object's metadata (None when it has none)."""

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from assets.automation import REFRESH
 from assets.partitions import model_split_partitions
+from resources.artifacts import resolve_model_folder
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from scoring.audit_prompt import load_prompt
@@ -67,6 +68,8 @@ def _provenance(context: dg.AssetExecutionContext, dataset_hash: str, prompt_ver
             model_version = base_model_version(metadata.get("model_id"), event.run_id)
     return Provenance(
         dagster_run_id=context.run.run_id,
+        # A re-execution (from failure, run retries) replaces the rows its root run wrote.
+        dagster_root_run_id=context.run.root_run_id or context.run.run_id,
         model_id=keys["model"],
         split=keys["split"],
         dataset_hash=dataset_hash,
@@ -102,11 +105,16 @@ def _local_model_files(context: dg.AssetExecutionContext, model: CandidateModel)
             )
         metadata = {key: getattr(value, "value", value)
                     for key, value in event.asset_materialization.metadata.items()}
-        path = metadata.get("model_path" if asset == "base_model" else "adapter_path")
-        if not path:
+        path_key = "model_path" if asset == "base_model" else "adapter_path"
+        if not metadata.get(path_key):
             raise dg.Failure(f"the latest {asset} materialization (run {event.run_id}) names no "
                              "model folder in its metadata", allow_retries=False)
-        files[asset] = {"path": str(path), "run_id": event.run_id,
+        # absent here (another host, a cleaned folder): restored from its S3 model archive
+        path = resolve_model_folder(metadata, path_key)
+        if path != str(metadata[path_key]):
+            context.log.info(f"{asset}: {metadata[path_key]} is not on this host; restored from "
+                             f"{metadata['model_archive_uri']} into {path}")
+        files[asset] = {"path": path, "run_id": event.run_id,
                         "archive_sha256": metadata.get("archive_sha256")}
     return files
 

@@ -54,6 +54,8 @@ def record_evaluation(
         )
     provenance = Provenance(
         dagster_run_id=context.run.run_id,
+        # A re-execution (from failure, run retries) replaces the rows its root run wrote.
+        dagster_root_run_id=context.run.root_run_id or context.run.run_id,
         model_id=model_id,
         split=split,
         dataset_hash=dataset_hash,

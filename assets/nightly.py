@@ -125,6 +125,7 @@ def benchmark_api_models(
     *,
     date: str,
     dagster_run_id: str,
+    dagster_root_run_id: str | None = None,
     client_factory: Callable[[], CompletionClient],
     warehouse: Warehouse,
     max_batches: int | None = None,
@@ -146,6 +147,7 @@ def benchmark_api_models(
             dagster_run_id=dagster_run_id, model_id=model.id, split=NIGHTLY_SPLIT,
             dataset_hash=dataset_hash, prompt_version=prompt.version,
             code_version=code_version(), model_version=resolve_litellm_model(model),
+            dagster_root_run_id=dagster_root_run_id,
         )
         run = {"asset_key": ASSET_KEY, "partition_key": f"{date}|{model.id}"}
         row: dict[str, Any] = {"model_id": model.id, "model_version": provenance.model_version}
@@ -228,6 +230,7 @@ def nightly_api_benchmark(
     table, failed = benchmark_api_models(
         models, gxp_records, gxp_labels, gxp_site_master, date=date,
         dagster_run_id=context.run.run_id,
+        dagster_root_run_id=context.run.root_run_id or context.run.run_id,  # re-executions replace
         client_factory=lambda: DateScopedClient(llm.get_client(), date),
         warehouse=warehouse.client, max_batches=config.max_batches, log=context.log,
     )

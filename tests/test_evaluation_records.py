@@ -136,7 +136,7 @@ def provenance_of(model_id: str, instance: dg.DagsterInstance) -> wmod.Provenanc
     context = SimpleNamespace(
         partition_key=dg.MultiPartitionKey({"model": model_id, "split": "benchmark"}),
         instance=instance,
-        run=SimpleNamespace(run_id="run-1"),
+        run=SimpleNamespace(run_id="run-1", root_run_id=None),
     )
     return _provenance(context, "h" * 64, "gxp-audit-v1")
 

@@ -322,8 +322,8 @@ def test_upgrade_from_0001_keeps_existing_rows(url: str) -> None:
 
     wh = Warehouse(url)
     try:
-        assert wh.upgrade() == "0004"
-        assert wh.upgrade() == "0004"  # at head: nothing to do
+        assert wh.upgrade() == "0005"
+        assert wh.upgrade() == "0005"  # at head: nothing to do
         latest = wh.latest_scores()
         assert latest[["model_id", "metric", "value"]].to_dict("records") == [
             {"model_id": "reference", "metric": "gxp1_f1", "value": 0.75}
@@ -337,7 +337,7 @@ def test_upgrade_from_0001_keeps_existing_rows(url: str) -> None:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             # The migrations and the models in warehouse.py describe the same tables and indexes.
             assert compare_metadata(context, METADATA) == []
-            assert context.get_current_revision() == "0004"
+            assert context.get_current_revision() == "0005"
         command.downgrade(wmod.alembic_config(url=url), "0001")  # 0002 removes only its tables
         with engine.connect() as conn:
             assert MigrationContext.configure(conn).get_current_revision() == "0001"
@@ -351,7 +351,7 @@ def test_a_database_at_0001_must_be_upgraded_first(tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/old.sqlite"
     command.upgrade(wmod.alembic_config(url=url), "0001")
     wh = Warehouse(url)
-    with pytest.raises(WarehouseError, match=r"revision 0001, this code needs 0004: run .*upgrade"):
+    with pytest.raises(WarehouseError, match=r"revision 0001, this code needs 0005: run .*upgrade"):
         wh.list_model_versions()
     wh.close()
 

@@ -56,8 +56,8 @@ def test_upgrade_from_0003_keeps_rows_matches_the_models_and_downgrades(url: str
 
         wh = Warehouse(url)
         try:
-            assert wh.upgrade() == "0004"
-            assert wh.upgrade() == "0004"  # at head: nothing to do
+            assert wh.upgrade() == "0005"
+            assert wh.upgrade() == "0005"  # at head: nothing to do
             with engine.connect() as conn:
                 context = MigrationContext.configure(conn, opts={"compare_type": True})
                 # The migrations and the models in warehouse.py describe the same tables.
@@ -84,7 +84,7 @@ def test_a_database_at_0003_must_be_upgraded_first(tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/old.sqlite"
     command.upgrade(wmod.alembic_config(url=url), "0003")
     wh = Warehouse(url)
-    with pytest.raises(WarehouseError, match=r"revision 0003, this code needs 0004: run .*upgr"):
+    with pytest.raises(WarehouseError, match=r"revision 0003, this code needs 0005: run .*upgr"):
         wh.record_run_failure("run-x", job_name="j", error="boom")
     wh.close()
 
@@ -205,17 +205,17 @@ def _sensor_context(instance: dg.DagsterInstance, result: dg.ExecuteInProcessRes
     ).for_run_failure()
 
 
-def test_a_failed_run_is_recorded_once_with_its_scrubbed_error(url: str, monkeypatch) -> None:
+def test_a_failed_run_is_recorded_once_with_its_scrubbed_error(
+        instance, url: str, monkeypatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([clean_records, audit_records], instance=instance,
-                                raise_on_error=False)
-        assert not result.success
-        run = result.dagster_run
-        context = _sensor_context(instance, result, url)
-        run_failure_sensor(context)
-        run_failure_sensor(_sensor_context(instance, result, url))  # the same run again
-        end = instance.get_run_record_by_id(run.run_id).end_time
+    result = dg.materialize([clean_records, audit_records], instance=instance,
+                            raise_on_error=False)
+    assert not result.success
+    run = result.dagster_run
+    context = _sensor_context(instance, result, url)
+    run_failure_sensor(context)
+    run_failure_sensor(_sensor_context(instance, result, url))  # the same run again
+    end = instance.get_run_record_by_id(run.run_id).end_time
 
     wh = Warehouse(url)
     try:
@@ -239,12 +239,11 @@ def test_a_failed_run_is_recorded_once_with_its_scrubbed_error(url: str, monkeyp
         wh.close()
 
 
-def test_the_partition_of_a_failed_run_is_recorded(tmp_path) -> None:
+def test_the_partition_of_a_failed_run_is_recorded(instance, tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/w.sqlite"
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([split_scores], partition_key="control_clean", instance=instance,
-                                raise_on_error=False)
-        run_failure_sensor(_sensor_context(instance, result, url))
+    result = dg.materialize([split_scores], partition_key="control_clean", instance=instance,
+                            raise_on_error=False)
+    run_failure_sensor(_sensor_context(instance, result, url))
     wh = Warehouse(url)
     (row,) = wh.run_failures().to_dict("records")
     wh.close()
@@ -254,23 +253,22 @@ def test_the_partition_of_a_failed_run_is_recorded(tmp_path) -> None:
     assert "caused by: RuntimeError: no labels for split control_clean" in row["error"]
 
 
-def test_failures_missed_by_the_sensor_are_recorded_after_the_fact(tmp_path) -> None:
+def test_failures_missed_by_the_sensor_are_recorded_after_the_fact(instance, tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/w.sqlite"
-    with dg.instance_for_test() as instance:
-        seen = dg.materialize([split_scores], partition_key="benchmark", instance=instance,
-                              raise_on_error=False)
-        run_failure_sensor(_sensor_context(instance, seen, url))  # the sensor saw this one
-        missed = dg.materialize([split_scores], partition_key="control_clean",
-                                instance=instance, raise_on_error=False)
-        ok = dg.materialize([clean_records], instance=instance)
-        assert ok.success
-        wh = Warehouse(url)
-        try:
-            assert record_failed_runs(instance, wh) == [missed.run_id]
-            assert record_failed_runs(instance, wh) == []  # nothing left to record
-            failures = wh.run_failures()
-        finally:
-            wh.close()
+    seen = dg.materialize([split_scores], partition_key="benchmark", instance=instance,
+                          raise_on_error=False)
+    run_failure_sensor(_sensor_context(instance, seen, url))  # the sensor saw this one
+    missed = dg.materialize([split_scores], partition_key="control_clean",
+                            instance=instance, raise_on_error=False)
+    ok = dg.materialize([clean_records], instance=instance)
+    assert ok.success
+    wh = Warehouse(url)
+    try:
+        assert record_failed_runs(instance, wh) == [missed.run_id]
+        assert record_failed_runs(instance, wh) == []  # nothing left to record
+        failures = wh.run_failures()
+    finally:
+        wh.close()
     assert failures["dagster_run_id"].tolist() == [seen.run_id, missed.run_id]
     assert failures["partition_key"].tolist() == ["benchmark", "control_clean"]
     assert "no labels for split control_clean" in failures["error"].iloc[1]

@@ -32,7 +32,7 @@ from resources.clients.warehouse import (
 )
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
-HEAD = "0004"  # the newest migration in resources/warehouse_migrations/versions/
+HEAD = "0005"  # the newest migration in resources/warehouse_migrations/versions/
 NO_MODELS = {
     "item_scores": 0, "model_versions": 0, "model_aliases": 0, "model_alias_events": 0,
     "run_failures": 0,

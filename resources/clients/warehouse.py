@@ -24,7 +24,7 @@ import subprocess
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,9 @@ BENCHMARK_RUNS = Table(
     METADATA,
     Column("id", _ID, primary_key=True, autoincrement=True),
     *_provenance_columns(),
+    # Revision 0005: the original run of the re-execution lineage (Dagster's root_run_id; the
+    # run itself for an original run). Null only in rows written outside record_run.
+    Column("dagster_root_run_id", String(_ID_LEN)),
     Column("asset_key", String(_ID_LEN), nullable=False),
     Column("partition_key", String(_ID_LEN), nullable=False),  # "" when unpartitioned
     Column("status", String(16), nullable=False),
@@ -127,6 +130,12 @@ BENCHMARK_RUNS = Table(
         "status IN ('running', 'succeeded', 'failed', 'skipped')", name="ck_benchmark_runs_status"
     ),
     Index("ix_benchmark_runs_model_split", "model_id", "split", "status"),
+    # One row per step of a lineage: a re-executed step replaces its rows (a unique index, not a
+    # constraint, so that SQLite adds it without copying the table; see revision 0005).
+    Index(
+        "uq_benchmark_runs_lineage_step", "dagster_root_run_id", "asset_key", "partition_key",
+        unique=True,
+    ),
 )
 PREDICTIONS = Table(
     "predictions",
@@ -339,14 +348,29 @@ class Provenance:
     # The model's version: a registered adapter version, "base:<model>" for a base model, the
     # litellm model string for an API model; "unversioned" when the caller does not know it.
     model_version: str = UNVERSIONED
+    # Dagster's root_run_id: the original run when this run re-executes another (from failure,
+    # run retries); None (or the run id itself) for an original run. Not copied onto the child
+    # rows: benchmark_runs holds it, and record_run keys a step on it (see lineage_run_id).
+    dagster_root_run_id: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name == "dagster_root_run_id":
+                continue
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"Provenance.{f.name} must be a non-empty string, got {value!r}")
             if len(value) > _ID_LEN:
                 raise ValueError(f"Provenance.{f.name} is longer than {_ID_LEN} characters")
+
+    @property
+    def lineage_run_id(self) -> str:
+        """The original run of this run's re-execution lineage (the run itself if original)."""
+        return self.dagster_root_run_id or self.dagster_run_id
+
+    def columns(self) -> dict[str, str]:
+        """The PROVENANCE_FIELDS values, as stamped on every benchmark row."""
+        return {name: getattr(self, name) for name in PROVENANCE_FIELDS}
 
 
 # --- URLs, secrets, code version ---------------------------------------------------------------
@@ -741,10 +765,13 @@ class Warehouse:
     ) -> int:
         """Write one run and its rows in one transaction; returns the run id.
 
-        Idempotent per (dagster_run_id, asset_key, partition_key): recording the same step again
-        replaces that run's rows and keeps its id. started_at defaults to the first recording's
-        time, finished_at to now unless status is "running". `item_scores`: per-item rows of an
-        evaluation (item_id, metric, value, status "ok" | "failed", detail).
+        Idempotent per step of a re-execution lineage, (prov.lineage_run_id, asset_key,
+        partition_key): recording the same step again, in the same run or in a re-execution of
+        it (a new Dagster run with that root_run_id), replaces the step's rows and keeps its id;
+        the row then carries the recording run's dagster_run_id. started_at defaults to the first
+        recording's time in the same run (now for a new run), finished_at to now unless status is
+        "running". `item_scores`: per-item rows of an evaluation (item_id, metric, value, status
+        "ok" | "failed", detail).
         """
         if status not in RUN_STATUSES:
             raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
@@ -757,7 +784,8 @@ class Warehouse:
         }
         now, started_at = datetime.now(UTC), _utc(started_at, "started_at")
         run = {
-            **asdict(prov),
+            **prov.columns(),
+            "dagster_root_run_id": prov.lineage_run_id,
             "asset_key": asset_key,
             "partition_key": partition_key or "",
             "status": status,
@@ -766,16 +794,18 @@ class Warehouse:
             "finished_at": _utc(finished_at, "finished_at")
             or (None if status == "running" else now),
         }
+        runs = BENCHMARK_RUNS.c
         key = (
-            (BENCHMARK_RUNS.c.dagster_run_id == prov.dagster_run_id)
-            & (BENCHMARK_RUNS.c.asset_key == asset_key)
-            & (BENCHMARK_RUNS.c.partition_key == run["partition_key"])
+            (runs.dagster_root_run_id == prov.lineage_run_id)
+            & (runs.asset_key == asset_key)
+            & (runs.partition_key == run["partition_key"])
         )
         with self._connect() as conn, conn.begin():
             self._check_schema(conn)
-            old = conn.execute(select(BENCHMARK_RUNS.c.id, BENCHMARK_RUNS.c.started_at).where(key))
+            old = conn.execute(select(runs.id, runs.started_at, runs.dagster_run_id).where(key))
             old = old.first()
-            run["started_at"] = started_at or (old.started_at if old else now)
+            same_run = old is not None and old.dagster_run_id == prov.dagster_run_id
+            run["started_at"] = started_at or (old.started_at if same_run else now)
             if old is None:
                 run_id = conn.execute(insert(BENCHMARK_RUNS).values(run)).inserted_primary_key[0]
             else:
@@ -785,7 +815,7 @@ class Warehouse:
                 conn.execute(
                     update(BENCHMARK_RUNS).where(BENCHMARK_RUNS.c.id == run_id).values(run)
                 )
-            stamp = {"run_id": run_id, **asdict(prov)}
+            stamp = {"run_id": run_id, **prov.columns()}
             for table, rows in children.items():
                 _insert_rows(conn, table, [{**stamp, **row} for row in rows])
         log.info(

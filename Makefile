@@ -36,6 +36,7 @@ run: instance  ## materialize the whole graph (data, models, evaluation) on the 
 
 test: setup  ## run the tests (starts a local PostgreSQL if none is reachable)
 	@bash scripts/ensure_postgres.sh
+	@bash scripts/ensure_chromium.sh
 	$(BIN)/pytest
 
 ui: instance  ## dagster dev (webserver + daemon) on 127.0.0.1:3000

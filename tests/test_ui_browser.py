@@ -1,0 +1,195 @@
+"""The Dagster web UI in a real browser: `dagster dev` (webserver and daemon) on loopback with its
+instance on PostgreSQL, after a small `gxplab benchmark`, opened in headless Chromium (Selenium).
+
+Checks that the asset graph shows the pipeline's stages (the asset groups) and that the
+leaderboard's Markdown metadata renders as a table with the benchmark's real rows. Each run
+rewrites the screenshots docs/ui-asset-graph.png and docs/ui-leaderboard.png, so the pictures in
+the docs always show the UI as the tests last saw it.
+
+Needs Debian's `chromium` and `chromium-driver` (`bash scripts/ensure_chromium.sh`, which
+`make test` runs) and selenium (dev extra). Selenium is given /usr/bin/chromium and
+/usr/bin/chromedriver explicitly, so selenium-manager never downloads a browser. Without them the
+test skips, or fails when $CI is set.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import httpx
+import pytest
+from dagster_processes import dagster_process, free_port, missing_requirement
+
+pytestmark = pytest.mark.postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DOCS = ROOT / "docs"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+VIEWPORT = (1400, 900)
+STAGES = ("data", "models", "evaluation", "reports")  # group_name= of the assets
+SPLITS = ("control_clean", "control_faulty")
+
+
+def _missing_browser(reason: str) -> NoReturn:
+    missing_requirement(
+        f"the web-UI browser test needs {reason} (run `bash scripts/ensure_chromium.sh`)")
+
+
+
+def _run(args: list[str], env: dict[str, str]) -> str:
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _graphql(base_url: str, query: str) -> dict:
+    response = httpx.post(f"{base_url}/graphql", json={"query": query}, timeout=10)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def _wait_for(condition: Callable[[], bool], what: str, log: Path, attempts: int = 90) -> None:
+    """Poll `condition` once a second (a short HTTP timeout each) until it holds."""
+    for _ in range(attempts):
+        if condition():
+            return
+        time.sleep(1)
+    pytest.fail(f"{what}; dagster dev log:\n{log.read_text()[-3000:]}", pytrace=False)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _daemons_healthy(base_url: str) -> bool:
+    data = _graphql(
+        base_url,
+        "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }",
+    )
+    statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+    return bool(statuses) and all(s["healthy"] for s in statuses if s["required"])
+
+
+@pytest.fixture
+def browser() -> Iterator:
+    """Headless Debian Chromium with a 1400x900 viewport, driven through /usr/bin/chromedriver."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(path, os.X_OK):
+            _missing_browser(f"{path} (Debian packages chromium and chromium-driver)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _missing_browser("selenium (`pip install -e '.[dev]'`)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--disable-gpu", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        frame = driver.execute_script(  # headless Chromium still counts a window frame
+            "return [outerWidth - innerWidth, outerHeight - innerHeight]"
+        )
+        driver.set_window_size(VIEWPORT[0] + frame[0], VIEWPORT[1] + frame[1])
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def dagster_ui(pg_instance_url: str, tmp_path: Path) -> Iterator[str]:
+    """Base URL of `dagster dev` (webserver and daemon) on 127.0.0.1, instance on PostgreSQL,
+    after `gxplab benchmark` of the reference auditor on two control splits."""
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "GXPLAB_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "GXPLAB_WAREHOUSE_URL": f"sqlite:///{tmp_path / 'warehouse.sqlite'}",
+        "GXPLAB_LLM_CACHE_DIR": str(tmp_path / "llm_cache"),
+        "GXPLAB_DAGSTER_PG_URL": pg_instance_url,
+    }
+    gxplab = str(BIN / "gxplab")
+    assert "PostgreSQL" in _run([gxplab, "init-instance"], env)
+    _run([gxplab, "benchmark", "--models", "reference_auditor", "--splits", *SPLITS,
+          "--no-training"], env)
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "dagster_dev.log"
+    command = ["dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]
+    with dagster_process(command, env, log):
+        _wait_for(lambda: _answers(f"{base_url}/server_info"), "webserver never answered", log)
+        # The first visit on localhost opens a "Join the Dagster community" dialog; mark it seen.
+        assert _graphql(base_url, "mutation { setNuxSeen }")["setNuxSeen"] is True
+        _wait_for(lambda: _daemons_healthy(base_url), "the daemons never became healthy", log)
+        yield base_url
+
+
+def _settled(locate: Callable[[], object]) -> Callable:
+    """A wait condition: the element is displayed and has not moved since the last poll (the
+    graph animates its zoom-to-fit)."""
+    last: list[dict] = []
+
+    def condition(_driver) -> object:
+        element = locate()
+        rect = element.rect
+        settled = element.is_displayed() and last == [rect]
+        last[:] = [rect]
+        return element if settled else False
+
+    return condition
+
+
+def test_asset_graph_and_leaderboard_render_in_the_browser(browser, dagster_ui):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 45, poll_frequency=0.5,
+                         ignored_exceptions=(NoSuchElementException,
+                                             StaleElementReferenceException))
+
+    browser.get(f"{dagster_ui}/asset-groups")
+    wait.until(ec.title_is("Global asset lineage"), "the lineage page did not load")
+    for stage in STAGES:  # one collapsed group node per stage, drawn in the graph's SVG
+        node = f"//*[local-name()='foreignObject']//div[normalize-space(text())='{stage}']"
+        wait.until(_settled(lambda node=node: browser.find_element(By.XPATH, node)),
+                   f"asset group {stage!r} not drawn in the graph")
+    assert not browser.find_elements(
+        By.XPATH, "//*[@role='dialog'][contains(., 'Join the Dagster community')]"
+    )
+    browser.save_screenshot(str(DOCS / "ui-asset-graph.png"))
+
+    browser.get(f"{dagster_ui}/assets/gxp_leaderboard")
+    show = wait.until(ec.element_to_be_clickable((
+        By.XPATH, "//tr[td[normalize-space()='leaderboard']]//a[contains(., 'Show Markdown')]"
+    )), "the leaderboard metadata entry is missing")
+    show.click()
+    dialog = "//div[@role='dialog'][.//*[normalize-space()='leaderboard']]"
+    row = wait.until(ec.visibility_of_element_located((
+        By.XPATH, f"{dialog}//table//tr[td[normalize-space()='reference_auditor']]"
+    )), "the leaderboard table has no reference_auditor row")
+    headers = [th.text for th in browser.find_elements(By.XPATH, f"{dialog}//table//th")]
+    assert headers[:2] == ["rank", "model"] and "faulty_recall" in headers, headers
+    cells = dict(zip(headers, (td.text for td in row.find_elements(By.TAG_NAME, "td")),
+                     strict=True))
+    assert cells["rank"] == "1"
+    assert cells["faulty_recall"].split() == ["1.000", "[1.00,", "1.00]"]
+    assert cells["status"] == "audited 2/5 splits"
+    assert len(browser.find_elements(By.XPATH, f"{dialog}//table//tbody/tr")) > 1  # all models
+    browser.save_screenshot(str(DOCS / "ui-leaderboard.png"))

@@ -54,6 +54,7 @@ bench: setup  ## run the benchmarks in bench/ (see docs/benchmarks.md)
 	$(BIN)/python bench/bench_judge_throughput.py
 	$(BIN)/python bench/bench_aqi.py
 	$(BIN)/python bench/bench_inbox_sensor.py
+	$(BIN)/python bench/bench_full_graph.py --no-training
 
 clean:  ## remove generated data (var/), keep .venv
 	rm -rf var

@@ -13,6 +13,10 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobs.up_to_date import UpToDate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PG_URL_ENV = "GXPLAB_DAGSTER_PG_URL"
@@ -127,13 +131,30 @@ def sync_models(_: argparse.Namespace) -> int:
     return 0
 
 
-def _run(job, label: str, failures: list[str], log_level: str, run_config=None, **kwargs) -> None:
+def _run(job, label: str, failures: list[str], log_level: str, run_config=None,
+         up_to_date: UpToDate | None = None, skipped_as: str | None = None, **kwargs) -> None:
+    """Run `job` in this process (one line with its time), unless `up_to_date` says its assets
+    have nothing to do (`skipped_as`: why the step's model would be skipped now, if it would)."""
     started = time.perf_counter()
+    tags = {}
+    if up_to_date is not None:
+        keys = kwargs.get("asset_selection") or job.asset_layer.selected_asset_keys
+        reason = up_to_date.reason_to_run(keys, kwargs.get("partition_key"), run_config,
+                                           skipped_as)
+        if reason is None:
+            print(f"  {label:<48} up to date, skipped", flush=True)
+            return
+        from jobs.up_to_date import FINGERPRINT_TAG
+
+        tags[FINGERPRINT_TAG] = up_to_date.step_fingerprint(run_config)
     run_config = {
         **(run_config or {}),
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
-    result = job.execute_in_process(raise_on_error=False, run_config=run_config, **kwargs)
+    result = job.execute_in_process(raise_on_error=False, run_config=run_config, tags=tags,
+                                    **kwargs)
+    if up_to_date is not None:
+        up_to_date.reset()
     status = "ok" if result.success else "FAILED"
     print(f"  {label:<48} {status:>6}  {time.perf_counter() - started:6.1f} s", flush=True)
     if not result.success:
@@ -158,6 +179,11 @@ examples:
   gxplab benchmark                                  # everything (about 13 min on 2 cores)
   gxplab benchmark --no-training                    # the GxP benchmark alone (about 35 s)
   gxplab benchmark --models gpt-4o --splits benchmark adversarial
+  gxplab benchmark --force                          # re-materialize even what is up to date
+
+A second run with nothing changed skips every step ("up to date, skipped"): each step's assets are
+checked with Dagster's stale status and the fingerprint of the sources, configs and options that
+made them (jobs/up_to_date.py).
 """
 
 
@@ -175,7 +201,7 @@ def benchmark(args: argparse.Namespace) -> int:
 
     from assets.partitions import model_split_key
     from definitions import defs
-    from scoring.model_registry import GXP_AUDIT, load_model_registry
+    from scoring.model_registry import GXP_AUDIT, load_model_registry, model_availability
     from sensors.model_registry import sync_model_partitions
     from synthetic.contracts import SPLITS
 
@@ -196,6 +222,9 @@ def benchmark(args: argparse.Namespace) -> int:
     )
     failures: list[str] = []
     log_level = "DEBUG" if args.verbose else "WARNING"
+    from jobs.up_to_date import UpToDate
+
+    checker = None if args.force else UpToDate(instance, defs)
     started = time.perf_counter()
     print(
         f"Materializing the GxP graph into {instance.root_directory}: "
@@ -207,7 +236,7 @@ def benchmark(args: argparse.Namespace) -> int:
         "gxp_site_master",
         failures,
         log_level,
-        instance=instance,
+        instance=instance, up_to_date=checker,
     )
     for split in splits:
         _run(
@@ -215,7 +244,7 @@ def benchmark(args: argparse.Namespace) -> int:
             f"gxp_records[{split}]",
             failures,
             log_level,
-            instance=instance,
+            instance=instance, up_to_date=checker,
             partition_key=split,
         )
     if args.no_training:
@@ -228,11 +257,11 @@ def benchmark(args: argparse.Namespace) -> int:
         # One line per asset, in graph order: training is the long part, so show its progress.
         for asset_key in _topological(defs, models_job):
             _run(models_job, f"models: {asset_key.to_user_string()}", failures, log_level,
-                 instance=instance, asset_selection=[asset_key])
+                 instance=instance, up_to_date=checker, asset_selection=[asset_key])
         model_evaluation = defs.resolve_job_def("gxp_model_evaluation_job")
         for asset_key in _topological(defs, model_evaluation):
             _run(model_evaluation, f"evaluation: {asset_key.to_user_string()}", failures,
-                 log_level, instance=instance, asset_selection=[asset_key])
+                 log_level, instance=instance, up_to_date=checker, asset_selection=[asset_key])
     evaluation = defs.resolve_job_def("gxp_evaluation_job")
     registry = {m.id: m for m in load_model_registry()}
     for model_id in models:
@@ -241,13 +270,14 @@ def benchmark(args: argparse.Namespace) -> int:
             left_out = ", ".join(s for s in splits if s not in model_splits)
             print(f"  {model_id}: not run on {left_out} (its `splits` in configs/models.yaml)",
                   flush=True)
+        available, why = model_availability(registry[model_id])
         for split in model_splits:
             _run(
                 evaluation,
                 f"gxp_predictions+scores[{model_id}|{split}]",
                 failures,
                 log_level,
-                instance=instance,
+                instance=instance, up_to_date=checker, skipped_as=None if available else why,
                 partition_key=model_split_key(model_id, split),
                 run_config=run_config,
             )
@@ -256,11 +286,11 @@ def benchmark(args: argparse.Namespace) -> int:
         "gxp_leaderboard",
         failures,
         log_level,
-        instance=instance,
+        instance=instance, up_to_date=checker,
     )
     if not args.no_training:  # the report reads the models and evaluation stages' outputs
         _run(defs.resolve_job_def("gxp_synthesis_job"), "synthesis_report", failures, log_level,
-             instance=instance)
+             instance=instance, up_to_date=checker)
     elapsed = time.perf_counter() - started
     print(f"\nMaterialization took {elapsed:.0f} s.\n")
     from definitions import ARTIFACTS_DIR
@@ -492,6 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--splits", nargs="*", help="splits to run (default: all)")
     run.add_argument("--max-batches", type=int, help="audit only the first N batches per split")
     run.add_argument("--verbose", action="store_true", help="show Dagster's DEBUG event log")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="re-materialize every step; by default a step whose assets are fresh (same sources, "
+        "configs, options and upstream data as their last materialization) is skipped",
+    )
     run.add_argument(
         "--no-training",
         action="store_true",

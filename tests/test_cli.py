@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_processes import running_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -28,6 +31,15 @@ def cli_env(tmp_path):
     }
     env.pop("GXPLAB_DAGSTER_PG_URL", None)
     return env
+
+
+STEP_LINE = re.compile(r"^  \S.*?\s(ok|FAILED|up to date, skipped)\b", re.MULTILINE)
+
+
+def backfill_command(partitions: str) -> list[str]:
+    """The README's backfill of gxp_evaluation_job over `partitions` (comma-separated)."""
+    return [str(BIN / "dagster"), "job", "backfill", "-w", "workspace.yaml",
+            "-j", "gxp_evaluation_job", "--partitions", partitions, "--noprompt"]
 
 
 def run(args: list[str], env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -57,23 +69,21 @@ def test_benchmark_then_cli_backfill(cli_env):
     row = next(line for line in result.stdout.splitlines() if "| reference_auditor |" in line)
     assert "1.000 [1.00, 1.00]" in row and "audited 2/5 splits" in row  # control_faulty recall
     assert "skipped: environment variable OPENAI_API_KEY is not set" in result.stdout
+    assert "up to date, skipped" not in result.stdout
 
-    partitions = ",".join(f"reference_auditor|{split}" for split in SPLITS)
-    run(
-        [
-            str(BIN / "dagster"),
-            "job",
-            "backfill",
-            "-w",
-            "workspace.yaml",
-            "-j",
-            "gxp_evaluation_job",
-            "--partitions",
-            partitions,
-            "--noprompt",
-        ],
+    # Nothing changed: the second run skips every step (gpt-4o's key is still not set).
+    again = run(
+        [gxplab, "benchmark", "--models", "reference_auditor", "gpt-4o", "--splits", *SPLITS,
+         "--no-training"],
         cli_env,
     )
+    steps = STEP_LINE.findall(again.stdout)
+    assert len(steps) == 1 + len(SPLITS) + 2 * len(SPLITS) + 1, again.stdout  # + leaderboard
+    assert set(steps) == {"up to date, skipped"}, again.stdout
+    assert "| reference_auditor |" in again.stdout  # the leaderboard is still printed
+
+    partitions = ",".join(f"reference_auditor|{split}" for split in SPLITS)
+    run(backfill_command(partitions), cli_env)
 
     os.environ["DAGSTER_HOME"], previous = cli_env["DAGSTER_HOME"], os.environ.get("DAGSTER_HOME")
     try:
@@ -139,3 +149,38 @@ def test_cli_backfill_of_a_date_range_of_the_nightly_benchmark(cli_env):
     assert sorted(stored["partition_key"]) == ["2026-11-01|openai-compatible",
                                                "2026-11-02|openai-compatible"]
     assert (stored["status"] == "succeeded").all()
+
+
+def test_cli_backfill_on_postgres_waits_in_the_queue_for_the_daemon(cli_env, pg_instance_url,
+                                                                     tmp_path, monkeypatch):
+    """The production profile: instance on PostgreSQL, QueuedRunCoordinator. The backfill's runs
+    wait QUEUED until `dagster-daemon run` launches them (within the dagster/backfill limit of
+    2), and then succeed; as README 'Backfills' says."""
+    env = {**cli_env, "GXPLAB_DAGSTER_PG_URL": pg_instance_url}
+    gxplab = str(BIN / "gxplab")
+    assert "PostgreSQL" in run([gxplab, "init-instance"], env).stdout
+    run([gxplab, "benchmark", "--models", "reference_auditor", "--splits", *SPLITS,
+         "--no-training"], env)
+    partitions = ",".join(f"reference_auditor|{split}" for split in SPLITS)
+    run(backfill_command(partitions), env)
+
+    monkeypatch.setenv("GXPLAB_DAGSTER_PG_URL", pg_instance_url)  # dagster.yaml reads it
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        (backfill,) = instance.get_backfills()
+        backfill_runs = dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id})
+        queued = instance.get_runs(backfill_runs)
+        assert sorted(r.tags["dagster/partition"] for r in queued) == sorted(partitions.split(","))
+        assert {r.status for r in queued} == {dg.DagsterRunStatus.QUEUED}
+        log = tmp_path / "daemon.log"
+        with running_daemon(env, log) as daemon:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and daemon.poll() is None:
+                runs = instance.get_runs(backfill_runs)
+                if all(r.is_finished for r in runs):
+                    break
+                time.sleep(2)
+        runs = instance.get_runs(backfill_runs)
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), (
+            [(r.tags["dagster/partition"], r.status) for r in runs],
+            log.read_text(errors="replace")[-3000:])
+        assert len(runs) == len(SPLITS)  # launched once each: no retry, no duplicate

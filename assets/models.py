@@ -15,8 +15,14 @@ from pydantic import Field
 
 from resources.artifacts import environment_artifacts
 from resources.compute import ComputeResource
+from resources.io_manager import ALL_STORED_PARTITIONS
 from resources.warehouse import WarehouseResource
-from scoring.record_audit import load_record_prompt, select_training_records, training_rows
+from scoring.record_audit import (
+    add_inbox_batches,
+    load_record_prompt,
+    select_training_records,
+    training_rows,
+)
 from synthetic.alignment_instructions import preference_pairs
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
 
@@ -244,6 +250,11 @@ class GxpAuditAdapterConfig(AdapterConfig):
             partition_mapping=dg.SpecificPartitionsPartitionMapping(["train"])),
         "gxp_labels": dg.AssetIn(
             partition_mapping=dg.SpecificPartitionsPartitionMapping(["train"])),
+        # Every accepted inbox batch (inbox_sensor) that is stored: labelled data from the sites.
+        "inbox_records": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(),
+                                    metadata=ALL_STORED_PARTITIONS),
+        "inbox_labels": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(),
+                                   metadata=ALL_STORED_PARTITIONS),
     },
 )
 def gxp_audit_adapter(
@@ -254,19 +265,31 @@ def gxp_audit_adapter(
     base_model: dict,
     gxp_records: list[dict],
     gxp_labels: list[dict],
+    inbox_records: dict[str, list[dict]],
+    inbox_labels: dict[str, list[dict]],
 ) -> dg.Output[dict]:
     """LoRA adapter that audits one batch record per prompt and answers the benchmark's JSON,
-    fine-tuned on the `train` split's records and labels (deviating records plus a sample of clean
-    ones). Joins the GxP leaderboard as `embedded-gxp-audit` beside `embedded-base`."""
+    fine-tuned on the `train` split's records and labels plus every stored inbox batch
+    (deviating records plus a sample of clean ones). Joins the GxP leaderboard as
+    `embedded-gxp-audit` beside `embedded-base`."""
     prompt = load_record_prompt()
+    merged = add_inbox_batches(gxp_records, gxp_labels, inbox_records, inbox_labels)
+    for name, why in merged.left_out.items():
+        context.log.warning(f"gxp_audit_adapter: inbox batch {name} left out: {why}")
     chosen = select_training_records(
-        gxp_records, gxp_labels, clean_per_deviating=config.clean_per_deviating,
+        merged.records, merged.labels, clean_per_deviating=config.clean_per_deviating,
         max_records=config.max_records, seed=config.sample_seed)
-    rows = training_rows(chosen, gxp_labels, prompt)
-    n_deviating = len({str(r["record_id"]) for r in gxp_labels} & {r["record_id"] for r in rows})
+    rows = training_rows(chosen, merged.labels, prompt)
+    n_deviating = len({str(r["record_id"]) for r in merged.labels}
+                      & {r["record_id"] for r in rows})
     context.log.info(f"gxp_audit_adapter: {len(rows)} training rows ({n_deviating} with a "
-                     f"deviation) from {len(gxp_records)} train records, prompt {prompt.version}")
+                     f"deviation) from {len(gxp_records)} train records and "
+                     f"{len(merged.records) - len(gxp_records)} inbox records "
+                     f"({len(merged.used)} batches), prompt {prompt.version}")
     settings = config.model_dump(exclude={"clean_per_deviating", "max_records", "sample_seed"})
     return train_on_rows(context, compute, warehouse, "gxp_audit_adapter", settings, base_model,
                           rows, extra={"prompt_version": prompt.version,
-                                       "deviating_rows": n_deviating})
+                                       "deviating_rows": n_deviating,
+                                       "inbox_batches": merged.used,
+                                       "inbox_records": len(merged.records) - len(gxp_records),
+                                       "inbox_batches_left_out": merged.left_out})

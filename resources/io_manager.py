@@ -8,10 +8,14 @@ Backends (`backend`):
 - `s3`: `s3://<bucket>/<prefix>/<asset key>/<partition path>/<run id>.<ext>`, one immutable object
   per run (run-scoped), through dagster-aws's S3Resource. Inputs are read from the object named by
   the upstream's latest materialization in the event log, and its sha256 is checked.
-A multi-partition key `model|split` becomes `model/split`. URI, sha256 and row count go into the
-materialization metadata so every number can be traced to the exact bytes it came from. Models and
-adapters never pass through here: their training process writes them to a folder, and with S3 the
-model assets archive that folder (resources.artifacts.ArtifactsResource.archive_model).
+A multi-partition key `model|split` becomes `model/split`. An input declared with
+`dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata=ALL_STORED_PARTITIONS)` gets a
+dict {partition key: value} of every upstream partition that has a stored value; the partitions
+without one are left out and named in a warning (an inbox batch added but not yet stored).
+URI, sha256 and row count go into the materialization metadata so every number can be traced to
+the exact bytes it came from. Models and adapters never pass through here: their training process
+writes them to a folder, and with S3 the model assets archive that folder
+(resources.artifacts.ArtifactsResource.archive_model).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from resources.clients.artifacts import ArtifactStore, S3ArtifactStore
 from synthetic.jsonl import dumps_jsonl
 
 _EXTENSIONS = (".jsonl", ".parquet", ".json")
+# Input metadata: load every stored partition of the upstream as {partition key: value}.
+ALL_STORED_PARTITIONS = {"gxplab/load": "all_stored_partitions"}
 
 
 def _partition_path(partition_key: str | None) -> str:
@@ -114,16 +120,40 @@ class DatasetIOManager(dg.ConfigurableIOManager):
         upstream = context.upstream_output
         if upstream is None or upstream.asset_key is None:
             raise ValueError("DatasetIOManager only loads asset inputs")
-        partition = context.asset_partition_key if context.has_asset_partitions else None
         store = self._store()
-        base = self._base_key(upstream.asset_key, partition)
+        if (context.definition_metadata or {}).get("gxplab/load") == "all_stored_partitions":
+            return self._load_stored_partitions(context, store, upstream.asset_key)
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        return self._load_one(context, store, upstream.asset_key, partition)
+
+    def _load_stored_partitions(self, context: dg.InputContext,
+                                store: ArtifactStore | S3ArtifactStore,
+                                asset_key: dg.AssetKey) -> dict[str, Any]:
+        """{partition key: value} of the upstream partitions that have a stored value."""
+        keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
+        loaded: dict[str, Any] = {}
+        not_stored: list[str] = []
+        for key in keys:
+            try:
+                loaded[key] = self._load_one(context, store, asset_key, key)
+            except FileNotFoundError:
+                not_stored.append(key)
+        if not_stored:
+            context.log.warning(
+                f"{asset_key.to_user_string()}: {len(not_stored)} partition(s) without a stored "
+                f"value left out: {', '.join(not_stored[:10])}; materialize them to include them")
+        return loaded
+
+    def _load_one(self, context: dg.InputContext, store: ArtifactStore | S3ArtifactStore,
+                  asset_key: dg.AssetKey, partition: Any) -> Any:
+        base = self._base_key(asset_key, partition)
         if isinstance(store, S3ArtifactStore):
-            return self._load_recorded(context, store, upstream.asset_key, partition, base)
+            return self._load_recorded(context, store, asset_key, partition, base)
         for extension in _EXTENSIONS:
             if store.exists(base + extension):
                 return _decode(extension, store.read_bytes(base + extension))
         raise FileNotFoundError(
-            f"no stored value for asset {upstream.asset_key.to_user_string()} "
+            f"no stored value for asset {asset_key.to_user_string()} "
             f"partition {partition!r} under {store.path_for(base)}.*; materialize it first"
         )
 

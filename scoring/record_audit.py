@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any, Protocol
@@ -218,3 +219,40 @@ def select_training_records(records: Sequence[Mapping[str, Any]],
         chosen = rng.sample(deviating, n_dev) + rng.sample(clean, min(n_clean, max_records - n_dev))
     rng.shuffle(chosen)
     return chosen
+
+
+@dataclass(frozen=True)
+class InboxMerge:
+    """Training records and labels with the accepted inbox batches added, and what was used."""
+
+    records: list[Mapping[str, Any]]
+    labels: list[Mapping[str, Any]]
+    used: list[str]
+    left_out: dict[str, str]  # batch name -> why it was not added
+
+
+def add_inbox_batches(records: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]],
+                      inbox_records: Mapping[str, Sequence[Mapping[str, Any]]],
+                      inbox_labels: Mapping[str, Sequence[Mapping[str, Any]]]) -> InboxMerge:
+    """`records`/`labels` plus every inbox batch (in name order) stored with both its records and
+    its labels. A batch missing one of them, or with a record_id already taken (by the train
+    split or an earlier batch), is left out whole, with the reason: the others are still added."""
+    merged_records, merged_labels = list(records), list(labels)
+    taken = {str(r["record_id"]) for r in merged_records}
+    used: list[str] = []
+    left_out: dict[str, str] = {}
+    for name in sorted(set(inbox_records) | set(inbox_labels)):
+        if name not in inbox_records or name not in inbox_labels:
+            missing = "records" if name not in inbox_records else "labels"
+            left_out[name] = f"its {missing} are not stored"
+            continue
+        ids = [str(r["record_id"]) for r in inbox_records[name]]
+        clash = next((i for i in ids if i in taken), None)
+        if clash is not None:
+            left_out[name] = f"record_id {clash!r} is already in the training records"
+            continue
+        taken.update(ids)
+        merged_records += inbox_records[name]
+        merged_labels += inbox_labels[name]
+        used.append(name)
+    return InboxMerge(merged_records, merged_labels, used, left_out)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from resources.clients.artifacts import ArtifactStore
-from resources.io_manager import DatasetIOManager
+from resources.io_manager import ALL_STORED_PARTITIONS, DatasetIOManager
 from synthetic.jsonl import dumps_jsonl
 
 split_partitions = dg.StaticPartitionsDefinition(["benchmark", "train"])
@@ -78,3 +78,34 @@ def test_artifact_keys_cannot_escape_root(tmp_path):
     digest = store.write_bytes("a/b.bin", b"abc")
     assert digest == hashlib.sha256(b"abc").hexdigest()
     assert store.read_bytes("a/b.bin") == b"abc"
+
+
+batch_partitions = dg.DynamicPartitionsDefinition(name="test_batches")
+
+
+@dg.asset(partitions_def=batch_partitions)
+def batch_asset(context: dg.AssetExecutionContext) -> list[dict]:
+    return [{"record_id": f"R-{context.partition_key}", "batch_id": context.partition_key}]
+
+
+@dg.asset(ins={"batch_asset": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(),
+                                         metadata=ALL_STORED_PARTITIONS)})
+def all_batches(batch_asset: dict[str, list[dict]]) -> dict:
+    return {name: [r["record_id"] for r in rows] for name, rows in batch_asset.items()}
+
+
+def test_all_stored_partitions_load_as_a_dict_and_unstored_ones_are_named(tmp_path):
+    resources = {"io_manager": DatasetIOManager(root=str(tmp_path))}
+    with dg.instance_for_test() as instance:
+        none_yet = dg.materialize([batch_asset, all_batches], selection=[all_batches],
+                                  instance=instance, resources=resources)
+        assert none_yet.output_for_node("all_batches") == {}  # no partition: an empty dict
+        instance.add_dynamic_partitions(batch_partitions.name, ["b1", "b2", "b3"])
+        for key in ("b1", "b3"):
+            dg.materialize([batch_asset], partition_key=key, instance=instance,
+                           resources=resources)
+        result = dg.materialize([batch_asset, all_batches], selection=[all_batches],
+                                instance=instance, resources=resources)
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert result.output_for_node("all_batches") == {"b1": ["R-b1"], "b3": ["R-b3"]}
+    assert any("1 partition(s) without a stored value left out: b2" in m for m in messages)

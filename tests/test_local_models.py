@@ -14,6 +14,7 @@ from test_base_model_pipes import TINY
 from test_embedded_model import TINY as TINY_MODEL
 
 from assets import all_assets
+from assets.inbox import accepted_paths, inbox_dir, inbox_partitions
 from assets.partitions import model_partitions, model_split_key
 from resources.artifacts import ArtifactsResource
 from resources.compute import ComputeResource
@@ -23,6 +24,7 @@ from resources.warehouse import WarehouseResource
 from scoring.gxp import score_predictions
 from scoring.model_registry import load_model_registry, parse_model_entry
 from scoring.record_audit import (
+    add_inbox_batches,
     load_record_prompt,
     parse_record_output,
     record_answer,
@@ -32,7 +34,8 @@ from scoring.record_audit import (
     training_rows,
 )
 from synthetic.catalog import load_catalog
-from synthetic.splits import generate_split
+from synthetic.jsonl import dumps_jsonl
+from synthetic.splits import SplitSpec, generate_split
 from training.embedded_model import build_embedded_base_model
 from training.inference import DecodingSettings, LocalGenerator, _cut_at_stop
 
@@ -207,10 +210,31 @@ def test_stop_strings_cut_the_answer():
     assert _cut_at_stop("no marker", ["<|end|>"]) == "no marker"
 
 
-def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch):
-    """The graph: train split -> gxp_audit_adapter; both local models audit the benchmark split
-    and appear on the leaderboard; the adapter's version lands in the model registry."""
+def test_inbox_batches_join_the_training_records_unless_incomplete_or_clashing():
+    train = [{"record_id": "R-1", "batch_id": "B1"}]
+    labels = [{"record_id": "R-1", "deviation_type": "missing_signature"}]
+    inbox_records = {"site-b": [{"record_id": "S-2", "batch_id": "SB"}],
+                     "site-a": [{"record_id": "S-1", "batch_id": "SA"}],
+                     "clash": [{"record_id": "R-1", "batch_id": "SC"}],
+                     "no-labels": [{"record_id": "S-9", "batch_id": "SD"}]}
+    inbox_labels = {"site-a": [{"record_id": "S-1", "deviation_type": "late_entry"}],
+                    "site-b": [], "clash": [], "no-records": []}
+    merged = add_inbox_batches(train, labels, inbox_records, inbox_labels)
+    assert merged.used == ["site-a", "site-b"]  # in name order
+    assert [r["record_id"] for r in merged.records] == ["R-1", "S-1", "S-2"]
+    assert [r["record_id"] for r in merged.labels] == ["R-1", "S-1"]
+    assert merged.left_out == {
+        "clash": "record_id 'R-1' is already in the training records",
+        "no-labels": "its labels are not stored", "no-records": "its records are not stored"}
+    assert [r["record_id"] for r in train] == ["R-1"]  # the inputs are not changed
+
+
+def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch, master):
+    """The graph: train split and a stored inbox batch -> gxp_audit_adapter; both local models
+    audit the benchmark split and appear on the leaderboard; the adapter's version lands in the
+    model registry."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GXPLAB_INBOX_DIR", str(tmp_path / "inbox"))
     assets = all_assets()
     resources = {
         "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
@@ -237,6 +261,16 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch):
         with pytest.raises(dg.Failure, match="not been materialized"):
             dg.materialize(assets, selection=["gxp_predictions"], instance=instance,
                            resources=resources, partition_key=key)
+        # A labelled batch from a site, accepted by the inbox sensor and stored as a partition.
+        site = generate_split(SplitSpec("train", 1, 4, 6, 0.5), master, 11, load_catalog())
+        site_records = [{**r, "record_id": f"SITE-{r['record_id']}"} for r in site.records]
+        site_labels = [{**r, "record_id": f"SITE-{r['record_id']}"} for r in site.manifest]
+        records_path, labels_path = accepted_paths(inbox_dir(), "site-a")
+        records_path.parent.mkdir(parents=True)
+        records_path.write_bytes(dumps_jsonl(site_records))
+        labels_path.write_bytes(dumps_jsonl(site_labels))
+        instance.add_dynamic_partitions(inbox_partitions.name, ["site-a"])
+        run(["inbox_records", "inbox_labels"], partition_key="site-a")
         trained = run(["base_model", "gxp_audit_adapter"], run_config={"ops": {
             "base_model": {"config": TINY},
             "gxp_audit_adapter": {"config": {"max_steps": 2, "max_records": 8}}}})
@@ -247,6 +281,9 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch):
 
     adapter = trained.output_for_node("gxp_audit_adapter")
     assert adapter["prompt_version"] == "gxp-record-audit-v1"
+    assert adapter["inbox_batches"] == ["site-a"]  # trained on the site's batch too
+    assert adapter["inbox_records"] == len(site_records)
+    assert adapter["inbox_batches_left_out"] == {}
     assert set(local) <= set(board.index)
     assert all(board.loc[m, "status"] == "audited 1/5 splits" for m in local)
     warehouse = resources["warehouse"].client

@@ -441,6 +441,17 @@ def test_a_quick_postgres_restart_mid_run_is_absorbed_by_dagsters_retries(
     assert (row["dagster_run_id"], row["items"]) == (run.run_id, 2)
 
 
+# How the step's storage write fails depends on where the server's shutdown catches it: a new
+# connection whose retries are spent, or a statement in flight on an open one (seen under load).
+STORAGE_ERRORS = ("too many retries for DB connection",
+                  "server closed the connection unexpectedly",
+                  "terminating connection due to administrator command")
+
+
+def _storage_error(text: str) -> bool:
+    return any(error in text for error in STORAGE_ERRORS)
+
+
 @pytest.mark.postgres
 def test_a_postgres_outage_past_the_retries_fails_the_run_cleanly_and_reexecution_succeeds(
     private_pg: PrivateCluster, tmp_path: Path
@@ -457,13 +468,13 @@ def test_a_postgres_outage_past_the_retries_fails_the_run_cleanly_and_reexecutio
         assert worker.wait() == 1, worker.output()[-5000:]
     finally:
         worker.stop()
-    assert "too many retries for DB connection" in worker.output()
+    assert _storage_error(worker.output()), worker.output()[-5000:]
 
     with setup.instance() as instance:
         run = only_run(instance)
         assert run.status == dg.DagsterRunStatus.FAILURE  # terminal, not left STARTED
         assert step_statuses(instance, run.run_id) == {"outage_scores": "FAILURE"}
-        assert "too many retries for DB connection" in _failure_text(instance, run.run_id)
+        assert _storage_error(_failure_text(instance, run.run_id))
         # A step failure: run retries (retry_on_asset_or_op_failure: false) leave it alone, so
         # an operator re-executes it from failure.
         (failure,) = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)

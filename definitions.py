@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
 from assets import all_assets
 from jobs import all_jobs, all_schedules
-from resources.artifacts import artifacts_resource
+from resources.artifacts import artifacts_resource, default_artifacts_dir
 from resources.compute import ComputeResource
 from resources.io_manager import dataset_io_manager
 from resources.llm import llm_resource
@@ -20,7 +19,7 @@ from sensors.run_failures import run_failure_sensor
 from sensors.score_regression import score_regression_sensor
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-ARTIFACTS_DIR = Path(os.environ.get("GXPLAB_ARTIFACTS_DIR", PROJECT_ROOT / "var" / "artifacts"))
+ARTIFACTS_DIR = default_artifacts_dir()
 
 defs = dg.Definitions(
     assets=all_assets(),

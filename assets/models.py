@@ -129,10 +129,10 @@ def _reported_adapter(task: str, metadata: dict) -> dict:
 
 
 def _register_version(context: dg.AssetExecutionContext, warehouse: WarehouseResource, task: str,
-                      task_config: dict, base_model: dict, metadata: dict) -> str:
-    """Record the adapter in the warehouse's model registry; the first version of a task becomes
-    its `production` alias (later ones are promoted with `gxplab models promote`)."""
-    values = _reported_adapter(task, metadata)
+                      task_config: dict, base_model: dict, values: dict) -> str:
+    """Record the adapter (`values`: from _reported_adapter) in the warehouse's model registry;
+    the first version of a task becomes its `production` alias (later ones are promoted with
+    `gxplab models promote`)."""
     # The archive hash is in the label: a retried step reuses the run id but writes a new archive.
     version = f"{context.run.run_id[:8]}-{values['archive_sha256'][:12]}"
     client = warehouse.client
@@ -177,11 +177,10 @@ def train_on_rows(context: dg.AssetExecutionContext, compute: ComputeResource,
         paths[key] = str(path)
     task_config = {**settings, "base_model_path": base_model["model_path"], **paths}
     result = compute.run_task(context, task, task_config, output_dir)
-    _reported_adapter(task, dict(result.metadata or {}))  # no adapter: fail before archiving
+    reported = _reported_adapter(task, dict(result.metadata or {}))  # none: fail before archiving
     # archived before registering, so a failed upload registers no version
     archive = _archive_model(context, task, Path(output_dir))
-    version = _register_version(context, warehouse, task, task_config, base_model,
-                                dict(result.metadata or {}))
+    version = _register_version(context, warehouse, task, task_config, base_model, reported)
     return _reference(result, context.run.run_id,
                       {**(extra or {}), **archive, "model_version": version,
                        "training_key": training_key, "continued_interrupted_run": resumed})

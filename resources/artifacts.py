@@ -59,7 +59,7 @@ def s3_backend_fields() -> dict[str, Any] | None:
 
 
 def default_artifacts_dir() -> Path:
-    """$GXPLAB_ARTIFACTS_DIR, or var/artifacts in the checkout (as in definitions.py)."""
+    """$GXPLAB_ARTIFACTS_DIR, or var/artifacts in the checkout (definitions.py's ARTIFACTS_DIR)."""
     return Path(os.environ.get("GXPLAB_ARTIFACTS_DIR", PROJECT_ROOT / "var" / "artifacts"))
 
 
@@ -156,9 +156,8 @@ def environment_artifacts(root: str | None = None) -> Iterator[ArtifactsResource
     """`artifacts_resource(root)` initialized here (its EnvVars resolved), for code that is not
     handed the `artifacts` resource (the model assets, the local-model consumers). `root`
     defaults to default_artifacts_dir()."""
-    fields = s3_backend_fields()
-    resource = ArtifactsResource(root=root or str(default_artifacts_dir()), **(fields or {}))
-    if fields is None:
+    resource = artifacts_resource(root or str(default_artifacts_dir()))
+    if not os.environ.get(S3_BUCKET_ENV):  # local: no EnvVar to resolve
         yield resource
         return
     with resource.process_config_and_initialize_cm() as initialized:

@@ -36,7 +36,8 @@ from synthetic.jsonl import dumps_jsonl
 
 _EXTENSIONS = (".jsonl", ".parquet", ".json")
 # Input metadata: load every stored partition of the upstream as {partition key: value}.
-ALL_STORED_PARTITIONS = {"gxplab/load": "all_stored_partitions"}
+_LOAD_KEY, _ALL_STORED = "gxplab/load", "all_stored_partitions"
+ALL_STORED_PARTITIONS = {_LOAD_KEY: _ALL_STORED}
 
 
 def _partition_path(partition_key: str | None) -> str:
@@ -121,7 +122,7 @@ class DatasetIOManager(dg.ConfigurableIOManager):
         if upstream is None or upstream.asset_key is None:
             raise ValueError("DatasetIOManager only loads asset inputs")
         store = self._store()
-        if (context.definition_metadata or {}).get("gxplab/load") == "all_stored_partitions":
+        if (context.definition_metadata or {}).get(_LOAD_KEY) == _ALL_STORED:
             return self._load_stored_partitions(context, store, upstream.asset_key)
         partition = context.asset_partition_key if context.has_asset_partitions else None
         return self._load_one(context, store, upstream.asset_key, partition)

@@ -29,6 +29,16 @@ EXEC_WITH_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal
 STOP_GRACE_S = 30.0
 
 
+def run_command(args: list[str], env: dict[str, str], timeout: int = 300,
+                ) -> subprocess.CompletedProcess:
+    """Run a command from the project root; assert it succeeded, showing its output if not."""
+    result = subprocess.run(args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, (f"{' '.join(map(str, args))}: rc {result.returncode}\n"
+                                    + result.stdout[-3000:] + result.stderr[-3000:])
+    return result
+
+
 def missing_requirement(message: str) -> NoReturn:
     """Skip the test for a missing system requirement (a browser, a PostgreSQL server), or FAIL
     when $CI is set: CI must not silently lose that coverage."""

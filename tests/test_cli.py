@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_processes import run_command as run
 from dagster_processes import running_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,14 +41,6 @@ def backfill_command(partitions: str) -> list[str]:
     """The README's backfill of gxp_evaluation_job over `partitions` (comma-separated)."""
     return [str(BIN / "dagster"), "job", "backfill", "-w", "workspace.yaml",
             "-j", "gxp_evaluation_job", "--partitions", partitions, "--noprompt"]
-
-
-def run(args: list[str], env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def test_help_explains_the_commands():

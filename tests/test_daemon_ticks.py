@@ -35,7 +35,7 @@ import pytest
 import yaml
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.scheduler.instigation import InstigatorState, InstigatorTick, TickStatus
-from dagster_processes import live_group_members, running_daemon
+from dagster_processes import live_group_members, run_command, running_daemon
 
 from assets.partitions import model_split_key
 from resources.clients.warehouse import Provenance, Warehouse
@@ -89,10 +89,7 @@ def daemon_env(tmp_path: Path, pg_url: str) -> dict[str, str]:
 
 
 def run_cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=180, check=False)
-    assert done.returncode == 0, f"{' '.join(args)}: rc {done.returncode}\n{done.stderr[-3000:]}"
-    return done.stdout
+    return run_command([str(BIN / args[0]), *args[1:]], env, timeout=180).stdout
 
 
 def hold_run_queue(home: Path) -> None:

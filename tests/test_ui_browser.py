@@ -15,7 +15,6 @@ test skips, or fails when $CI is set.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from typing import NoReturn
 
 import httpx
 import pytest
-from dagster_processes import dagster_process, free_port, missing_requirement
+from dagster_processes import dagster_process, free_port, missing_requirement, run_command
 
 pytestmark = pytest.mark.postgres
 
@@ -42,12 +41,6 @@ def _missing_browser(reason: str) -> NoReturn:
     missing_requirement(
         f"the web-UI browser test needs {reason} (run `bash scripts/ensure_chromium.sh`)")
 
-
-
-def _run(args: list[str], env: dict[str, str]) -> str:
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
 
 
 def _graphql(base_url: str, query: str) -> dict:
@@ -123,8 +116,8 @@ def dagster_ui(pg_instance_url: str, tmp_path: Path) -> Iterator[str]:
         "GXPLAB_DAGSTER_PG_URL": pg_instance_url,
     }
     gxplab = str(BIN / "gxplab")
-    assert "PostgreSQL" in _run([gxplab, "init-instance"], env)
-    _run([gxplab, "benchmark", "--models", "reference_auditor", "--splits", *SPLITS,
+    assert "PostgreSQL" in run_command([gxplab, "init-instance"], env).stdout
+    run_command([gxplab, "benchmark", "--models", "reference_auditor", "--splits", *SPLITS,
           "--no-training"], env)
 
     port = free_port()

@@ -257,3 +257,48 @@ def test_orpo_rerun_resumes_from_the_last_checkpoint(base):
     assert [r["step"] for r in reports if "loss" in r] == [3, 4]
     assert second["losses"][:2] == first["losses"] and len(second["losses"]) == 4
     assert second["tokens_seen"] > first["tokens_seen"] > 0
+
+
+def test_dpo_continuing_an_adapter_uses_it_as_the_reference(dpo, base):
+    """SFT then DPO (the rag_dpo_adapter task): training continues the given adapter, and the
+    reference is that adapter merged. The first loss is log 2 again although the adapter already
+    prefers the chosen answers (measured margin > 2): with the bare base model as the reference
+    the first margin would not be 0."""
+    from training.tasks import rag_dpo_task
+
+    reports: list[dict] = []
+    config = {"base_model_path": base.model, "train_file": str(base.train_file),
+              "init_adapter_path": dpo.metadata["adapter_path"], "max_steps": 3,
+              "max_length": 256, **FAST}
+    md = rag_dpo_task(config, base.root / "continued", lambda **m: reports.append(m))
+    assert md["init_adapter_path"] == dpo.metadata["adapter_path"]
+    assert md["losses"][0] == pytest.approx(math.log(2), abs=1e-5)
+    assert md["reward_margins"][0] == pytest.approx(0.0, abs=1e-4)  # merged vs unmerged
+    # the continued adapter starts from the trained one: it still prefers the chosen answers
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = _tokenizer(base.model)
+
+    def margin(model) -> float:
+        return (_answer_logp(model, tokenizer, PAIRS[0], "chosen")
+                - _answer_logp(model, tokenizer, PAIRS[0], "rejected"))
+
+    plain = AutoModelForCausalLM.from_pretrained(base.model).eval()
+    assert margin(load_adapter(base.model, md["adapter_path"])) > margin(plain) + 10.0
+    with pytest.raises(ValueError, match="init_adapter_path"):
+        rag_dpo_task({k: v for k, v in config.items() if k != "init_adapter_path"},
+                     base.root / "x", lambda **m: None)
+
+
+def test_sequential_sampling_keeps_the_curriculum_order():
+    rows = [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": "r"} for i in range(20)]
+    settings = PreferenceSettings(train_sampling_strategy="sequential", eval_fraction=0.1)
+    train, held_out = split_rows(rows, settings)
+    kept = [int(r["prompt"][1:]) for r in train]
+    assert kept == sorted(kept) and len(kept) == 18 and len(held_out) == 2
+    assert set(kept).isdisjoint(int(r["prompt"][1:]) for r in held_out)
+    shuffled, _ = split_rows(rows, PreferenceSettings(eval_fraction=0.1))
+    assert [r["prompt"] for r in shuffled] != sorted((r["prompt"] for r in shuffled),
+                                                     key=lambda p: int(p[1:]))
+    with pytest.raises(ValueError, match="train_sampling_strategy"):
+        PreferenceSettings(train_sampling_strategy="by_stage")

@@ -107,12 +107,15 @@ def conversational_pair(row: dict[str, str]) -> dict[str, list[dict[str, str]]]:
 def preference_task(config: dict, output_dir: Path, report: Report) -> dict:
     """Train a DPO or ORPO LoRA adapter on `config["train_file"]` over its base model."""
     base_model_path, train_file, overrides = task_inputs(config)
+    init_adapter_path = overrides.pop("init_adapter_path", None)
+    task = overrides.pop("task", None)
     settings = PreferenceSettings.from_mapping(overrides)
     rows = [conversational_pair(row) for row in read_preference_rows(train_file)]
-    task = f"{settings.method}_adapter"
+    task = task or f"{settings.method}_adapter"
     run = start_run(output_dir, settings.quantization, task, report)
     with torch_threads(settings.torch_threads):
-        trainer = _build_trainer(base_model_path, rows, settings, run, report)
+        trainer = _build_trainer(base_model_path, rows, settings, run, report,
+                                 init_adapter_path=init_adapter_path)
         metrics = train_and_measure(trainer, run)
     metadata: dict[str, Any] = {
         **save_adapter(trainer, run.output_dir), **metrics,
@@ -121,6 +124,7 @@ def preference_task(config: dict, output_dir: Path, report: Report) -> dict:
         "beta": settings.beta,
         "train_rows": len(trainer.train_dataset),
         "dataset_sha256": file_sha256(train_file),
+        "init_adapter_path": init_adapter_path,
     }
     (run.output_dir / "model_card.md").write_text(
         model_card(base_model_path, settings, metadata, task=task), encoding="utf-8")
@@ -143,21 +147,34 @@ def preference_metrics(log_history: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _build_trainer(base_model_path: str, rows: list[dict[str, Any]],
-                   settings: PreferenceSettings, run: TrainingRun, report: Report) -> Any:
+                   settings: PreferenceSettings, run: TrainingRun, report: Report, *,
+                   init_adapter_path: str | None = None) -> Any:
+    """The TRL trainer. With `init_adapter_path` (SFT then DPO), training continues that adapter
+    and DPO's reference is the base model with it merged (frozen), not the bare base model."""
     from transformers import PrinterCallback
 
     model, tokenizer = _load_model(base_model_path, run.quantization)
+    ref_model = None
+    if init_adapter_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, init_adapter_path, is_trainable=True)
+        if settings.method == "dpo":
+            reference, _ = _load_model(base_model_path, run.quantization)
+            ref_model = PeftModel.from_pretrained(reference, init_adapter_path).merge_and_unload()
+            ref_model.eval().requires_grad_(False)
     dataset, eval_dataset = split_rows(rows, settings)
     common = {**trainer_arguments(settings, run.checkpoints, run.quantization,
                                   eval_dataset is not None),
               "beta": settings.beta, "dataset_num_proc": None}
     shared = {"model": model, "train_dataset": dataset, "eval_dataset": eval_dataset,
-              "processing_class": tokenizer, "peft_config": lora_config(settings),
+              "processing_class": tokenizer,
+              "peft_config": None if init_adapter_path else lora_config(settings),
               "callbacks": [_report_callback(report, LOGGED_METRICS)]}
     if settings.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        trainer = DPOTrainer(ref_model=None, args=DPOConfig(**common), **shared)
+        trainer = DPOTrainer(ref_model=ref_model, args=DPOConfig(**common), **shared)
     else:
         from trl.experimental.orpo import ORPOConfig
 

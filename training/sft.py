@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import resource
 import sys
 import tarfile
@@ -32,6 +33,9 @@ if TYPE_CHECKING:  # training.tasks imports this module; torch loads only when a
 QUANTIZATIONS = ("auto", "nf4", "none")
 ROLES = frozenset({"system", "user", "assistant"})
 NO_CUDA = "none (no CUDA)"
+
+
+SAMPLING_STRATEGIES = ("random", "sequential")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class LoraSettings:
     quantization: str = "auto"
     # Intra-op CPU threads (None: torch's default); see EmbeddedModelConfig.torch_threads for why.
     torch_threads: int | None = None
+    # "random" (shuffled batches) or "sequential": rows in file order, for a curriculum whose
+    # stages follow each other (the held-out rows are then drawn without reordering the rest).
+    train_sampling_strategy: str = "random"
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:
@@ -74,6 +81,10 @@ class LoraSettings:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
         if not 0 <= self.eval_fraction < 1 or not 0 <= self.warmup_ratio < 1:
             raise ValueError("eval_fraction and warmup_ratio must be in [0, 1)")
+        if self.train_sampling_strategy not in SAMPLING_STRATEGIES:
+            raise ValueError(f"train_sampling_strategy must be one of "
+                             f"{', '.join(SAMPLING_STRATEGIES)}, got "
+                             f"{self.train_sampling_strategy!r}")
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], source: str = "task config") -> Self:
@@ -380,6 +391,12 @@ def split_rows(rows: list[dict[str, Any]], settings: LoraSettings) -> tuple[Any,
 
     dataset = Dataset.from_list(rows)
     if settings.eval_fraction > 0 and len(rows) >= 2:
+        if settings.train_sampling_strategy == "sequential":
+            # A curriculum keeps its order: seeded held-out rows, the rest in file order.
+            n_eval = min(len(rows) - 1, max(1, round(len(rows) * settings.eval_fraction)))
+            held_out = sorted(random.Random(settings.seed).sample(range(len(rows)), n_eval))
+            kept = sorted(set(range(len(rows))) - set(held_out))
+            return dataset.select(kept), dataset.select(held_out)
         split = dataset.train_test_split(test_size=settings.eval_fraction, seed=settings.seed)
         return split["train"], split["test"]
     return dataset, None
@@ -415,6 +432,7 @@ def trainer_arguments(settings: LoraSettings, checkpoints: Path, quantization: s
         "include_num_input_tokens_seen": "non_padding",
         "seed": settings.seed,
         "data_seed": settings.seed,
+        "train_sampling_strategy": settings.train_sampling_strategy,
         # TRL defaults bf16=True, which fails on a CPU; use_cpu also keeps a GPU-less run off MPS.
         "bf16": on_gpu,
         "use_cpu": not on_gpu,

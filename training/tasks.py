@@ -100,6 +100,25 @@ def orpo_task(config: dict, output_dir: Path, report: Report) -> dict:
     return preference_task({"method": "orpo", **config}, output_dir, report)
 
 
+def rag_sft_task(config: dict, output_dir: Path, report: Report) -> dict:
+    """Curriculum SFT for grounded answers: the rows come ordered by stage (single turn, multi
+    turn, tool calls, hard negatives; synthetic/rag_training.py) and are trained in that order."""
+    defaults = {"max_length": 1024, "train_sampling_strategy": "sequential",
+                "gradient_checkpointing": False}
+    return sft_task({**defaults, **config}, output_dir, report, task="rag_sft_adapter")
+
+
+def rag_dpo_task(config: dict, output_dir: Path, report: Report) -> dict:
+    """DPO after the curriculum SFT: continues the SFT adapter (`init_adapter_path`) on grounded
+    vs ungrounded pairs, with the SFT model as DPO's reference."""
+    from training.preference import preference_task
+
+    if not config.get("init_adapter_path"):
+        raise ValueError("task config: field 'init_adapter_path' (the SFT adapter) is required")
+    return preference_task({"method": "dpo", "max_length": 1024, **config,
+                            "task": "rag_dpo_adapter"}, output_dir, report)
+
+
 TASKS: dict[str, Callable[[dict, Path, Report], dict]] = {
     "base_model": base_model_task,
     "qlora_adapter": sft_task,
@@ -109,4 +128,6 @@ TASKS: dict[str, Callable[[dict, Path, Report], dict]] = {
     "orpo_adapter": orpo_task,
     "batchqa_adapter": functools.partial(sft_task, task="batchqa_adapter"),
     "grpo_adapter": grpo_task,
+    "rag_sft_adapter": rag_sft_task,
+    "rag_dpo_adapter": rag_dpo_task,
 }

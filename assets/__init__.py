@@ -21,9 +21,10 @@ def all_assets() -> list[Any]:
         judge,
         models,
         nightly,
+        rag,
         reports,
     )
 
     return list(dg.load_assets_from_modules(
         [data, inbox, models, adapters, evaluation, alignment, judge, behavioral,
-         batchqa_eval, nightly, reports]))
+         batchqa_eval, nightly, rag, reports]))

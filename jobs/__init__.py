@@ -40,6 +40,13 @@ model_evaluation_job = dg.define_asset_job(
     description="The base model vs its adapters: AQI and behaviour on the ACCD prompts, the AMR "
     "judge on the amr_cases test split, batch-record Q&A metrics.",
 )
+rag_job = dg.define_asset_job(
+    "gxp_rag_job",
+    selection=dg.AssetSelection.assets("rag_corpus", "rag_questions", "rag_index",
+                                       "rag_retrieval_eval"),
+    description="The RAG corpus, its labelled questions, the hybrid index and the retrieval "
+    "evaluation (BM25 vs dense vs fusion).",
+)
 reports_job = dg.define_asset_job(
     "gxp_reports_job",
     selection=dg.AssetSelection.assets("gxp_leaderboard"),
@@ -53,5 +60,5 @@ synthesis_job = dg.define_asset_job(
 )
 
 all_jobs = [site_master_job, data_job, evaluation_job, models_job, model_evaluation_job,
-            reports_job, synthesis_job, *schedule_jobs]
+            rag_job, reports_job, synthesis_job, *schedule_jobs]
 __all__ = ["all_jobs", "all_schedules"]

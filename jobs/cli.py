@@ -258,6 +258,10 @@ def benchmark(args: argparse.Namespace) -> int:
         for asset_key in _topological(defs, models_job):
             _run(models_job, f"models: {asset_key.to_user_string()}", failures, log_level,
                  instance=instance, up_to_date=checker, asset_selection=[asset_key])
+        rag = defs.resolve_job_def("gxp_rag_job")
+        for asset_key in _topological(defs, rag):
+            _run(rag, f"rag: {asset_key.to_user_string()}", failures, log_level,
+                 instance=instance, up_to_date=checker, asset_selection=[asset_key])
         model_evaluation = defs.resolve_job_def("gxp_model_evaluation_job")
         for asset_key in _topological(defs, model_evaluation):
             _run(model_evaluation, f"evaluation: {asset_key.to_user_string()}", failures,

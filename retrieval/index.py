@@ -30,6 +30,11 @@ def minilm_embedder(device: str = "cpu") -> Embed:
     return embed
 
 
+def chunk_passage(chunk: Chunk) -> str:
+    """The text a chunk is embedded as: its document title, then its words."""
+    return f"{chunk.title}. {chunk.text}"
+
+
 @dataclass(frozen=True)
 class Hit:
     chunk: Chunk
@@ -42,7 +47,10 @@ class HybridIndex:
     """BM25 and dense search over `chunks`; `search(mode="hybrid")` fuses the two rankings of the
     top `depth` candidates each."""
 
-    def __init__(self, chunks: Sequence[Chunk], embed: Embed, *, stopwords: str = "en") -> None:
+    def __init__(self, chunks: Sequence[Chunk], embed: Embed, *, stopwords: str = "en",
+                 vectors: np.ndarray | None = None) -> None:
+        """`vectors`: the chunks' embeddings computed earlier (the rag_index asset stores them),
+        one row per chunk in order; None embeds the chunks now."""
         import bm25s
 
         if not chunks:
@@ -55,8 +63,17 @@ class HybridIndex:
         self._bm25 = bm25s.BM25()
         self._bm25.index(self._tokens([c.text for c in chunks]), show_progress=False)
         self._embed = embed
-        self._vectors = np.asarray(embed([f"{c.title}. {c.text}" for c in chunks]),
-                                   dtype=np.float32)
+        if vectors is None:
+            vectors = embed([chunk_passage(c) for c in chunks])
+        self._vectors = np.asarray(vectors, dtype=np.float32)
+        if self._vectors.ndim != 2 or self._vectors.shape[0] != len(self.chunks):
+            raise ValueError(f"vectors: expected one row per chunk ({len(self.chunks)}), got "
+                             f"shape {self._vectors.shape}")
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The chunks' dense vectors, one row per chunk."""
+        return self._vectors
 
     def _tokens(self, texts: list[str]):
         import bm25s

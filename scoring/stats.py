@@ -5,6 +5,7 @@ Formulas as in METHODS.md ("Statistics"). Plain numpy/scipy, seeded, no Dagster 
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -174,3 +175,32 @@ def _differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
         shapes = f"{a_arr.shape} vs {b_arr.shape}"
         raise ValueError(f"paired samples must be 1-D of equal length: {shapes}")
     return a_arr - b_arr
+
+
+def paired_comparison(tuned: Sequence[float], base: Sequence[float], *, n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, float]:
+    """tuned - base on paired items: both means, the mean difference with its percentile-bootstrap
+    CI, the paired t-test and Cohen's d_z; NaN where too few pairs make a value undefined."""
+    t_arr, b_arr = np.asarray(tuned, dtype=float), np.asarray(base, dtype=float)
+    row = dict.fromkeys(("tuned_mean", "base_mean", "mean_difference", "ci_low", "ci_high", "t",
+                         "p_value", "cohens_dz"), math.nan)
+    if len(t_arr):
+        ci = bootstrap_ci(t_arr - b_arr, n_boot=n_boot, seed=seed)
+        row.update(tuned_mean=float(t_arr.mean()), base_mean=float(b_arr.mean()),
+                   mean_difference=ci.estimate, ci_low=ci.low, ci_high=ci.high)
+    if len(t_arr) >= 2:
+        t_stat, p_value = paired_t_test(t_arr, b_arr)
+        row.update(t=t_stat, p_value=p_value, cohens_dz=cohens_dz(t_arr, b_arr))
+    return row
+
+
+def holm_where_tested(p_values: Sequence[float], alpha: float = 0.05
+                      ) -> tuple[list[float], list[bool]]:
+    """Holm over the p-values that are not NaN (untested comparisons keep NaN / not significant),
+    in the input order."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted, significant = np.full(len(p), math.nan), np.zeros(len(p), dtype=bool)
+    tested = ~np.isnan(p)
+    if tested.any():
+        adjusted[tested], significant[tested] = holm_correction(p[tested], alpha=alpha)
+    return adjusted.tolist(), significant.tolist()

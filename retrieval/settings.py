@@ -1,0 +1,59 @@
+"""configs/rag.yaml as a frozen dataclass: the one source of the chunking, index and answering
+settings the rag_* assets, the server's RAG endpoint and the benchmarks use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RAG_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "rag.yaml"
+RERANKERS = ("none", "cross-encoder", "llm")
+
+
+@dataclass(frozen=True)
+class RagSettings:
+    version: str
+    seed: int
+    max_words: int
+    overlap_words: int
+    embedder: str
+    depth: int
+    rrf_k: int
+    reranker: str
+    k: int
+    max_tool_rounds: int
+
+
+def load_rag_settings(path: Path | str | None = None) -> RagSettings:
+    """Read and check the settings; a missing or bad field names the file and the field."""
+    path = Path(path) if path else RAG_CONFIG
+    raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    sections = {"corpus": ("seed",), "chunking": ("max_words", "overlap_words"),
+                "index": ("embedder", "depth", "rrf_k", "reranker"),
+                "answering": ("k", "max_tool_rounds")}
+    values: dict[str, Any] = {"version": raw.get("version") if isinstance(raw, dict) else None}
+    if not isinstance(values["version"], str):
+        raise ValueError(f"{path}: field 'version' must be a string")
+    for section, names in sections.items():
+        block = raw.get(section)
+        if not isinstance(block, dict):
+            raise ValueError(f"{path}: section {section!r} is missing")
+        for name in names:
+            value = block.get(name)
+            expected = str if name in ("embedder", "reranker") else int
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise ValueError(f"{path}: field '{section}.{name}' must be {expected.__name__}, "
+                                 f"got {value!r}")
+            values[name] = value
+    if values["reranker"] not in RERANKERS:
+        raise ValueError(f"{path}: field 'index.reranker' must be one of {RERANKERS}")
+    if values["reranker"] != "none":
+        raise ValueError(f"{path}: field 'index.reranker': {values['reranker']!r} reranking is "
+                         "not built yet; use none")
+    if not 0 <= values["overlap_words"] < values["max_words"] or values["k"] < 1:
+        raise ValueError(f"{path}: need 0 <= chunking.overlap_words < chunking.max_words and "
+                         "answering.k >= 1")
+    return RagSettings(**values)

@@ -1,5 +1,7 @@
 """scoring.stats against scipy and hand-computed cases."""
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -125,3 +127,20 @@ def test_holm_correction_caps_at_one_and_keeps_order():
     assert reject.tolist() == [False, True, False]
     with pytest.raises(ValueError):
         holm_correction([0.2, 1.2])
+
+
+def test_paired_comparison_and_holm_where_tested_match_scipy():
+    from scoring.stats import holm_where_tested, paired_comparison
+
+    tuned, base = [0.9, 0.7, 0.8, 1.0, 0.6], [0.5, 0.6, 0.8, 0.7, 0.4]
+    row = paired_comparison(tuned, base, n_boot=500, seed=1)
+    reference = scipy_stats.ttest_rel(tuned, base)
+    assert row["mean_difference"] == pytest.approx(0.2)
+    assert row["t"] == pytest.approx(reference.statistic)
+    assert row["p_value"] == pytest.approx(reference.pvalue)
+    assert row["ci_low"] <= 0.2 <= row["ci_high"]
+    single = paired_comparison([1.0], [0.5])
+    assert single["mean_difference"] == 0.5 and math.isnan(single["p_value"])
+    adjusted, significant = holm_where_tested([0.01, math.nan, 0.04], alpha=0.05)
+    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1])
+    assert adjusted[2] == pytest.approx(0.04) and significant == [True, False, True]

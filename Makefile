@@ -2,6 +2,7 @@
 #   make run   set up .venv and materialize the GxP benchmark graph on the embedded default
 #   make test  set up .venv and run the test suite (PostgreSQL tests included)
 #   make ui    Dagster web UI and daemon on http://127.0.0.1:3000
+#   make serve the OpenAI-compatible server for the materialized local models (127.0.0.1:8008)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export DAGSTER_DISABLE_TELEMETRY ?= 1
 
-.PHONY: help setup run test ui lint bench instance clean
+.PHONY: help setup run test ui serve lint bench instance clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -41,6 +42,9 @@ test: setup  ## run the tests (starts a local PostgreSQL if none is reachable)
 
 ui: instance  ## dagster dev (webserver + daemon) on 127.0.0.1:3000
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+serve: instance  ## OpenAI-compatible server (serving/) for the materialized local models on 127.0.0.1:8008
+	$(BIN)/gxplab serve
 
 lint: setup  ## ruff
 	$(BIN)/ruff check .

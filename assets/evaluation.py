@@ -50,7 +50,7 @@ def _provenance(context: dg.AssetExecutionContext, dataset_hash: str, prompt_ver
     elif kind == "litellm":
         # litellm: the litellm model string that is called (model_name_env applied).
         model_version = resolve_litellm_model(model)
-    elif kind == "local":  # record by record, with its own prompt
+    elif kind in ("local", "served"):  # record by record, with its own prompt
         prompt_version = load_record_prompt().version
         # local: the adapter's registered version ("model_version" in the metadata of its latest
         # materialization, the one _local_model_files loads), or base:<hf id|embedded>@<run> for
@@ -139,6 +139,31 @@ def _local_generate(context: dg.AssetExecutionContext, files: dict):
     return factory
 
 
+def _served_generate(context: dg.AssetExecutionContext, files: dict, llm: LLMResource):
+    """`local_generate` for a served model: the same model files, answered by the GxPLab server
+    through litellm (resources/clients/local_server.py)."""
+    from resources.clients.local_server import served_generate
+
+    def factory(model: CandidateModel):
+        entry = {"name": model.served_model, "base_model_path": files["base_model"]["path"],
+                 "adapter_path": files[model.adapter]["path"] if model.adapter else None,
+                 "description": model.description}
+        model_key = "+".join(f"{asset}@{info['run_id']}" for asset, info in files.items())
+        client = llm.get_client()
+        generate = served_generate(model, entry, client, model_key=model_key,
+                                   log=context.log.info)
+
+        def generate_and_close(chats, progress=None):
+            try:
+                return generate(chats, progress)
+            finally:
+                client.close()
+
+        return generate_and_close
+
+    return factory
+
+
 @dg.asset(
     partitions_def=model_split_partitions,
     group_name="evaluation",
@@ -171,8 +196,13 @@ def gxp_predictions(
     dataset_hash = sha256_bytes(dumps_jsonl(gxp_records))
     provenance = _provenance(context, dataset_hash, prompt.version)
 
-    unit = "records" if model.kind == "local" else "batches"
-    local_files = _local_model_files(context, model) if model.kind == "local" else {}
+    record_by_record = model.kind in ("local", "served")
+    unit = "records" if record_by_record else "batches"
+    local_files = _local_model_files(context, model) if record_by_record else {}
+    if model.kind == "served":
+        local_generate = _served_generate(context, local_files, llm)
+    else:
+        local_generate = _local_generate(context, local_files) if local_files else None
 
     def log_progress(done: int, total: int) -> None:
         if done == total or done % max(1, total // 10) == 0:
@@ -187,7 +217,7 @@ def gxp_predictions(
         prompt=prompt,
         catalog=load_catalog(),
         progress=log_progress,
-        local_generate=_local_generate(context, local_files) if local_files else None,
+        local_generate=local_generate,
     )
     if outcome.skipped_reason:
         context.log.info(f"{model_id} on {split}: {outcome.skipped_reason}")

@@ -248,7 +248,8 @@ def benchmark(args: argparse.Namespace) -> int:
             partition_key=split,
         )
     if args.no_training:
-        local = [m.id for m in load_model_registry() if m.kind == "local" and m.id in models]
+        local = [m.id for m in load_model_registry()
+                 if m.kind in ("local", "served") and m.id in models]
         if local:
             print(f"  --no-training: skipping the local models {', '.join(local)}", flush=True)
         models = [m for m in models if m not in local]
@@ -505,6 +506,68 @@ def _add_models_parser(commands) -> None:
         sub.add_argument("--reason", help="why, kept in the alias history (an audit trail)")
 
 
+SERVE_DESCRIPTION = """\
+Serve every local model of configs/models.yaml whose files are materialized (the base model and
+each adapter, by the registry id: embedded-base, embedded-gxp-audit, ...) over the OpenAI API of
+serving/ (python -m serving). The catalog is read from the Dagster instance: the latest
+materialization of base_model and of each adapter asset (restored from its S3 archive when the
+folder is not on this host). Call it from litellm as openai/<id> with
+api_base http://HOST:PORT/v1; set GXPLAB_SERVE_URL to that to benchmark the served-* entries
+against this server instead of one started per step."""
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the materialized local models over the OpenAI API (make serve)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import dagster as dg
+
+    from resources.artifacts import resolve_model_folder
+    from scoring.model_registry import load_model_registry
+
+    instance = dg.DagsterInstance.get()
+    catalog, missing = [], []
+    for model in load_model_registry():
+        if model.kind != "local" or not model.enabled:
+            continue
+        paths = {}
+        for asset in model.model_assets:
+            event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+            metadata = ({k: getattr(v, "value", v)
+                         for k, v in event.asset_materialization.metadata.items()}
+                        if event is not None and event.asset_materialization else {})
+            key = "model_path" if asset == "base_model" else "adapter_path"
+            if not metadata.get(key):
+                missing.append(f"{model.id} ({asset} not materialized)")
+                break
+            paths[asset] = resolve_model_folder(metadata, key)
+        else:
+            catalog.append({"name": model.id, "base_model_path": paths["base_model"],
+                            "adapter_path": paths.get(model.adapter) if model.adapter else None,
+                            "description": model.description})
+    for line in missing:
+        print(f"  not served: {line}", flush=True)
+    if not catalog:
+        print("no local model is materialized: run `make run` (or materialize base_model) first",
+              file=sys.stderr)
+        return 1
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="gxplab-catalog-",
+                                     delete=False) as handle:
+        json.dump(catalog, handle, default=str)
+    command = [sys.executable, "-m", "serving", "--catalog", handle.name, *args.serving_args]
+    print(f"serving {', '.join(entry['name'] for entry in catalog)}", flush=True)
+    try:
+        return subprocess.call(command, env=os.environ.copy())
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        os.unlink(handle.name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gxplab",
@@ -539,6 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
         "local models that need them: the GxP benchmark alone, about 35 s",
     )
     run.set_defaults(func=benchmark)
+    served = commands.add_parser(
+        "serve", help=serve.__doc__, description=SERVE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Other options go to the server: --host, --port, --no-batching, --config "
+        "(python -m serving --help).")
+    served.set_defaults(func=serve, serving_args=[])
     board = commands.add_parser("leaderboard", help=print_leaderboard.__doc__)
     board.add_argument("--plot", metavar="PNG", help="also write the quality/cost/latency plot")
     board.set_defaults(func=print_leaderboard)
@@ -547,7 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra and args.command != "serve":
+        build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "serve":
+        args.serving_args = extra
     return args.func(args)
 
 

@@ -72,9 +72,9 @@ def run_candidate(
                 "prompt_version": "n/a (rule-based)",
             },
         )
-    if model.kind == "local":
+    if model.kind in ("local", "served"):
         if local_generate is None:
-            raise ValueError(f"model {model.id!r} is a local model: run_candidate needs "
+            raise ValueError(f"model {model.id!r} is a {model.kind} model: run_candidate needs "
                              "local_generate")
         run = run_record_audit(model, records, split=split, generate=local_generate(model),
                                prompt=load_record_prompt(), catalog=catalog, progress=progress)

@@ -18,7 +18,7 @@ import yaml
 from synthetic.contracts import SPLITS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-KINDS = ("rule_based", "litellm", "local")
+KINDS = ("rule_based", "litellm", "local", "served")
 # The benchmarks a model can be a candidate in: the GxP batch-record audit (gxp_predictions,
 # gxp_scores, the leaderboard) and the AMR prescription validation scored by the judge
 # (judge_evaluations). Defaults by kind: the reference auditor and the local models audit only;
@@ -26,7 +26,7 @@ KINDS = ("rule_based", "litellm", "local")
 BENCHMARKS = ("gxp_audit", "amr_judge")
 GXP_AUDIT, AMR_JUDGE = BENCHMARKS
 DEFAULT_BENCHMARKS = {"rule_based": (GXP_AUDIT,), "local": (GXP_AUDIT,),
-                      "litellm": (GXP_AUDIT, AMR_JUDGE)}
+                      "served": (GXP_AUDIT,), "litellm": (GXP_AUDIT, AMR_JUDGE)}
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 ID_PATTERN = re.compile(r"^[a-z0-9_.-]+$")
 ENV_NAME_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -34,7 +34,14 @@ _ENV_FIELDS = ("api_base_env", "api_key_env", "model_name_env")
 _FIELDS = frozenset({"id", "kind", "litellm_model", "required_env", "api_base", "description",
                      "response_format", "temperature", "max_tokens", "timeout_s", "max_concurrency",
                      "rpm", "enabled", "adapter", "batch_size", "splits", "benchmarks",
-                     *_ENV_FIELDS})
+                     "served_model", *_ENV_FIELDS})
+# Fields a `served` entry may set: a local model of this registry (`served_model`) answered by the
+# GxPLab server (serving/) through litellm as `openai/<served_model>`. `api_base_env` names a
+# running server (`make serve`); when it is unset the evaluation starts one on loopback.
+_SERVED_FIELDS = frozenset({"id", "kind", "served_model", "description", "enabled", "splits",
+                            "benchmarks", "max_tokens", "max_concurrency", "timeout_s",
+                            "api_base_env", "api_key_env"})
+SERVED_DEFAULT_SPLITS = ("benchmark",)
 # Fields a `local` entry may set (it runs training/inference.py on the base_model asset, plus the
 # adapter asset named by `adapter`).
 _LOCAL_FIELDS = frozenset({"id", "kind", "adapter", "description", "enabled", "temperature",
@@ -64,7 +71,8 @@ class CandidateModel:
     rpm: float | None = None
     description: str = ""
     enabled: bool = True
-    adapter: str | None = None  # local kind: the adapter asset (None: the base model alone)
+    adapter: str | None = None  # local/served kind: the adapter asset (None: the base alone)
+    served_model: str | None = None  # served kind: the local model the server answers as
     splits: tuple[str, ...] | None = None  # splits the benchmark and the sensor run (None: all)
     batch_size: int = 32  # local kind: chats generated together
     benchmarks: tuple[str, ...] = (GXP_AUDIT,)  # the benchmarks it is a candidate in
@@ -72,7 +80,7 @@ class CandidateModel:
     @property
     def model_assets(self) -> tuple[str, ...]:
         """Assets a local model is built from (base_model, then its adapter if any)."""
-        if self.kind != "local":
+        if self.kind not in ("local", "served"):
             return ()
         return ("base_model", self.adapter) if self.adapter else ("base_model",)
 
@@ -101,7 +109,19 @@ def load_model_registry(path: Path | str | None = None, *,
                              f"(first used by models[{seen[model.id]}])")
         seen[model.id] = index
         models.append(model)
+    models = [_resolve_served(m, models, path) if m.kind == "served" else m for m in models]
     return [m for m in models if benchmark is None or benchmark in m.benchmarks]
+
+
+def _resolve_served(model: CandidateModel, models: list[CandidateModel],
+                    path: Path) -> CandidateModel:
+    """A served entry with its local model's adapter and decoding (unless set on the entry)."""
+    local = next((m for m in models if m.id == model.served_model and m.kind == "local"), None)
+    if local is None:
+        raise ValueError(f"{path}: model {model.id!r} field 'served_model': "
+                         f"{model.served_model!r} is not a local model of the registry")
+    return replace(model, adapter=local.adapter, temperature=local.temperature,
+                   max_tokens=model.max_tokens or local.max_tokens)
 
 
 def parse_model_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> CandidateModel:
@@ -129,6 +149,11 @@ def parse_model_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> Ca
                               benchmarks=benchmarks)
     if kind == "local":
         return replace(_local_entry(entry, model_id, where), benchmarks=benchmarks)
+    if kind == "served":
+        if benchmarks != (GXP_AUDIT,):
+            raise ValueError(f"{where} field 'benchmarks': a served model runs only "
+                             f"{GXP_AUDIT!r} so far, got {list(benchmarks)}")
+        return replace(_served_entry(entry, model_id, where), benchmarks=benchmarks)
     local_only = sorted(set(entry) & {"adapter", "batch_size", "splits"})
     if local_only:
         raise ValueError(f"{where}: field(s) {local_only} apply to kind local only")
@@ -171,10 +196,7 @@ def parse_model_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> Ca
 
 
 def _local_entry(entry: dict, model_id: str, where: str) -> CandidateModel:
-    unknown = set(entry) - _LOCAL_FIELDS
-    if unknown:
-        raise ValueError(f"{where}: field(s) {sorted(unknown)} do not apply to kind local; "
-                         f"allowed {sorted(_LOCAL_FIELDS)}")
+    _only_fields(entry, _LOCAL_FIELDS, "local", where)
     adapter = entry.get("adapter")
     if adapter is not None and not (isinstance(adapter, str) and ID_PATTERN.match(adapter)):
         raise ValueError(f"{where} field 'adapter': {adapter!r} must name an adapter asset")
@@ -185,15 +207,52 @@ def _local_entry(entry: dict, model_id: str, where: str) -> CandidateModel:
         value = entry.get(name, default)
         if not (number(value) and isinstance(value, int)):
             raise ValueError(f"{where} field {name!r}: {value!r} must be a positive integer")
-    splits = entry.get("splits", list(LOCAL_DEFAULT_SPLITS))
-    if not (isinstance(splits, list) and splits and set(splits) <= set(SPLITS)):
-        raise ValueError(f"{where} field 'splits': {splits!r} must be a non-empty list of "
-                         f"{', '.join(SPLITS)}")
+    splits = _splits(entry, LOCAL_DEFAULT_SPLITS, where)
     return CandidateModel(
         id=model_id, kind="local", adapter=adapter, temperature=float(temperature),
         splits=tuple(splits),
         max_tokens=entry.get("max_tokens", 96), batch_size=entry.get("batch_size", 32),
         response_format="json_object", description=str(entry.get("description", "")),
+        enabled=_bool(entry.get("enabled", True), where, "enabled"))
+
+
+def _only_fields(entry: dict, allowed: frozenset[str], kind: str, where: str) -> None:
+    unknown = set(entry) - allowed
+    if unknown:
+        raise ValueError(f"{where}: field(s) {sorted(unknown)} do not apply to kind {kind}; "
+                         f"allowed {sorted(allowed)}")
+
+
+def _splits(entry: dict, default: tuple[str, ...], where: str) -> list[str]:
+    splits = entry.get("splits", list(default))
+    if not (isinstance(splits, list) and splits and set(splits) <= set(SPLITS)):
+        raise ValueError(f"{where} field 'splits': {splits!r} must be a non-empty list of "
+                         f"{', '.join(SPLITS)}")
+    return splits
+
+
+def _served_entry(entry: dict, model_id: str, where: str) -> CandidateModel:
+    _only_fields(entry, _SERVED_FIELDS, "served", where)
+    served = entry.get("served_model")
+    if not (isinstance(served, str) and ID_PATTERN.match(served)):
+        raise ValueError(f"{where} field 'served_model': {served!r} must name a local model")
+    splits = _splits(entry, SERVED_DEFAULT_SPLITS, where)
+    for name in ("max_tokens", "max_concurrency"):
+        value = entry.get(name)
+        if value is not None and not (number(value) and isinstance(value, int)):
+            raise ValueError(f"{where} field {name!r}: {value!r} must be a positive integer")
+    for name in ("api_base_env", "api_key_env"):
+        value = entry.get(name)
+        if value is not None and not (isinstance(value, str) and ENV_NAME_PATTERN.match(value)):
+            raise ValueError(f"{where} field {name!r}: must be an environment variable NAME")
+    return CandidateModel(
+        id=model_id, kind="served", served_model=served, litellm_model=f"openai/{served}",
+        splits=tuple(splits), max_tokens=entry.get("max_tokens", 0),
+        max_concurrency=entry.get("max_concurrency"), timeout_s=entry.get("timeout_s"),
+        api_base_env=entry.get("api_base_env"),
+        api_key_env=entry.get("api_key_env", "GXPLAB_SERVE_TOKEN"),
+        # The server returns the model's text as it is: parsed exactly as the in-process model's.
+        response_format="none", description=str(entry.get("description", "")),
         enabled=_bool(entry.get("enabled", True), where, "enabled"))
 
 
@@ -206,6 +265,11 @@ def model_availability(model: CandidateModel,
         return True, "available: rule-based, runs locally"
     if model.kind == "local":
         return True, f"available: local model ({' + '.join(model.model_assets)})"
+    if model.kind == "served":
+        where = (f"the server at ${model.api_base_env}"
+                 if model.api_base_env and environ.get(model.api_base_env, "").strip()
+                 else "a GxPLab server started on loopback")
+        return True, f"available: {model.served_model} answered by {where}"
     needed = list(model.required_env)
     if model.api_base_env and not model.api_base and model.api_base_env not in needed:
         needed.append(model.api_base_env)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PLAIN = ("synthetic", "scoring", "training", "retrieval", "resources/clients")
+PLAIN = ("synthetic", "scoring", "training", "retrieval", "serving", "resources/clients")
 
 
 def imported_modules(path: Path) -> set[str]:

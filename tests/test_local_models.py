@@ -244,6 +244,7 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch, maste
         "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
     }
     local = ["embedded-base", "embedded-gxp-audit"]
+    served = "served-gxp-audit"  # embedded-gxp-audit through the GxPLab server and litellm
 
     def run(selection, **kwargs):
         result = dg.materialize(assets, selection=selection, instance=instance,
@@ -252,7 +253,7 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch, maste
         return result
 
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(model_partitions.name, local)
+        instance.add_dynamic_partitions(model_partitions.name, [*local, served])
         run(["gxp_site_master"])
         for split_name, n_batches in (("train", 5), ("benchmark", 8)):
             run(["gxp_records", "gxp_labels"], partition_key=split_name,
@@ -274,9 +275,12 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch, maste
         trained = run(["base_model", "gxp_audit_adapter"], run_config={"ops": {
             "base_model": {"config": TINY},
             "gxp_audit_adapter": {"config": {"max_steps": 2, "max_records": 8}}}})
-        for model_id in local:
-            run(["gxp_predictions", "gxp_scores"],
-                partition_key=model_split_key(model_id, "benchmark"))
+        predictions = {}
+        for model_id in [*local, served]:
+            predictions[model_id] = run(
+                ["gxp_predictions", "gxp_scores"],
+                partition_key=model_split_key(model_id, "benchmark")).output_for_node(
+                    "gxp_predictions")
         board = run(["gxp_leaderboard"]).output_for_node("gxp_leaderboard").set_index("model_id")
 
     adapter = trained.output_for_node("gxp_audit_adapter")
@@ -284,8 +288,13 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch, maste
     assert adapter["inbox_batches"] == ["site-a"]  # trained on the site's batch too
     assert adapter["inbox_records"] == len(site_records)
     assert adapter["inbox_batches_left_out"] == {}
-    assert set(local) <= set(board.index)
-    assert all(board.loc[m, "status"] == "audited 1/5 splits" for m in local)
+    assert {*local, served} <= set(board.index)
+    assert all(board.loc[m, "status"] == "audited 1/5 splits" for m in [*local, served])
+    # greedy decoding of the same files: the server finds what the in-process model finds
+    columns = ["batch_id", "record_id", "deviation_type", "valid_output"]
+    assert (predictions[served][columns].sort_values(columns).reset_index(drop=True)
+            .equals(predictions["embedded-gxp-audit"][columns].sort_values(columns)
+                    .reset_index(drop=True)))
     warehouse = resources["warehouse"].client
     summaries = warehouse.latest_run_summaries(model_ids=local, asset_key="gxp_predictions")
     tuned = summaries[summaries["model_id"] == "embedded-gxp-audit"].iloc[0]["summary"]

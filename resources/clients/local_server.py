@@ -1,0 +1,146 @@
+"""The GxPLab server (serving/) as a client sees it: started on loopback for one evaluation step,
+or an already running one (`make serve`), then called through litellm like any API model.
+
+`served_generate` is the `Generate` function of a `served` registry entry: every chat goes to the
+server as an OpenAI chat completion (`openai/<served model>` with `api_base`) through the LLM
+client, concurrently, so the server's dynamic batching merges them. Plain Python: no Dagster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from scoring.model_registry import CandidateModel, resolve_api_base
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TOKEN_ENV = "GXPLAB_SERVE_TOKEN"
+
+
+@dataclass(frozen=True)
+class ServedAnswer:
+    """One answer in the shape scoring/record_audit.py's `Generated` asks for."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    truncated_prompt_tokens: int = 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def local_server(catalog: Sequence[Mapping[str, Any]], *, token_env: str = DEFAULT_TOKEN_ENV,
+                 startup_timeout_s: float = 300.0) -> Iterator[tuple[str, str]]:
+    """Start `python -m serving` on a free loopback port for `catalog` (a list of {name,
+    base_model_path, adapter_path}) with a fresh bearer token; yield (api_base, token) once
+    /ready answers; stop it on exit. A server that dies or never gets ready is a RuntimeError
+    with the tail of its log (the token is never in it)."""
+    import httpx
+
+    port = _free_port()
+    token = secrets.token_urlsafe(24)
+    with tempfile.TemporaryDirectory(prefix="gxplab-serve-") as folder:
+        catalog_path = Path(folder) / "catalog.json"
+        catalog_path.write_text(json.dumps(list(catalog), default=str), encoding="utf-8")
+        log_path = Path(folder) / "server.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "serving", "--catalog", str(catalog_path),
+                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                cwd=PROJECT_ROOT, env={**os.environ, token_env: token}, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + startup_timeout_s
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the GxPLab server exited with {process.returncode} "
+                                       f"before it was ready:\n{_tail(log_path)}")
+                try:
+                    answer = httpx.get(f"{base}/ready", timeout=2)
+                    if answer.status_code == 200:
+                        break
+                    failed = {name: status for name, status in
+                              answer.json().get("models", {}).items()
+                              if str(status).startswith("failed")}
+                    if failed:  # the server stays up; a model that cannot load never will
+                        raise RuntimeError(f"the GxPLab server could not load {failed}")
+                except (httpx.HTTPError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the GxPLab server was not ready after "
+                                       f"{startup_timeout_s:.0f} s:\n{_tail(log_path)}")
+                time.sleep(0.5)
+            yield f"{base}/v1", token
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _tail(path: Path, size: int = 3000) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")[-size:]
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """`name` set to `value` for the block (the LLM client reads keys from the environment)."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def served_generate(model: CandidateModel, catalog_entry: Mapping[str, Any], client: Any, *,
+                    model_key: str, log: Any = print):
+    """The `Generate` function of a served model: each chat is one chat completion through
+    `client` (resources/clients/llm.LLMClient). With `model.api_base_env` set, the running server
+    there answers; otherwise one is started for the call and stopped after it. `model_key`
+    (the model files' versions) is part of every cache key: a retrained adapter is asked anew."""
+    as_api_model = replace(model, kind="litellm", api_base_env=None)
+
+    def ask(chats: Sequence[list[dict[str, str]]], progress: Any, api_base: str) -> list:
+        target = replace(as_api_model, api_base=api_base)
+        requests = [(f"{model.id}-{i}", chat, f"{model_key}:{i}") for i, chat in enumerate(chats)]
+        results = client.complete_many(target, requests, progress=progress)
+        return [ServedAnswer(text=r.text or "", prompt_tokens=r.prompt_tokens or 0,
+                             completion_tokens=r.completion_tokens or 0,
+                             latency_s=r.latency_s or 0.0) for r in results]
+
+    def generate(chats: Sequence[list[dict[str, str]]], progress: Any = None) -> list:
+        running = resolve_api_base(model) if model.api_base_env else None
+        if running:
+            log(f"{model.id}: answered by the GxPLab server at ${model.api_base_env}")
+            return ask(chats, progress, running)
+        token_env = model.api_key_env or DEFAULT_TOKEN_ENV
+        with local_server([catalog_entry], token_env=token_env) as (api_base, token):
+            log(f"{model.id}: GxPLab server started on {api_base} for {len(chats)} chats")
+            with _environment(token_env, token):
+                return ask(chats, progress, api_base)
+
+    return generate

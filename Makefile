@@ -35,10 +35,10 @@ instance: setup  ## write $DAGSTER_HOME/dagster.yaml (SQLite, or PostgreSQL when
 run: instance  ## materialize the whole graph (data, models, evaluation) on the embedded default, print the leaderboard
 	@$(BIN)/gxplab benchmark
 
-test: setup  ## run the tests on 2 workers, a file per worker (starts a local PostgreSQL if none is reachable)
+test: setup  ## run the tests (starts a local PostgreSQL if none is reachable)
 	@bash scripts/ensure_postgres.sh
 	@bash scripts/ensure_chromium.sh
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest
 
 ui: instance  ## dagster dev (webserver + daemon) on 127.0.0.1:3000
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

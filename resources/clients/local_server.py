@@ -22,9 +22,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from scoring.model_registry import CandidateModel, resolve_api_base
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SERVING_CONFIG = PROJECT_ROOT / "configs" / "serving.yaml"
 DEFAULT_TOKEN_ENV = "GXPLAB_SERVE_TOKEN"
 
 
@@ -59,10 +62,17 @@ def local_server(catalog: Sequence[Mapping[str, Any]], *, token_env: str = DEFAU
     with tempfile.TemporaryDirectory(prefix="gxplab-serve-") as folder:
         catalog_path = Path(folder) / "catalog.json"
         catalog_path.write_text(json.dumps(list(catalog), default=str), encoding="utf-8")
+        # The server is this step's own: its one client is not rate limited (it would otherwise
+        # meet the per-client limit of configs/serving.yaml on a large split).
+        config = yaml.safe_load(SERVING_CONFIG.read_text(encoding="utf-8"))
+        config["rate_limit_per_minute"] = 0
+        config_path = Path(folder) / "serving.yaml"
+        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         log_path = Path(folder) / "server.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "serving", "--catalog", str(catalog_path),
+                 "--config", str(config_path),
                  "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                 cwd=PROJECT_ROOT, env={**os.environ, token_env: token}, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)

@@ -57,7 +57,7 @@ from scoring.judge import (
     litellm_judge_model,
 )
 from scoring.model_output import extract_json_object
-from scoring.stats import bootstrap_ci, cohens_dz, holm_correction, paired_t_test
+from scoring.stats import bootstrap_ci, holm_where_tested, paired_comparison
 
 if TYPE_CHECKING:  # annotations only
     from scoring.candidate_runner import CompletionClient, Progress
@@ -743,25 +743,11 @@ def compare_to_base(base_scores: Sequence[BehaviourScore],
         tuned = _ok_values(scores, model_id)
         for metric in METRICS:
             keys = [key for key in tuned if key[1] == metric and key in base]
-            b = np.array([base[key] for key in keys], dtype=float)
-            t_values = np.array([tuned[key] for key in keys], dtype=float)
-            row: dict[str, Any] = {"model_id": model_id, "metric": metric, "n_pairs": len(keys),
-                                   **dict.fromkeys(COMPARISON_COLUMNS[3:], math.nan)}
-            if keys:
-                ci = bootstrap_ci(t_values - b, n_boot=n_boot, seed=seed)
-                row.update(base_mean=float(b.mean()), tuned_mean=float(t_values.mean()),
-                           mean_difference=ci.estimate, ci_low=ci.low, ci_high=ci.high)
-            if len(keys) >= 2:
-                t, p = paired_t_test(t_values, b)
-                row.update(t=t, p_value=p, cohens_dz=cohens_dz(t_values, b))
-            rows.append(row)
+            stats = paired_comparison([tuned[key] for key in keys], [base[key] for key in keys],
+                                      n_boot=n_boot, seed=seed)
+            rows.append({"model_id": model_id, "metric": metric, "n_pairs": len(keys), **stats})
     frame = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
-    tested = frame["p_value"].notna().to_numpy()
-    frame["significant"] = False
-    if tested.any():
-        adjusted, reject = holm_correction(frame.loc[tested, "p_value"].to_numpy(), alpha=alpha)
-        frame.loc[tested, "p_holm"] = adjusted
-        frame.loc[tested, "significant"] = reject
+    frame["p_holm"], frame["significant"] = holm_where_tested(frame["p_value"], alpha)
     return frame
 
 

@@ -231,8 +231,8 @@ def dose_lookup_tool(guidelines: Guidelines) -> Tool:
     description = (
         "guideline regimen (dose_mg, route, interval_h, duration_days), AWaRe group and listing "
         "(first_choice, alternative or not_indicated) of an antibiotic for a syndrome, adjusted "
-        "for the eGFR by the renal rule. Drugs: " + ", ".join(g.drugs) + ". Syndromes: "
-        + ", ".join(g.syndromes) + ".")
+        "for the eGFR by the renal rule. drug: the antibiotic's name as written in the question; "
+        "syndrome: one of " + ", ".join(g.syndromes) + ".")
     return Tool(DRUG_DOSE_LOOKUP, description, DRUG_DOSE_ARGUMENTS, run, check)
 
 

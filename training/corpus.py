@@ -2,7 +2,8 @@
 
 `build_corpus` concatenates the documents of every source in `CORPUS_SOURCES`, shuffles them with
 the seed and optionally truncates. Issue 4's AMR cases and batch-record QA plug in as further
-`CorpusSource` entries (a name and a `seed -> list[str]` function); nothing else changes.
+`CorpusSource` entries (a name and a `seed -> list[str]` function); nothing else changes. The RAG
+corpus's documents are one: without them the RAG answers' words are new to the model.
 
 Chat-formatted documents use `render_chat`, which writes exactly what the tokenizer's chat template
 (training/embedded_model.py) renders, minus the leading <s>, so pretraining already sees the format
@@ -183,9 +184,21 @@ def _audit_answer(record: Mapping[str, Any], labels: list[dict]) -> str:
     return data_line({"summary": summary, "findings": findings})
 
 
+def rag_documents(seed: int) -> list[str]:
+    """The RAG corpus's SOPs and guideline documents (synthetic/rag_corpus.py) in the wording of
+    `seed` (the same facts as the index's documents, other sentences), and the `rag_answer`
+    system prompt: the vocabulary and prose the RAG adapters read."""
+    from retrieval.answering import load_rag_prompt
+    from synthetic.rag_corpus import build_rag_corpus
+
+    return [f"{doc.title}\n{doc.text}" for doc in build_rag_corpus(seed)] + [
+        load_rag_prompt().system]
+
+
 CORPUS_SOURCES: tuple[CorpusSource, ...] = (
     CorpusSource("batch_records", batch_record_documents),
     CorpusSource("deviation_catalog", catalog_documents),
     CorpusSource("audit_prompt", audit_prompt_documents),
     CorpusSource("chat_examples", chat_documents),
+    CorpusSource("rag_documents", rag_documents),
 )

@@ -103,7 +103,7 @@ def orpo_task(config: dict, output_dir: Path, report: Report) -> dict:
 def rag_sft_task(config: dict, output_dir: Path, report: Report) -> dict:
     """Curriculum SFT for grounded answers: the rows come ordered by stage (single turn, multi
     turn, tool calls, hard negatives; synthetic/rag_training.py) and are trained in that order."""
-    defaults = {"max_length": 1024, "train_sampling_strategy": "sequential",
+    defaults = {"max_length": 2560, "train_sampling_strategy": "sequential",
                 "gradient_checkpointing": False}
     return sft_task({**defaults, **config}, output_dir, report, task="rag_sft_adapter")
 
@@ -115,7 +115,7 @@ def rag_dpo_task(config: dict, output_dir: Path, report: Report) -> dict:
 
     if not config.get("init_adapter_path"):
         raise ValueError("task config: field 'init_adapter_path' (the SFT adapter) is required")
-    return preference_task({"method": "dpo", "max_length": 1024, **config,
+    return preference_task({"method": "dpo", "max_length": 2560, **config,
                             "task": "rag_dpo_adapter"}, output_dir, report)
 
 

@@ -22,9 +22,12 @@ def all_assets() -> list[Any]:
         models,
         nightly,
         rag,
+        rag_eval,
+        rag_models,
         reports,
     )
 
     return list(dg.load_assets_from_modules(
         [data, inbox, models, adapters, evaluation, alignment, judge, behavioral,
-         batchqa_eval, nightly, rag, reports]))
+         batchqa_eval, nightly, rag, rag_models, rag_eval,
+         reports]))

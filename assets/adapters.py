@@ -16,11 +16,12 @@ from synthetic.alignment_instructions import preference_pairs
 from training.presets import embedded_overrides, preset_settings
 
 
-def _settings(context: dg.AssetExecutionContext, task: str, base_model: dict,
-              config: dg.Config) -> tuple[dict, dict, dict]:
-    """(trainer settings, preset extras, metadata naming the preset and the overrides used)."""
+def adapter_settings(context: dg.AssetExecutionContext, task: str, base_model: dict,
+                     config: dg.Config | dict) -> tuple[dict, dict, dict]:
+    """(trainer settings, preset extras, metadata naming the preset and the overrides used);
+    `config`: the asset's run config (or its trainer fields as a dict)."""
     profile = base_model.get("profile", "embedded")
-    overrides = config.model_dump()
+    overrides = dict(config) if isinstance(config, dict) else config.model_dump()
     settings, extras = preset_settings(task, profile, overrides)
     embedded = embedded_overrides(extras, profile)
     if embedded:
@@ -50,7 +51,7 @@ def _preference_adapter_asset(task: str, description: str) -> dg.AssetsDefinitio
     def _asset(context: dg.AssetExecutionContext, config: PreferenceAdapterConfig,
                compute: ComputeResource, warehouse: WarehouseResource, base_model: dict,
                alignment_instructions: list[dict]) -> dg.Output[dict]:
-        settings, _, metadata = _settings(context, task, base_model, config)
+        settings, _, metadata = adapter_settings(context, task, base_model, config)
         rows = preference_pairs(alignment_instructions)
         context.log.info(f"{task}: {len(rows)} accepted/rejected pairs, method "
                          f"{settings['method']}")
@@ -83,7 +84,7 @@ def batchqa_adapter(
     answer and its end-of-answer token as the reply; seed 002's decoding kept for inference."""
     from synthetic.batch_record_qa import batchqa_messages
 
-    settings, extras, metadata = _settings(context, "batchqa_adapter", base_model, config)
+    settings, extras, metadata = adapter_settings(context, "batchqa_adapter", base_model, config)
     train = [row for row in batch_record_qa if row["split"] == "train"]
     rows = [batchqa_messages(row, extras["system_prompt"], extras["end_token"]) for row in train]
     context.log.info(f"batchqa_adapter: {len(rows)} training pairs from "
@@ -124,7 +125,7 @@ def grpo_adapter(
     rewards per step in metadata."""
     from training.grpo import grpo_row
 
-    settings, _, metadata = _settings(context, "grpo_adapter", base_model, config)
+    settings, _, metadata = adapter_settings(context, "grpo_adapter", base_model, config)
     train = [case for case in amr_cases if case["split"] == "train"]
     context.log.info(f"grpo_adapter: {len(train)} train cases, judge {settings.get('judge')}, "
                      f"judged every {settings.get('judge_every_k_steps', 1)} step(s)")

@@ -27,9 +27,11 @@ models_job = dg.define_asset_job(
     selection=(
         dg.AssetSelection.groups("models")
         | dg.AssetSelection.assets("alignment_instructions", "amr_cases", "batch_record_qa",
+                                   "rag_corpus", "rag_questions", "rag_index",
                                    "training_comparison")
     ),
-    description="Training data, the base model and adapters through Pipes, their comparison.",
+    description="Training data (the RAG index included), the base model and adapters through "
+    "Pipes, their comparison.",
     # the production queue runs at most one run with this tag at a time (dagster.postgres.yaml)
     tags={"gxplab/gpu-training": "true"},
 )
@@ -43,9 +45,10 @@ model_evaluation_job = dg.define_asset_job(
 rag_job = dg.define_asset_job(
     "gxp_rag_job",
     selection=dg.AssetSelection.assets("rag_corpus", "rag_questions", "rag_index",
-                                       "rag_retrieval_eval"),
-    description="The RAG corpus, its labelled questions, the hybrid index and the retrieval "
-    "evaluation (BM25 vs dense vs fusion).",
+                                       "rag_retrieval_eval", "rag_eval"),
+    description="The RAG corpus, its labelled questions, the hybrid index, the retrieval "
+    "evaluation (BM25 vs dense vs fusion) and rag_eval (baseline RAG vs SFT vs SFT+DPO "
+    "answers through the GxPLab server).",
 )
 reports_job = dg.define_asset_job(
     "gxp_reports_job",

@@ -21,10 +21,10 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 KINDS = ("rule_based", "litellm", "local", "served")
 # The benchmarks a model can be a candidate in: the GxP batch-record audit (gxp_predictions,
 # gxp_scores, the leaderboard) and the AMR prescription validation scored by the judge
-# (judge_evaluations). Defaults by kind: the reference auditor and the local models audit only;
-# an API model can do both.
-BENCHMARKS = ("gxp_audit", "amr_judge")
-GXP_AUDIT, AMR_JUDGE = BENCHMARKS
+# (judge_evaluations), and grounded answering over the RAG index (rag_eval). Defaults by kind:
+# the reference auditor and the local models audit only; an API model audits and judges.
+BENCHMARKS = ("gxp_audit", "amr_judge", "rag")
+GXP_AUDIT, AMR_JUDGE, RAG = BENCHMARKS
 DEFAULT_BENCHMARKS = {"rule_based": (GXP_AUDIT,), "local": (GXP_AUDIT,),
                       "served": (GXP_AUDIT,), "litellm": (GXP_AUDIT, AMR_JUDGE)}
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")

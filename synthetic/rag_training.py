@@ -235,3 +235,24 @@ def _contradict_number(answer: str, evidence: str, cited_texts: Sequence[str]) -
             if candidate not in held:
                 return answer[:match.start()] + f"{candidate:g}" + answer[match.end():]
     return None
+
+
+def sample_per_group(rows: Sequence[Mapping[str, Any]], key: str, limit: int | None,
+                     seed: int = 0) -> list[dict[str, Any]]:
+    """At most `limit` rows of each `row[key]` value (a curriculum stage, a rejected kind),
+    drawn with `seed` and kept in their input order (so the curriculum's stage order holds);
+    `limit` None keeps every row."""
+    import random
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    positions: dict[Any, list[int]] = {}
+    for position, row in enumerate(rows):
+        if key not in row:
+            raise ValueError(f"rows[{position}]: field {key!r} is missing")
+        positions.setdefault(row[key], []).append(position)
+    rng = random.Random(seed)
+    keep = {position for group in positions.values()
+            for position in (group if limit is None or len(group) <= limit
+                             else rng.sample(group, limit))}
+    return [dict(row) for position, row in enumerate(rows) if position in keep]

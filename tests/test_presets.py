@@ -87,3 +87,25 @@ def test_errors_name_file_and_section(tmp_path):
     with pytest.raises(ValueError, match="training presets file not found"):
         load_training_preset("dpo_adapter", tmp_path / "missing.yaml")
     assert CONFIG_PATH.name == "training.yaml" and CONFIG_PATH.parent.name == "configs"
+
+
+def test_rag_presets_keep_row_sampling_out_of_the_trainer_settings():
+    for task, key, settings_class in (("rag_sft_adapter", "max_rows_per_stage", SftSettings),
+                                      ("rag_dpo_adapter", "max_pairs_per_kind",
+                                       PreferenceSettings)):
+        embedded, embedded_extras = preset_settings(task, "embedded")
+        real, real_extras = preset_settings(task, "hf", {key: 5})
+        assert key not in embedded and key not in real  # the trainer never sees them
+        assert isinstance(embedded_extras[key], int) and real_extras[key] == 5
+        settings_class.from_mapping(embedded)  # what the task will build
+        settings_class.from_mapping(real)
+        assert embedded["max_length"] == real["max_length"] == 2560
+
+
+def test_a_bad_row_sampling_value_names_the_file_and_field(tmp_path):
+    path = tmp_path / "training.yaml"
+    path.write_text("rag_sft_adapter:\n  embedded_overrides:\n    max_rows_per_stage: 0\n",
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match=r"training.yaml \[rag_sft_adapter\].*"
+                                         r"'max_rows_per_stage'"):
+        load_training_preset("rag_sft_adapter", path)

@@ -24,6 +24,7 @@ from synthetic.rag_training import (
     STAGES,
     curriculum_sft_rows,
     grounding_preference_rows,
+    sample_per_group,
 )
 from training.preference import read_preference_rows
 from training.sft import read_sft_rows
@@ -269,3 +270,18 @@ def test_retrieval_query_is_configurable(sft_rows):
     rows = curriculum_sft_rows(QUESTIONS, retrieve_by_id, k=3,
                                query=lambda question: question["question_id"])
     assert rows == sft_rows and "q-arch" in asked and "q-test" not in asked
+
+
+def test_sample_per_group_keeps_order_and_caps_each_group(sft_rows):
+    sampled = sample_per_group(sft_rows, "stage", 2, seed=3)
+    counts = {stage: sum(row["stage"] == stage for row in sampled) for stage in STAGES}
+    available = {stage: sum(row["stage"] == stage for row in sft_rows) for stage in STAGES}
+    assert counts == {stage: min(2, n) for stage, n in available.items()}
+    positions = [sft_rows.index(row) for row in sampled]
+    assert positions == sorted(positions)  # the curriculum's order holds
+    assert sample_per_group(sft_rows, "stage", 2, seed=3) == sampled  # seeded
+    assert sample_per_group(sft_rows, "stage", None) == [dict(r) for r in sft_rows]
+    with pytest.raises(ValueError, match=r"rows\[0\]: field 'kind' is missing"):
+        sample_per_group(sft_rows, "kind", 2)
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        sample_per_group(sft_rows, "stage", 0)

@@ -19,12 +19,17 @@ from training.sft import SftSettings
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "training.yaml"
 EXTRA_KEYS = ("system_prompt", "end_token", "decoding", "embedded_overrides")
+# Keys that choose the training rows (the asset applies them), allowed at the top level and in
+# `embedded_overrides`: how many rows of each curriculum stage / pairs of each rejected kind.
+DATA_KEYS = ("max_rows_per_stage", "max_pairs_per_kind")
 # task -> the settings class its preset's settings part must build
 PRESET_SETTINGS: dict[str, type[SftSettings] | type[PreferenceSettings] | type[GrpoSettings]] = {
     "batchqa_adapter": SftSettings,
     "dpo_adapter": PreferenceSettings,
     "orpo_adapter": PreferenceSettings,
     "grpo_adapter": GrpoSettings,
+    "rag_sft_adapter": SftSettings,
+    "rag_dpo_adapter": PreferenceSettings,
 }
 
 
@@ -53,9 +58,15 @@ def load_training_preset(task: str, path: str | Path | None = None) -> dict[str,
     for key in ("system_prompt", "end_token"):
         if key in extras and not isinstance(extras[key], str):
             raise ValueError(f"{where}: field {key!r} must be a string")
+    embedded = dict(extras.get("embedded_overrides", {}))
+    for key, value in [*settings.items(), *embedded.items()]:
+        if key in DATA_KEYS and value is not None and (not isinstance(value, int)
+                                                       or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{where}: field {key!r} must be a positive integer or null")
     if task in PRESET_SETTINGS:
-        PRESET_SETTINGS[task].from_mapping(settings, source=where)  # raises naming the field
-        PRESET_SETTINGS[task].from_mapping({**settings, **extras.get("embedded_overrides", {})},
+        trainer = _without_data_keys(settings)
+        PRESET_SETTINGS[task].from_mapping(trainer, source=where)  # raises naming the field
+        PRESET_SETTINGS[task].from_mapping({**trainer, **_without_data_keys(embedded)},
                                            source=f"{where} embedded_overrides")
     return preset
 
@@ -64,11 +75,16 @@ def preset_settings(task: str, profile: str, overrides: Mapping[str, Any] | None
                     path: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(trainer settings, extras) of `task` for a base model of `profile`: the preset's settings,
     then its `embedded_overrides` when the base model is the embedded one, then `overrides`
-    (an asset's run config; None values ignored)."""
+    (an asset's run config; None values ignored). DATA_KEYS end up in the extras."""
     settings, extras = split_preset(load_training_preset(task, path))
     settings.update(embedded_overrides(extras, profile))
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    extras = {**extras, **{key: settings.pop(key) for key in DATA_KEYS if key in settings}}
     return settings, extras
+
+
+def _without_data_keys(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in DATA_KEYS}
 
 
 def embedded_overrides(extras: Mapping[str, Any], profile: str) -> dict[str, Any]:

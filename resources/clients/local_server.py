@@ -113,8 +113,9 @@ def _tail(path: Path, size: int = 3000) -> str:
 
 
 @contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
-    """`name` set to `value` for the block (the LLM client reads keys from the environment)."""
+def server_token(name: str, value: str) -> Iterator[None]:
+    """Environment variable `name` set to the server's token `value` for the block (the LLM
+    client reads the api key from the environment, by the entry's api_key_env)."""
     previous = os.environ.get(name)
     os.environ[name] = value
     try:
@@ -126,31 +127,44 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ[name] = previous
 
 
+def ask_server(client: Any, target: CandidateModel, chats: Sequence[list[dict[str, str]]], *,
+               model_key: str, progress: Any = None) -> list[ServedAnswer]:
+    """Each chat as one chat completion of `target` (a litellm entry whose api_base is the
+    server), concurrently through `client` (resources/clients/llm.LLMClient) so the server's
+    dynamic batching merges them; `model_key` (the model files' versions) is part of every
+    cache key, so a retrained adapter is asked anew. A failed call is an empty answer."""
+    requests = [(f"{target.id}-{i}", chat, f"{model_key}:{i}") for i, chat in enumerate(chats)]
+    results = client.complete_many(target, requests, progress=progress)
+    return [ServedAnswer(text=r.text or "", prompt_tokens=r.prompt_tokens or 0,
+                         completion_tokens=r.completion_tokens or 0,
+                         latency_s=r.latency_s or 0.0) for r in results]
+
+
+def served_api_model(model: CandidateModel, api_base: str, **changes: Any) -> CandidateModel:
+    """`model` (a served or local entry) as the litellm entry `openai/<served name>` at
+    `api_base`, with `changes` (e.g. response_format) applied."""
+    name = model.served_model or model.id
+    return replace(model, kind="litellm", litellm_model=f"openai/{name}", api_base=api_base,
+                   api_base_env=None, **changes)
+
+
 def served_generate(model: CandidateModel, catalog_entry: Mapping[str, Any], client: Any, *,
                     model_key: str, log: Any = print):
     """The `Generate` function of a served model: each chat is one chat completion through
-    `client` (resources/clients/llm.LLMClient). With `model.api_base_env` set, the running server
-    there answers; otherwise one is started for the call and stopped after it. `model_key`
-    (the model files' versions) is part of every cache key: a retrained adapter is asked anew."""
-    as_api_model = replace(model, kind="litellm", api_base_env=None)
-
-    def ask(chats: Sequence[list[dict[str, str]]], progress: Any, api_base: str) -> list:
-        target = replace(as_api_model, api_base=api_base)
-        requests = [(f"{model.id}-{i}", chat, f"{model_key}:{i}") for i, chat in enumerate(chats)]
-        results = client.complete_many(target, requests, progress=progress)
-        return [ServedAnswer(text=r.text or "", prompt_tokens=r.prompt_tokens or 0,
-                             completion_tokens=r.completion_tokens or 0,
-                             latency_s=r.latency_s or 0.0) for r in results]
+    `client` (ask_server). With `model.api_base_env` set, the running server there answers;
+    otherwise one is started for the call and stopped after it."""
 
     def generate(chats: Sequence[list[dict[str, str]]], progress: Any = None) -> list:
         running = resolve_api_base(model) if model.api_base_env else None
         if running:
             log(f"{model.id}: answered by the GxPLab server at ${model.api_base_env}")
-            return ask(chats, progress, running)
+            return ask_server(client, served_api_model(model, running), chats,
+                              model_key=model_key, progress=progress)
         token_env = model.api_key_env or DEFAULT_TOKEN_ENV
         with local_server([catalog_entry], token_env=token_env) as (api_base, token):
             log(f"{model.id}: GxPLab server started on {api_base} for {len(chats)} chats")
-            with _environment(token_env, token):
-                return ask(chats, progress, api_base)
+            with server_token(token_env, token):
+                return ask_server(client, served_api_model(model, api_base), chats,
+                                  model_key=model_key, progress=progress)
 
     return generate

@@ -101,14 +101,9 @@ def rag_index(context: dg.AssetExecutionContext, rag_corpus: list[dict]) -> pd.D
 
 def load_hybrid_index(rag_index: pd.DataFrame):
     """A `retrieval.index.HybridIndex` over the stored chunks and vectors (BM25 rebuilt)."""
-    import numpy as np
+    from retrieval.index import hybrid_index_from_table
 
-    from retrieval.chunking import Chunk
-    from retrieval.index import HybridIndex, minilm_embedder
-
-    chunks = [Chunk(r.chunk_id, r.doc_id, r.title, r.text) for r in rag_index.itertuples()]
-    vectors = np.asarray(rag_index["embedding"].tolist(), dtype=np.float32)
-    return HybridIndex(chunks, minilm_embedder(), vectors=vectors)
+    return hybrid_index_from_table(rag_index, source="rag_index")
 
 
 class RagRetrievalEvalConfig(dg.Config):

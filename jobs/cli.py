@@ -513,7 +513,12 @@ serving/ (python -m serving). The catalog is read from the Dagster instance: the
 materialization of base_model and of each adapter asset (restored from its S3 archive when the
 folder is not on this host). Call it from litellm as openai/<id> with
 api_base http://HOST:PORT/v1; set GXPLAB_SERVE_URL to that to benchmark the served-* entries
-against this server instead of one started per step."""
+against this server instead of one started per step.
+
+When rag_index is materialized, the server also gets its Parquet file (--rag-index; downloaded
+and checked against its sha256 when it is on S3) and the models of configs/rag.yaml
+comparison.models that it serves (--compare-models; those it does not serve are listed): the RAG
+comparison page is then http://HOST:PORT/compare (serving/README.md)."""
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -523,10 +528,13 @@ def serve(args: argparse.Namespace) -> int:
     import subprocess
     import sys
     import tempfile
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
 
     import dagster as dg
 
     from resources.artifacts import resolve_model_folder
+    from retrieval.settings import load_rag_settings
     from scoring.model_registry import load_model_registry
 
     instance = dg.DagsterInstance.get()
@@ -555,17 +563,77 @@ def serve(args: argparse.Namespace) -> int:
         print("no local model is materialized: run `make run` (or materialize base_model) first",
               file=sys.stderr)
         return 1
-    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="gxplab-catalog-",
-                                     delete=False) as handle:
-        json.dump(catalog, handle, default=str)
-    command = [sys.executable, "-m", "serving", "--catalog", handle.name, *args.serving_args]
-    print(f"serving {', '.join(entry['name'] for entry in catalog)}", flush=True)
+    work = tempfile.mkdtemp(prefix="gxplab-serve-")
     try:
+        # The RAG comparison page: the latest rag_index's Parquet file (the IO manager's
+        # artifact_uri) and the compared models this catalog serves.
+        rag_args: list[str] = []
+        given = {arg.split("=", 1)[0] for arg in args.serving_args}
+        event = instance.get_latest_materialization_event(dg.AssetKey("rag_index"))
+        metadata = ({k: getattr(v, "value", v)
+                     for k, v in event.asset_materialization.metadata.items()}
+                    if event is not None and event.asset_materialization else {})
+        uri = str(metadata.get("artifact_uri") or "")
+        served = [entry["name"] for entry in catalog]
+        compared = [m for m in load_rag_settings().comparison_models if m in served]
+        if "--rag-index" in given:
+            pass  # the caller chose the index (and --compare-models) itself
+        elif not uri:
+            print("  RAG comparison: off (rag_index is not materialized: run `make run` or the "
+                  "gxp_rag_job)", flush=True)
+        else:
+            for model_id in load_rag_settings().comparison_models:
+                if model_id not in served:
+                    why = next((line for line in missing if line.startswith(f"{model_id} (")),
+                               f"{model_id} (not a local model of configs/models.yaml)")
+                    print(f"  RAG comparison: not compared: {why}", flush=True)
+            index_path: str | None = None
+            if uri.startswith("file://"):
+                index_path = url2pathname(urlparse(uri).path)
+                if not Path(index_path).is_file():
+                    print(f"  RAG comparison: off (the rag_index file {index_path} is gone: "
+                          "materialize rag_index again)", flush=True)
+                    index_path = None
+            elif uri.startswith("s3://") and compared:
+                from dagster_aws.s3 import S3Resource
+
+                from resources.artifacts import environment_artifacts
+                from resources.clients.artifacts import S3ArtifactStore
+
+                with environment_artifacts() as artifacts:
+                    store = S3ArtifactStore.for_uri(uri, (artifacts.s3 or S3Resource())
+                                                    .get_client())
+                    index_path = str(Path(work) / "rag_index.parquet")
+                    digest = store.download_file(store.key_for_uri(uri), index_path)
+                if metadata.get("artifact_sha256") not in (None, digest):
+                    print(f"  RAG comparison: off ({uri}: sha256 {digest} differs from the "
+                          f"recorded {metadata['artifact_sha256']})", flush=True)
+                    index_path = None
+            if index_path and compared:
+                rag_args = ["--rag-index", index_path, "--compare-models", ",".join(compared)]
+                from serving.__main__ import build_parser as serving_parser
+                from serving.settings import load_serving_settings
+
+                try:
+                    known, _ = serving_parser().parse_known_args(args.serving_args)
+                    settings = load_serving_settings(known.config)
+                    where = f"http://{known.host or settings.host}:{known.port or settings.port}"
+                except (SystemExit, ValueError):  # the server reports bad options itself
+                    where = "http://HOST:PORT"
+                print(f"RAG comparison of {', '.join(compared)}: {where}/compare", flush=True)
+            elif index_path:
+                print("  RAG comparison: off (none of configs/rag.yaml comparison.models is "
+                      "served)", flush=True)
+        catalog_path = Path(work) / "catalog.json"
+        catalog_path.write_text(json.dumps(catalog, default=str), encoding="utf-8")
+        command = [sys.executable, "-m", "serving", "--catalog", str(catalog_path), *rag_args,
+                   *args.serving_args]
+        print(f"serving {', '.join(served)}", flush=True)
         return subprocess.call(command, env=os.environ.copy())
     except KeyboardInterrupt:
         return 130
     finally:
-        os.unlink(handle.name)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -605,8 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     served = commands.add_parser(
         "serve", help=serve.__doc__, description=SERVE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Other options go to the server: --host, --port, --no-batching, --config "
-        "(python -m serving --help).")
+        epilog="Other options go to the server: --host, --port, --no-batching, --config, "
+        "--rag-index, --compare-models (python -m serving --help).")
     served.set_defaults(func=serve, serving_args=[])
     board = commands.add_parser("leaderboard", help=print_leaderboard.__doc__)
     board.add_argument("--plot", metavar="PNG", help="also write the quality/cost/latency plot")

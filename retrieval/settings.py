@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from scoring.model_registry import ID_PATTERN
+
 RAG_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "rag.yaml"
 RERANKERS = ("none", "cross-encoder", "llm")
 
@@ -25,6 +27,8 @@ class RagSettings:
     reranker: str
     k: int
     max_tool_rounds: int
+    comparison_models: tuple[str, ...]  # registry ids of configs/models.yaml, one column each
+    comparison_max_tokens: int
 
 
 def load_rag_settings(path: Path | str | None = None) -> RagSettings:
@@ -56,4 +60,28 @@ def load_rag_settings(path: Path | str | None = None) -> RagSettings:
     if not 0 <= values["overlap_words"] < values["max_words"] or values["k"] < 1:
         raise ValueError(f"{path}: need 0 <= chunking.overlap_words < chunking.max_words and "
                          "answering.k >= 1")
+    values["comparison_models"], values["comparison_max_tokens"] = \
+        _comparison(raw.get("comparison"), path)
     return RagSettings(**values)
+
+
+def _comparison(block: Any, path: Path) -> tuple[tuple[str, ...], int]:
+    """The `comparison` section: the models answering side by side (the server's /compare page)
+    and the new tokens of each reply."""
+    if not isinstance(block, dict):
+        raise ValueError(f"{path}: section 'comparison' is missing")
+    models = block.get("models")
+    if not isinstance(models, list) or not models:
+        raise ValueError(f"{path}: field 'comparison.models' must be a non-empty list of model "
+                         f"ids of configs/models.yaml, got {models!r}")
+    for i, model in enumerate(models):
+        if not isinstance(model, str) or not ID_PATTERN.match(model):
+            raise ValueError(f"{path}: field 'comparison.models[{i}]': {model!r} is not a model "
+                             f"id (ids match {ID_PATTERN.pattern})")
+        if model in models[:i]:
+            raise ValueError(f"{path}: field 'comparison.models[{i}]': {model!r} appears twice")
+    max_tokens = block.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise ValueError(f"{path}: field 'comparison.max_tokens' must be an int >= 1, got "
+                         f"{max_tokens!r}")
+    return tuple(models), max_tokens

@@ -30,6 +30,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.catalog import ServedModel, check_catalog
+from serving.compare import RagComparison, mount_rag_comparison
 from serving.engine import EngineFactory, LocalEngine, ModelRunner
 from serving.guardrails import detect_injection, enforce_json, redact_phi
 from serving.metrics import ServingMetrics
@@ -518,11 +519,12 @@ def _read_token(settings: ServingSettings) -> str | None:
 
 def create_app(catalog: Iterable[ServedModel], settings: ServingSettings, *,
                engine_factory: EngineFactory | None = None,
-               hooks: Sequence[Hook] = ()) -> FastAPI:
+               hooks: Sequence[Hook] = (), rag: RagComparison | None = None) -> FastAPI:
     """The app serving `catalog`. `engine_factory(model)` builds each model's engine (default:
     `LocalEngine.load`, a LocalGenerator with the adapter merged); `hooks` are called with a
     dict on every request's start and end (request_id, path, model, status, latency_s, tokens).
-    The bearer token is read from `settings.token_env` now."""
+    `rag` enables the RAG comparison (/compare, /v1/rag/compare: serving/compare.py). The bearer
+    token is read from `settings.token_env` now."""
     models = check_catalog(catalog)
     factory = engine_factory or (lambda model: LocalEngine.load(
         model, torch_threads=settings.torch_threads))
@@ -609,4 +611,5 @@ def create_app(catalog: Iterable[ServedModel], settings: ServingSettings, *,
             raise ApiError(500, "generation failed", type="server_error",
                            code="engine_error") from err
 
+    mount_rag_comparison(app, state, service, rag)
     return app

@@ -138,7 +138,7 @@ def test_valid_tool_call_has_no_errors():
 
 def test_prompt_section_is_versioned_and_checked(tmp_path):
     prompt = load_rag_prompt()
-    assert prompt.version == "rag-answer-v1"
+    assert prompt.version == "rag-answer-v2"
     assert is_abstention(prompt.not_in_sources_answer) and is_refusal(prompt.refusal_answer)
     raw = yaml.safe_load((ROOT / "configs" / "prompts.yaml").read_text())
     broken = dict(raw["rag_answer"], user_template="Question: ${question} ${tools}")

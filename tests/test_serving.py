@@ -141,7 +141,8 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     base, adapter = root / "base", root / "adapter"
     build_embedded_base_model(base, TINY)
-    lora = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+    lora = LoraConfig(r=4, lora_alpha=64,  # strong enough to change the tiny model's greedy text
+                      target_modules=["q_proj", "v_proj", "o_proj", "down_proj"],
                       init_lora_weights=False, task_type="CAUSAL_LM")  # B random: not a no-op
     torch.manual_seed(0)
     get_peft_model(AutoModelForCausalLM.from_pretrained(base), lora).save_pretrained(adapter)

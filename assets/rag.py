@@ -106,6 +106,18 @@ def load_hybrid_index(rag_index: pd.DataFrame):
     return hybrid_index_from_table(rag_index, source="rag_index")
 
 
+def hybrid_retriever(index, k: int):
+    """retrieve(query) -> the top `k` hybrid (RRF) hits with configs/rag.yaml's depth and rrf_k:
+    the search answering, training rows and rag_eval share."""
+    settings = load_rag_settings()
+
+    def retrieve(query: str):
+        return index.search(query, k=k, mode="hybrid", depth=settings.depth,
+                            rrf_k=settings.rrf_k)
+
+    return retrieve
+
+
 class RagRetrievalEvalConfig(dg.Config):
     n_boot: int = Field(1000, description="Bootstrap resamples of the CIs.")
     seed: int = Field(0, description="Bootstrap seed.")

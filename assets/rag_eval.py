@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
-from assets.rag import load_hybrid_index
+from assets.rag import hybrid_retriever, load_hybrid_index
 from resources.artifacts import resolve_model_folder
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
@@ -68,10 +68,7 @@ def rag_eval(context: dg.AssetExecutionContext, config: RagEvalConfig, llm: LLMR
     candidates = _candidates(config.models)
     settings, prompt = load_rag_settings(), load_rag_prompt()
     index = load_hybrid_index(rag_index)
-
-    def retrieve(query: str):
-        return index.search(query, k=settings.k, mode="hybrid", depth=settings.depth,
-                            rrf_k=settings.rrf_k)
+    retrieve = hybrid_retriever(index, settings.k)
 
     relevant = {q["question_id"]: relevant_chunk_ids(q, index.chunks) for q in questions
                 if q.get("doc_id")}

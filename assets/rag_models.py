@@ -13,7 +13,7 @@ from pydantic import Field
 
 from assets.adapters import adapter_settings
 from assets.models import AdapterConfig, train_on_rows
-from assets.rag import load_hybrid_index
+from assets.rag import hybrid_retriever, load_hybrid_index
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from retrieval.settings import load_rag_settings
@@ -34,14 +34,8 @@ class RagAdapterConfig(AdapterConfig):
 def _retriever(rag_index: pd.DataFrame):
     """(retrieve(query) -> hits, k): the hybrid search answering uses, deep enough for the
     hard negatives (the best chunks without the evidence)."""
-    settings = load_rag_settings()
-    index = load_hybrid_index(rag_index)
-
-    def retrieve(query: str):
-        return index.search(query, k=RETRIEVED_CANDIDATES, mode="hybrid", depth=settings.depth,
-                            rrf_k=settings.rrf_k)
-
-    return retrieve, settings.k
+    return (hybrid_retriever(load_hybrid_index(rag_index), RETRIEVED_CANDIDATES),
+            load_rag_settings().k)
 
 
 def _counts(rows: list[dict], key: str) -> dict[str, int]:

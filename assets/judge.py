@@ -23,7 +23,12 @@ from assets.evaluation_records import adapter_version_of, base_version_of, recor
 from resources.artifacts import resolve_model_folder
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
-from scoring.model_registry import AMR_JUDGE, CandidateModel, load_model_registry
+from scoring.model_registry import (
+    AMR_JUDGE,
+    CandidateModel,
+    enabled_candidates,
+    load_model_registry,
+)
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
 
 # The adapters the local amr_judge candidates run (inputs, so lineage shows them).
@@ -131,15 +136,10 @@ def judge_evaluations(context: dg.AssetExecutionContext, config: JudgeEvaluation
 
 
 def _candidates(only: list[str] | None) -> list[CandidateModel]:
-    models = [m for m in load_model_registry(benchmark=AMR_JUDGE) if m.enabled]
-    if only:
-        unknown = sorted(set(only) - {m.id for m in models})
-        if unknown:
-            raise dg.Failure(f"judge_evaluations config field 'models': {unknown} are not enabled "
-                             f"amr_judge candidates of configs/models.yaml "
-                             f"({', '.join(m.id for m in models)})")
-        models = [m for m in models if m.id in only]
-    return models
+    try:
+        return enabled_candidates(AMR_JUDGE, only or None)
+    except ValueError as error:
+        raise dg.Failure(f"judge_evaluations: {error}") from None
 
 
 def _answers(context: dg.AssetExecutionContext, model: CandidateModel, cases: list[dict],

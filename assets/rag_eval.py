@@ -7,7 +7,9 @@ Baseline RAG is the local candidate without an adapter (embedded-base); each tun
 """
 
 import base64
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -20,7 +22,7 @@ from resources.artifacts import resolve_model_folder
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from retrieval.settings import load_rag_settings
-from scoring.model_registry import RAG, CandidateModel, load_model_registry
+from scoring.model_registry import RAG, CandidateModel, enabled_candidates, load_model_registry
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
 
 # The adapters the local rag candidates run (inputs, so lineage shows them).
@@ -135,86 +137,67 @@ def rag_eval(context: dg.AssetExecutionContext, config: RagEvalConfig, llm: LLMR
 
 
 def _candidates(only: list[str] | None) -> list[CandidateModel]:
-    models = [m for m in load_model_registry(benchmark=RAG) if m.enabled]
-    others = [m.id for m in models if m.kind != "local"]
-    if others:
-        raise dg.Failure(f"rag_eval: only local models can be rag candidates so far; "
-                         f"configs/models.yaml lists {others}")
-    if only:
-        unknown = sorted(set(only) - {m.id for m in models})
-        if unknown:
-            raise dg.Failure(f"rag_eval config field 'models': {unknown} are not enabled rag "
-                             f"candidates of configs/models.yaml "
-                             f"({', '.join(m.id for m in models)})")
-        models = [m for m in models if m.id in only]
-    return models
+    try:
+        return enabled_candidates(RAG, only or None, kinds=("local",))
+    except ValueError as error:
+        raise dg.Failure(f"rag_eval: {error}") from None
 
 
-class _generators:
-    """Context manager: {model id: (generate(chats) -> replies, per-round latencies)}, through
-    one GxPLab server for every candidate (started on loopback for the step) or in process."""
+Generator = tuple[Callable[[list[list[dict]]], list[str]], list[list[float]]]
 
-    def __init__(self, context: dg.AssetExecutionContext, catalog: list[dict],
-                 candidates: list[CandidateModel], versions: dict[str, str], llm: LLMResource,
-                 config: RagEvalConfig) -> None:
-        self.context, self.catalog, self.candidates = context, catalog, candidates
-        self.versions, self.llm, self.config = versions, llm, config
-        self._stack: Any = None
 
-    def __enter__(self) -> dict[str, tuple[Any, list[list[float]]]]:
-        import contextlib
+@contextlib.contextmanager
+def _generators(context: dg.AssetExecutionContext, catalog: list[dict],
+                candidates: list[CandidateModel], versions: dict[str, str], llm: LLMResource,
+                config: RagEvalConfig) -> Iterator[dict[str, Generator]]:
+    """{model id: (generate(chats) -> replies, per-round latencies)}, through one GxPLab server
+    for every candidate (started on loopback for the step) or in process."""
+    if not config.through_server:
+        yield {m.id: _in_process(entry, config.max_new_tokens)
+               for m, entry in zip(candidates, catalog, strict=True)}
+        return
+    from resources.clients.local_server import DEFAULT_TOKEN_ENV, local_server, server_token
 
-        self._stack = contextlib.ExitStack()
-        if not self.config.through_server:
-            return {m.id: self._in_process(entry) for m, entry in
-                    zip(self.candidates, self.catalog, strict=True)}
-        from resources.clients.local_server import DEFAULT_TOKEN_ENV, local_server, server_token
+    with (local_server(catalog, token_env=DEFAULT_TOKEN_ENV) as (api_base, token),
+          server_token(DEFAULT_TOKEN_ENV, token), contextlib.closing(llm.get_client()) as client):
+        context.log.info(f"rag_eval: GxPLab server started on {api_base} for "
+                         f"{len(catalog)} models")
+        yield {m.id: _served(m, api_base, client, f"rag:{m.id}@{versions[m.id]}",
+                             config.max_new_tokens) for m in candidates}
 
-        api_base, token = self._stack.enter_context(
-            local_server(self.catalog, token_env=DEFAULT_TOKEN_ENV))
-        self._stack.enter_context(server_token(DEFAULT_TOKEN_ENV, token))
-        client = self.llm.get_client()
-        self._stack.callback(client.close)
-        self.context.log.info(f"rag_eval: GxPLab server started on {api_base} for "
-                              f"{len(self.catalog)} models")
-        return {m.id: self._served(m, api_base, client) for m in self.candidates}
 
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
+def _served(model: CandidateModel, api_base: str, client: Any, model_key: str,
+            max_new_tokens: int) -> Generator:
+    from resources.clients.local_server import DEFAULT_TOKEN_ENV, ask_server, served_api_model
 
-    def _served(self, model: CandidateModel, api_base: str, client: Any):
-        from resources.clients.local_server import DEFAULT_TOKEN_ENV, ask_server, served_api_model
+    # response_format none: the model's own reply is scored (the server's JSON enforcement
+    # would retry and hide invalid output); greedy, so answers are cacheable.
+    target = served_api_model(model, api_base, api_key_env=DEFAULT_TOKEN_ENV,
+                              response_format="none", temperature=0.0, max_tokens=max_new_tokens)
+    latencies: list[list[float]] = []
 
-        # response_format none: the model's own reply is scored (the server's JSON enforcement
-        # would retry and hide invalid output); greedy, so answers are cacheable.
-        target = served_api_model(model, api_base, api_key_env=DEFAULT_TOKEN_ENV,
-                                  response_format="none", temperature=0.0,
-                                  max_tokens=self.config.max_new_tokens)
-        latencies: list[list[float]] = []
+    def generate(chats):
+        answers = ask_server(client, target, chats, model_key=model_key)
+        latencies.append([a.latency_s for a in answers])
+        return [a.text for a in answers]
 
-        def generate(chats):
-            answers = ask_server(client, target, chats,
-                                 model_key=f"rag:{model.id}@{self.versions[model.id]}")
-            latencies.append([a.latency_s for a in answers])
-            return [a.text for a in answers]
+    return generate, latencies
 
-        return generate, latencies
 
-    def _in_process(self, entry: dict):
-        from training.inference import DecodingSettings, LocalGenerator
-        from training.sft import torch_threads
+def _in_process(entry: dict, max_new_tokens: int) -> Generator:
+    from training.inference import DecodingSettings, LocalGenerator
+    from training.sft import torch_threads
 
-        generator = LocalGenerator(entry["base_model_path"], entry["adapter_path"])
-        decoding = DecodingSettings(max_new_tokens=self.config.max_new_tokens)
-        latencies: list[list[float]] = []
+    generator = LocalGenerator(entry["base_model_path"], entry["adapter_path"])
+    decoding = DecodingSettings(max_new_tokens=max_new_tokens)
+    latencies: list[list[float]] = []
 
-        def generate(chats):
-            started = time.perf_counter()
-            with torch_threads(1):
-                generations = generator.generate(chats, decoding)
-            share = (time.perf_counter() - started) / max(1, len(chats))
-            latencies.append([share] * len(chats))  # a batch's time, shared by its chats
-            return [g.text for g in generations]
+    def generate(chats):
+        started = time.perf_counter()
+        with torch_threads(1):
+            generations = generator.generate(chats, decoding)
+        share = (time.perf_counter() - started) / max(1, len(chats))
+        latencies.append([share] * len(chats))  # a batch's time, shared by its chats
+        return [g.text for g in generations]
 
-        return generate, latencies
-
+    return generate, latencies

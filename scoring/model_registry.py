@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,27 @@ def load_model_registry(path: Path | str | None = None, *,
         models.append(model)
     models = [_resolve_served(m, models, path) if m.kind == "served" else m for m in models]
     return [m for m in models if benchmark is None or benchmark in m.benchmarks]
+
+
+def enabled_candidates(benchmark: str, only: Sequence[str] | None = None, *,
+                       field: str = "models", kinds: Sequence[str] = KINDS,
+                       registry: Sequence[CandidateModel] | None = None) -> list[CandidateModel]:
+    """The enabled candidates of `benchmark` (registry order), restricted to `only` when given;
+    ValueError naming `field` and the unknown ids, or a candidate of a kind not in `kinds`."""
+    models = [m for m in (registry if registry is not None
+                          else load_model_registry(benchmark=benchmark))
+              if m.enabled and benchmark in m.benchmarks]
+    other_kinds = [m.id for m in models if m.kind not in kinds]
+    if other_kinds:
+        raise ValueError(f"only {', '.join(kinds)} models can be {benchmark} candidates so far; "
+                         f"configs/models.yaml lists {other_kinds}")
+    if only is None:
+        return models
+    unknown = sorted(set(only) - {m.id for m in models})
+    if unknown:
+        raise ValueError(f"config field {field!r}: {unknown} are not enabled {benchmark} "
+                         f"candidates of configs/models.yaml ({', '.join(m.id for m in models)})")
+    return [m for m in models if m.id in set(only)]
 
 
 def _resolve_served(model: CandidateModel, models: list[CandidateModel],

@@ -176,16 +176,8 @@ class ComparisonService:
                            retrieved=tuple(False for _ in messages),
                            decoding=self.comparison.decoding)
         screened, _headers, phi_in = self.service.screen_input(chat, info)
-        runner = self.state.runner(model)
-        cacheable = self.state.settings.cache_entries > 0
-        key = self.state.cache.key(chat, screened) if cacheable else ""
-        cached = self.state.cache.get(key) if cacheable else None
-        if cacheable:
-            self.state.metrics.cache.labels(model, "hit" if cached else "miss").inc()
-        if cached is None:
-            cached = await self.service._generate(chat, screened, runner, phi_in)
-            if cacheable:
-                self.state.cache.put(key, cached)
+        cached, _status = await self.service.answer(
+            chat, screened, phi_in, cacheable=self.state.settings.cache_entries > 0)
         return cached.content
 
     async def answer(self, model: str, question: str, hits: Sequence[Hit],

@@ -2,15 +2,11 @@
 nothing changed, and training assets are never requested automatically."""
 
 import dagster as dg
+from graph_resources import local_resources
 
 from assets import all_assets
 from assets.automation import REFRESH
 from assets.partitions import model_partitions, model_split_key
-from resources.artifacts import ArtifactsResource
-from resources.compute import ComputeResource
-from resources.io_manager import DatasetIOManager
-from resources.llm import LLMResource
-from resources.warehouse import WarehouseResource
 
 ASSETS = all_assets()
 KEY = model_split_key("reference_auditor", "benchmark")
@@ -29,13 +25,7 @@ def test_downstream_assets_refresh_and_training_assets_do_not():
 
 def test_scores_refresh_after_new_predictions_and_nothing_runs_when_nothing_changed(
         instance, tmp_path):
-    resources = {
-        "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
-        "compute": ComputeResource(models_dir=str(tmp_path / "models")),
-        "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
-        "llm": LLMResource(cache_dir=str(tmp_path / "llm_cache")),
-        "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
-    }
+    resources = local_resources(tmp_path)
     defs = dg.Definitions(assets=ASSETS, resources=resources)
     scores = dg.AssetKey("gxp_scores")
     instance.add_dynamic_partitions(model_partitions.name, ["reference_auditor"])

@@ -9,7 +9,6 @@ docs/rag-compare.png."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from dagster_processes import missing_requirement
+from headless_chromium import headless_chromium
 from test_embedded_model import TINY
 from test_serving import ScriptedEngine, base_settings, running, wait_ready
 
@@ -52,7 +51,6 @@ QUESTION = "Within how many hours of admission must medication reconciliation be
 INVENTED = "sop-invented#000"
 MARKUP = '<img src=x onerror="document.title=\'pwned\'"> <b>not JSON</b>'
 MAX_TOKENS = 16
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 def _compare(url: str, body: object, **kwargs) -> httpx.Response:
@@ -359,26 +357,9 @@ def test_gxplab_serve_passes_the_latest_rag_index(rag_files, tiny_catalog, monke
 
 @pytest.fixture(scope="module")
 def browser():
-    """Headless Debian Chromium, a 1400x1100 window, through /usr/bin/chromedriver (no download)."""
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not os.access(path, os.X_OK):
-            missing_requirement(f"the comparison page test needs {path} (run `bash "
-                                "scripts/ensure_chromium.sh`)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing_requirement("the comparison page test needs selenium (`pip install -e '.[dev]'`)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", "--window-size=1400,1100"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
+    """Headless Chromium with a 1400x1100 viewport."""
+    with headless_chromium((1400, 1100), "the comparison page test") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _ask(browser, url: str, question: str | None = None, token: str | None = None):

@@ -11,14 +11,10 @@ import json
 import dagster as dg
 import pytest
 from fake_openai_server import FakeOpenAIServer, FakeReply, batch_records_from_request
+from graph_resources import local_resources
 
 from assets import all_assets
 from assets.partitions import model_partitions, model_split_key
-from resources.artifacts import ArtifactsResource
-from resources.compute import ComputeResource
-from resources.io_manager import DatasetIOManager
-from resources.llm import LLMResource
-from resources.warehouse import WarehouseResource
 
 ASSETS = all_assets()
 SPLITS = ("benchmark", "control_clean", "adversarial")
@@ -60,13 +56,7 @@ def graph(tmp_path, monkeypatch):
         monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_API_KEY", "sk-test-not-a-secret")
         (tmp_path / "dagster_home").mkdir()
         with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
-            resources = {
-                "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
-                "compute": ComputeResource(models_dir=str(tmp_path / "models")),
-                "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
-                "llm": LLMResource(cache_dir=str(tmp_path / "llm_cache"), max_retries=1),
-                "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
-            }
+            resources = local_resources(tmp_path, max_retries=1)
             yield instance, resources, server
 
 

@@ -12,6 +12,7 @@ from resources.clients.llm import LLMClient, check_pricing, load_pricing
 from scoring.model_output import OUTPUT_JSON_SCHEMA
 from scoring.model_registry import (
     CandidateModel,
+    enabled_candidates,
     load_model_registry,
     model_availability,
     resolve_api_base,
@@ -288,6 +289,21 @@ def test_openai_compatible_entry_resolves_from_environment():
     assert resolve_litellm_model(model, environ) == "openai/qwen2.5-7b"
     assert resolve_litellm_model(model, {}) == "openai/local-model"
     assert resolve_api_base(model, environ) == "http://10.0.0.5:8000/v1"
+
+
+def test_enabled_candidates_filter_and_name_unknown_ids():
+    registry = [CandidateModel(id="a", kind="local", benchmarks=("rag",)),
+                CandidateModel(id="b", kind="local", benchmarks=("rag",), enabled=False),
+                CandidateModel(id="c", kind="litellm", litellm_model="openai/c",
+                               benchmarks=("amr_judge",))]
+    assert [m.id for m in enabled_candidates("rag", registry=registry)] == ["a"]
+    assert [m.id for m in enabled_candidates("rag", ["a"], registry=registry)] == ["a"]
+    with pytest.raises(ValueError, match=r"config field 'models': \['b'\] are not enabled rag"):
+        enabled_candidates("rag", ["b"], registry=registry)
+    with pytest.raises(ValueError, match=r"only local models can be amr_judge candidates.*\['c'\]"):
+        enabled_candidates("amr_judge", kinds=("local",), registry=registry)
+    rag = [m.id for m in enabled_candidates("rag")]  # configs/models.yaml
+    assert rag[0] == "embedded-base" and "embedded-rag-sft-dpo" in rag
 
 
 def write_registry(tmp_path: Path, entries: str) -> Path:

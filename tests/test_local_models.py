@@ -10,17 +10,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 import torch
+from graph_resources import local_resources
 from test_base_model_pipes import TINY
 from test_embedded_model import TINY as TINY_MODEL
 
 from assets import all_assets
 from assets.inbox import accepted_paths, inbox_dir, inbox_partitions
 from assets.partitions import model_partitions, model_split_key
-from resources.artifacts import ArtifactsResource
-from resources.compute import ComputeResource
-from resources.io_manager import DatasetIOManager
-from resources.llm import LLMResource
-from resources.warehouse import WarehouseResource
 from scoring.gxp import score_predictions
 from scoring.model_registry import load_model_registry, parse_model_entry
 from scoring.record_audit import (
@@ -236,13 +232,7 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch, maste
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("GXPLAB_INBOX_DIR", str(tmp_path / "inbox"))
     assets = all_assets()
-    resources = {
-        "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
-        "compute": ComputeResource(models_dir=str(tmp_path / "models")),
-        "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
-        "llm": LLMResource(cache_dir=str(tmp_path / "llm_cache")),
-        "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
-    }
+    resources = local_resources(tmp_path)
     local = ["embedded-base", "embedded-gxp-audit"]
     served = "served-gxp-audit"  # embedded-gxp-audit through the GxPLab server and litellm
 

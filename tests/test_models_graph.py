@@ -5,14 +5,10 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from graph_resources import local_resources
 from test_base_model_pipes import TINY
 
 from assets import all_assets
-from resources.artifacts import ArtifactsResource
-from resources.compute import ComputeResource
-from resources.io_manager import DatasetIOManager
-from resources.llm import LLMResource
-from resources.warehouse import WarehouseResource
 
 ADAPTERS = ("qlora_adapter", "grit_adapter", "dpo_adapter", "orpo_adapter", "batchqa_adapter",
             "gxp_audit_adapter", "grpo_adapter")
@@ -24,13 +20,7 @@ EVALUATIONS = ("judge_evaluations", "behavioral_metrics", "batchqa_eval")
 def trained(tmp_path_factory):
     """One run of the whole models stage with 3 optimizer steps per adapter."""
     tmp_path = tmp_path_factory.mktemp("models_graph")
-    resources = {
-        "compute": ComputeResource(models_dir=str(tmp_path / "models")),
-        "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
-        "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
-        "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
-        "llm": LLMResource(cache_dir=str(tmp_path / "llm_cache")),
-    }
+    resources = local_resources(tmp_path)
     assets = all_assets()
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("HF_HUB_OFFLINE", "1")

@@ -7,15 +7,11 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
+from graph_resources import local_resources
 from test_base_model_pipes import TINY
 
 from assets import all_assets
 from assets.rag import load_hybrid_index
-from resources.artifacts import ArtifactsResource
-from resources.compute import ComputeResource
-from resources.io_manager import DatasetIOManager
-from resources.llm import LLMResource
-from resources.warehouse import WarehouseResource
 from retrieval.settings import load_rag_settings
 from scoring.rag_metrics import METRICS
 from synthetic.rag_questions import retrieval_query
@@ -29,13 +25,7 @@ EVAL = {"max_questions": 6, "n_boot": 100, "max_new_tokens": 24}
 @pytest.fixture(scope="module")
 def materialized(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("rag_models")
-    resources = {
-        "compute": ComputeResource(models_dir=str(tmp_path / "models")),
-        "io_manager": DatasetIOManager(root=str(tmp_path / "artifacts")),
-        "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
-        "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
-        "llm": LLMResource(cache_dir=str(tmp_path / "llm_cache")),
-    }
+    resources = local_resources(tmp_path)
     assets = all_assets()
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("HF_HUB_OFFLINE", "1")

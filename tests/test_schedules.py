@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 from fake_openai_server import FakeOpenAIServer, FakeReply, batch_records_from_request
+from graph_resources import local_resources
 from sklearn.metrics import f1_score
 
 from assets import all_assets
@@ -31,11 +32,6 @@ from jobs.schedules import (
     schedule_jobs,
     weekly_retraining_schedule,
 )
-from resources.artifacts import ArtifactsResource
-from resources.compute import ComputeResource
-from resources.io_manager import DatasetIOManager
-from resources.llm import LLMResource
-from resources.warehouse import WarehouseResource
 from scoring.model_registry import GXP_AUDIT, load_model_registry, model_availability
 
 ASSETS = all_assets()
@@ -44,13 +40,7 @@ N_BATCHES, MAX_BATCHES = 4, 3
 
 
 def _resources(root) -> dict:
-    return {
-        "io_manager": DatasetIOManager(root=str(root / "artifacts")),
-        "compute": ComputeResource(models_dir=str(root / "models")),
-        "artifacts": ArtifactsResource(root=str(root / "artifacts")),
-        "llm": LLMResource(cache_dir=str(root / "llm_cache"), max_retries=0),
-        "warehouse": WarehouseResource(url=f"sqlite:///{root / 'warehouse.sqlite'}"),
-    }
+    return local_resources(root, max_retries=0)
 
 
 def _defs(root) -> dg.Definitions:

@@ -64,6 +64,9 @@ def test_served_answers_equal_the_in_process_model(tiny_base, tmp_path):
     assert any("GxPLab server started on http://127.0.0.1:" in line for line in lines)
     again = generate(CHATS)  # a new server: the cache answers, the text is the same
     assert [a.text for a in again] == [a.text for a in answers]
+    # ...and the latency is the model's (the original call), not the cache lookup's
+    assert [a.latency_s for a in again] == [a.latency_s for a in answers]
+    assert all(a.latency_s > 0.001 for a in again)
     client.close()
 
 

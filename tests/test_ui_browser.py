@@ -19,27 +19,20 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import httpx
 import pytest
-from dagster_processes import dagster_process, free_port, missing_requirement, run_command
+from dagster_processes import dagster_process, free_port, run_command
+from headless_chromium import headless_chromium
 
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DOCS = ROOT / "docs"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 VIEWPORT = (1400, 900)
 STAGES = ("data", "models", "evaluation", "reports")  # group_name= of the assets
 SPLITS = ("control_clean", "control_faulty")
-
-
-def _missing_browser(reason: str) -> NoReturn:
-    missing_requirement(
-        f"the web-UI browser test needs {reason} (run `bash scripts/ensure_chromium.sh`)")
 
 
 
@@ -78,29 +71,9 @@ def _daemons_healthy(base_url: str) -> bool:
 
 @pytest.fixture
 def browser() -> Iterator:
-    """Headless Debian Chromium with a 1400x900 viewport, driven through /usr/bin/chromedriver."""
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not os.access(path, os.X_OK):
-            _missing_browser(f"{path} (Debian packages chromium and chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        _missing_browser("selenium (`pip install -e '.[dev]'`)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        frame = driver.execute_script(  # headless Chromium still counts a window frame
-            "return [outerWidth - innerWidth, outerHeight - innerHeight]"
-        )
-        driver.set_window_size(VIEWPORT[0] + frame[0], VIEWPORT[1] + frame[1])
+    """Headless Chromium with a 1400x900 viewport."""
+    with headless_chromium(VIEWPORT, "the web-UI browser test") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

@@ -132,12 +132,15 @@ def ask_server(client: Any, target: CandidateModel, chats: Sequence[list[dict[st
     """Each chat as one chat completion of `target` (a litellm entry whose api_base is the
     server), concurrently through `client` (resources/clients/llm.LLMClient) so the server's
     dynamic batching merges them; `model_key` (the model files' versions) is part of every
-    cache key, so a retrained adapter is asked anew. A failed call is an empty answer."""
+    cache key, so a retrained adapter is asked anew. A failed call is an empty answer. The
+    latency is the model's: a cache hit reports the call that produced the answer, not the
+    lookup (as scoring/candidate_runner.summarize_calls does for API models)."""
     requests = [(f"{target.id}-{i}", chat, f"{model_key}:{i}") for i, chat in enumerate(chats)]
     results = client.complete_many(target, requests, progress=progress)
     return [ServedAnswer(text=r.text or "", prompt_tokens=r.prompt_tokens or 0,
                          completion_tokens=r.completion_tokens or 0,
-                         latency_s=r.latency_s or 0.0) for r in results]
+                         latency_s=(r.original_latency_s if r.cached else r.latency_s) or 0.0)
+            for r in results]
 
 
 def served_api_model(model: CandidateModel, api_base: str, **changes: Any) -> CandidateModel:

@@ -528,8 +528,6 @@ def serve(args: argparse.Namespace) -> int:
     import subprocess
     import sys
     import tempfile
-    from urllib.parse import urlparse
-    from urllib.request import url2pathname
 
     import dagster as dg
 
@@ -588,27 +586,15 @@ def serve(args: argparse.Namespace) -> int:
                                f"{model_id} (not a local model of configs/models.yaml)")
                     print(f"  RAG comparison: not compared: {why}", flush=True)
             index_path: str | None = None
-            if uri.startswith("file://"):
-                index_path = url2pathname(urlparse(uri).path)
-                if not Path(index_path).is_file():
-                    print(f"  RAG comparison: off (the rag_index file {index_path} is gone: "
-                          "materialize rag_index again)", flush=True)
-                    index_path = None
-            elif uri.startswith("s3://") and compared:
-                from dagster_aws.s3 import S3Resource
+            if compared:
+                from resources.artifacts import fetch_artifact_file
 
-                from resources.artifacts import environment_artifacts
-                from resources.clients.artifacts import S3ArtifactStore
-
-                with environment_artifacts() as artifacts:
-                    store = S3ArtifactStore.for_uri(uri, (artifacts.s3 or S3Resource())
-                                                    .get_client())
-                    index_path = str(Path(work) / "rag_index.parquet")
-                    digest = store.download_file(store.key_for_uri(uri), index_path)
-                if metadata.get("artifact_sha256") not in (None, digest):
-                    print(f"  RAG comparison: off ({uri}: sha256 {digest} differs from the "
-                          f"recorded {metadata['artifact_sha256']})", flush=True)
-                    index_path = None
+                try:
+                    index_path = str(fetch_artifact_file(
+                        uri, Path(work) / "rag_index.parquet", metadata.get("artifact_sha256")))
+                except (OSError, ValueError) as error:
+                    print(f"  RAG comparison: off ({error}: materialize rag_index again)",
+                          flush=True)
             if index_path and compared:
                 rag_args = ["--rag-index", index_path, "--compare-models", ",".join(compared)]
                 from serving.__main__ import build_parser as serving_parser
@@ -621,7 +607,7 @@ def serve(args: argparse.Namespace) -> int:
                 except (SystemExit, ValueError):  # the server reports bad options itself
                     where = "http://HOST:PORT"
                 print(f"RAG comparison of {', '.join(compared)}: {where}/compare", flush=True)
-            elif index_path:
+            elif not compared:
                 print("  RAG comparison: off (none of configs/rag.yaml comparison.models is "
                       "served)", flush=True)
         catalog_path = Path(work) / "catalog.json"

@@ -145,6 +145,30 @@ class ArtifactsResource(dg.ConfigurableResource):
         return str(resolved)
 
 
+def fetch_artifact_file(uri: str, destination: str | os.PathLike[str],
+                        sha256: str | None = None) -> Path:
+    """The local file behind an IO manager's artifact_uri: a file:// URI is its path (checked to
+    exist); an s3:// one is downloaded to `destination` with the environment's S3 settings and
+    checked against `sha256` when given. Errors name the URI."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    if uri.startswith("file://"):
+        path = Path(url2pathname(urlparse(uri).path))
+        if not path.is_file():
+            raise FileNotFoundError(f"{uri}: the file {path} is gone")
+        return path
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri}: not a file:// or s3:// artifact URI")
+    with environment_artifacts() as artifacts:
+        store = S3ArtifactStore.for_uri(uri, (artifacts.s3 or S3Resource()).get_client())
+        digest = store.download_file(store.key_for_uri(uri), destination)
+    if sha256 not in (None, digest):
+        Path(destination).unlink(missing_ok=True)
+        raise ValueError(f"{uri}: sha256 {digest} differs from the recorded {sha256}")
+    return Path(destination)
+
+
 def artifacts_resource(root: str) -> ArtifactsResource:
     """The artifacts resource selected by the environment: model archives on S3 when
     GXPLAB_ARTIFACTS_S3_BUCKET is set (see s3_backend_fields), else `ArtifactsResource(root)`."""

@@ -15,7 +15,12 @@ from test_base_model_pipes import TINY
 
 from assets import models
 from assets.evaluation import _local_model_files
-from resources.artifacts import ArtifactsResource, environment_artifacts, resolve_model_folder
+from resources.artifacts import (
+    ArtifactsResource,
+    environment_artifacts,
+    fetch_artifact_file,
+    resolve_model_folder,
+)
 from resources.clients.artifacts import S3ArtifactStore
 from resources.clients.model_archives import (
     fetch_model_archive,
@@ -214,3 +219,25 @@ def test_archive_model_keeps_checkpoints_out(s3_env, tmp_path):
     assert adapter.name == "adapter" and (adapter / "adapter_model.safetensors").exists()
     assert not (adapter.parent / "checkpoints").exists()
     assert not list(tmp_path.glob(".archive-*"))  # the packed file was temporary
+
+
+def test_an_artifact_file_is_fetched_by_its_uri_and_checked(s3_env, tmp_path):
+    """fetch_artifact_file (what `gxplab serve` uses for the rag_index Parquet file): s3://
+    downloaded and checked against the recorded sha256, file:// used in place."""
+    store = S3ArtifactStore(BUCKET, "archives-test", s3_env)
+    data = b"PAR1 rag index bytes"
+    digest = store.write_bytes("rag_index/run-1.parquet", data)
+    uri = store.uri_for("rag_index/run-1.parquet")
+    fetched = fetch_artifact_file(uri, tmp_path / "index.parquet", digest)
+    assert fetched.read_bytes() == data
+    with pytest.raises(ValueError, match=f"{uri}: sha256 .* differs from the recorded 0+"):
+        fetch_artifact_file(uri, tmp_path / "other.parquet", "0" * 64)
+    assert not (tmp_path / "other.parquet").exists()  # a file that fails the check is removed
+    with pytest.raises(FileNotFoundError, match="not found at s3://"):
+        fetch_artifact_file(uri.replace("run-1", "run-2"), tmp_path / "missing.parquet")
+    local = tmp_path / "local.parquet"
+    local.write_bytes(data)
+    assert fetch_artifact_file(local.as_uri(), tmp_path / "unused") == local
+    local.unlink()
+    with pytest.raises(FileNotFoundError, match="is gone"):
+        fetch_artifact_file(local.as_uri(), tmp_path / "unused")

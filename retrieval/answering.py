@@ -20,10 +20,9 @@ from string import Template
 from typing import Any, NamedTuple
 
 import jsonschema
-import yaml
 
 from retrieval.tools import ToolRegistry, default_registry
-from scoring.audit_prompt import CONFIG_DIR, check_delimited, data_line
+from scoring.audit_prompt import check_delimited, data_line, prompt_section
 from scoring.behavioral import is_refusal as _behaviour_refusal
 from scoring.model_output import checked_answer, extract_json_object
 
@@ -90,16 +89,9 @@ class RagPrompt:
 
 def load_rag_prompt(path: Path | str | None = None) -> RagPrompt:
     """The `rag_answer` section of configs/prompts.yaml (or another prompt file), checked."""
-    path = Path(path) if path else CONFIG_DIR / "prompts.yaml"
-    with path.open(encoding="utf-8") as handle:
-        raw = (yaml.safe_load(handle) or {}).get(SECTION)
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: section {SECTION!r} must be a mapping")
     keys = ("version", "system", "user_template", "tool_result_template",
             "not_in_sources_answer", "refusal_answer")
-    for key in keys:
-        if not isinstance(raw.get(key), str) or not raw[key].strip():
-            raise ValueError(f"{path}: field '{SECTION}.{key}' must be a non-empty string")
+    path, raw = prompt_section(path, SECTION, keys)
     for key, fields, placeholder, marks in (
             ("user_template", USER_FIELDS, "sources", (SOURCES_OPEN, SOURCES_CLOSE)),
             ("tool_result_template", RESULT_FIELDS, "tool_result", (RESULT_OPEN, RESULT_CLOSE))):

@@ -12,7 +12,7 @@ import yaml
 from scoring.model_registry import ID_PATTERN
 
 RAG_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "rag.yaml"
-RERANKERS = ("none", "cross-encoder", "llm")
+RERANKERS = ("none", "llm")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class RagSettings:
     max_tool_rounds: int
     comparison_models: tuple[str, ...]  # registry ids of configs/models.yaml, one column each
     comparison_max_tokens: int
+    rerank_model: str  # registry id of the model reranking when reranker is llm
+    rerank_candidates: int  # fused hits the reranker orders
 
 
 def load_rag_settings(path: Path | str | None = None) -> RagSettings:
@@ -52,17 +54,33 @@ def load_rag_settings(path: Path | str | None = None) -> RagSettings:
                 raise ValueError(f"{path}: field '{section}.{name}' must be {expected.__name__}, "
                                  f"got {value!r}")
             values[name] = value
+    if values["reranker"] == "cross-encoder":
+        raise ValueError(f"{path}: field 'index.reranker': cross-encoder reranking needs "
+                         "cross-encoder weights, and none are packaged for offline use here; "
+                         "use llm (retrieval/rerank.py) or none")
     if values["reranker"] not in RERANKERS:
         raise ValueError(f"{path}: field 'index.reranker' must be one of {RERANKERS}")
-    if values["reranker"] != "none":
-        raise ValueError(f"{path}: field 'index.reranker': {values['reranker']!r} reranking is "
-                         "not built yet; use none")
     if not 0 <= values["overlap_words"] < values["max_words"] or values["k"] < 1:
         raise ValueError(f"{path}: need 0 <= chunking.overlap_words < chunking.max_words and "
                          "answering.k >= 1")
     values["comparison_models"], values["comparison_max_tokens"] = \
         _comparison(raw.get("comparison"), path)
+    values["rerank_model"], values["rerank_candidates"] = _rerank(raw.get("rerank"), path)
     return RagSettings(**values)
+
+
+def _rerank(block: Any, path: Path) -> tuple[str, int]:
+    """The `rerank` section: the model of the llm reranker and how many fused hits it orders."""
+    if not isinstance(block, dict):
+        raise ValueError(f"{path}: section 'rerank' is missing")
+    model, candidates = block.get("model"), block.get("candidates")
+    if not isinstance(model, str) or not ID_PATTERN.match(model):
+        raise ValueError(f"{path}: field 'rerank.model' must be a model id of "
+                         f"configs/models.yaml, got {model!r}")
+    if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 2:
+        raise ValueError(f"{path}: field 'rerank.candidates' must be an int >= 2, got "
+                         f"{candidates!r}")
+    return model, candidates
 
 
 def _comparison(block: Any, path: Path) -> tuple[tuple[str, ...], int]:

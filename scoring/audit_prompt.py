@@ -52,6 +52,22 @@ def check_delimited(text: str, placeholder: str, open_mark: str, close_mark: str
                          f"line and one {close_mark} line")
 
 
+def prompt_section(path: Path | str | None, section: str,
+                   keys: tuple[str, ...] = ("version", "system", "user_template"),
+                   ) -> tuple[Path, dict[str, Any]]:
+    """(the file, section `section` of configs/prompts.yaml or another prompt file) with each of
+    `keys` checked to be a non-empty string; errors name the file and the field."""
+    path = Path(path) if path else CONFIG_DIR / "prompts.yaml"
+    with path.open(encoding="utf-8") as handle:
+        raw = (yaml.safe_load(handle) or {}).get(section)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: section {section!r} must be a mapping")
+    for key in keys:
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise ValueError(f"{path}: field '{section}.{key}' must be a non-empty string")
+    return path, raw
+
+
 def load_prompt(path: Path | str | None = None) -> AuditPrompt:
     """Load and check configs/prompts.yaml (or another prompt file)."""
     path = Path(path) if path else CONFIG_DIR / "prompts.yaml"

@@ -22,9 +22,8 @@ from typing import Any, Protocol
 
 import jsonschema
 import pandas as pd
-import yaml
 
-from scoring.audit_prompt import CONFIG_DIR, AuditPrompt, data_line
+from scoring.audit_prompt import AuditPrompt, data_line, prompt_section
 from scoring.candidate_runner import CandidateRun, Progress, group_batches
 from scoring.model_output import (
     ParsedOutput,
@@ -70,14 +69,7 @@ Generate = Callable[[Sequence[list[dict[str, str]]], Progress | None], Sequence[
 
 def load_record_prompt(path: Path | str | None = None) -> AuditPrompt:
     """The `record_audit` section of configs/prompts.yaml (or another prompt file)."""
-    path = Path(path) if path else CONFIG_DIR / "prompts.yaml"
-    with path.open(encoding="utf-8") as handle:
-        raw = (yaml.safe_load(handle) or {}).get("record_audit")
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: section 'record_audit' must be a mapping")
-    for key in ("version", "system", "user_template"):
-        if not isinstance(raw.get(key), str) or not raw[key].strip():
-            raise ValueError(f"{path}: field 'record_audit.{key}' must be a non-empty string")
+    path, raw = prompt_section(path, "record_audit")
     template = Template(raw["user_template"])
     if not template.is_valid() or set(template.get_identifiers()) != {"record"}:
         raise ValueError(f"{path}: field 'record_audit.user_template' must use exactly the "

@@ -1,9 +1,10 @@
 """Retrieval metrics for the RAG evaluation (issue 6): per query recall@k, reciprocal rank, nDCG@k
 (binary relevance) and hit@k; per retrieval mode the means with percentile bootstrap CIs, and
-hybrid against each single retriever paired on the questions (mean difference with its bootstrap
-CI, paired t-test, Cohen's d_z, Holm over every comparison), as a dict and a Markdown report.
+hybrid against each single retriever (and the LLM-reranked hybrid against hybrid) paired on the
+questions (mean difference with its bootstrap CI, paired t-test, Cohen's d_z, Holm over every
+comparison), as a dict and a Markdown report.
 
-Input rows: {"question_id", "category", "mode" (bm25 | dense | hybrid), "ranked_chunk_ids"
+Input rows: {"question_id", "category", "mode" (MODES), "ranked_chunk_ids"
 (best first), "relevant" (non-empty)}. Plain numpy/scipy via scoring.stats, no Dagster import.
 """
 
@@ -17,8 +18,10 @@ import numpy as np
 
 from scoring.stats import bootstrap_ci, holm_where_tested, paired_comparison
 
-MODES = ("bm25", "dense", "hybrid")
-BASELINES = ("bm25", "dense")
+RERANKED = "hybrid+llm"  # hybrid, then retrieval/rerank.py's LLM reranking
+MODES = ("bm25", "dense", "hybrid", RERANKED)
+# (mode, baseline) pairs compared, where both modes have rows
+COMPARISONS = (("hybrid", "bm25"), ("hybrid", "dense"), (RERANKED, "hybrid"))
 DEFAULT_KS = (1, 3, 5, 10)
 ROW_FIELDS = ("question_id", "category", "mode", "ranked_chunk_ids", "relevant")
 
@@ -77,7 +80,8 @@ def retrieval_report(per_query_rows: Sequence[Mapping[str, Any]], *,
                      ks: Sequence[int] = DEFAULT_KS, n_boot: int = 1000, seed: int = 0,
                      alpha: float = 0.05) -> dict[str, Any]:
     """Per mode: n and each metric's mean with its percentile bootstrap 95% CI; per category and
-    mode: the means; comparisons: hybrid - baseline per metric, paired on the questions both
+    mode: the means; comparisons: mode - baseline per metric (COMPARISONS), paired on the
+    questions both
     modes answered (mean difference, bootstrap CI, paired t, p, Cohen's d_z, Holm-adjusted p over
     all comparisons, significant = p_holm <= alpha); `markdown`: the tables."""
     scores = _scores(per_query_rows, ks)
@@ -110,20 +114,17 @@ def retrieval_report(per_query_rows: Sequence[Mapping[str, Any]], *,
 def _compare(scores: Mapping[str, Mapping[str, tuple[str, dict[str, float]]]],
              names: Sequence[str], *, n_boot: int, seed: int,
              alpha: float) -> list[dict[str, Any]]:
-    if "hybrid" not in scores:
-        return []
-    hybrid = scores["hybrid"]
     rows: list[dict[str, Any]] = []
-    for baseline in BASELINES:
-        if baseline not in scores:
+    for mode, baseline in COMPARISONS:
+        if mode not in scores or baseline not in scores:
             continue
-        keys = sorted(set(hybrid) & set(scores[baseline]))
+        keys = sorted(set(scores[mode]) & set(scores[baseline]))
         for name in names:
-            h = np.array([hybrid[q][1][name] for q in keys])
+            h = np.array([scores[mode][q][1][name] for q in keys])
             b = np.array([scores[baseline][q][1][name] for q in keys])
             stats = paired_comparison(h, b, n_boot=n_boot, seed=seed)
-            rows.append({"baseline": baseline, "metric": name, "n_pairs": len(keys),
-                         "hybrid_mean": stats.pop("tuned_mean"),
+            rows.append({"mode": mode, "baseline": baseline, "metric": name, "n_pairs": len(keys),
+                         "mode_mean": stats.pop("tuned_mean"),
                          "baseline_mean": stats.pop("base_mean"), **stats})
     p_holm, significant = holm_where_tested([row["p_value"] for row in rows], alpha)
     for row, adjusted, flag in zip(rows, p_holm, significant, strict=True):
@@ -132,7 +133,7 @@ def _compare(scores: Mapping[str, Mapping[str, tuple[str, dict[str, float]]]],
 
 
 def report_markdown(report: Mapping[str, Any], metrics: Sequence[str] | None = None) -> str:
-    """The report's tables: means [95% CI] per mode, means per category, hybrid vs baselines."""
+    """The report's tables: means [95% CI] per mode, means per category, each comparison."""
     names = list(metrics or metric_names(report["ks"]))
     lines = ["| mode | n | " + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]
@@ -147,14 +148,14 @@ def report_markdown(report: Mapping[str, Any], metrics: Sequence[str] | None = N
         for mode, values in by_mode.items():
             lines.append(f"| {category} | {mode} | {values['n']} | "
                          + " | ".join(f"{values[name]:.3f}" for name in short) + " |")
-    lines += ["", "| hybrid vs | metric | n | hybrid | baseline | difference [95% CI] | p | "
-              "p (Holm) | d_z |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| mode | vs | metric | n | mode mean | baseline mean | difference [95% CI] | "
+              "p | p (Holm) | d_z |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["comparisons"]:
         if row["metric"] not in names:
             continue
         lines.append(
-            f"| {row['baseline']} | {row['metric']} | {row['n_pairs']} | "
-            f"{row['hybrid_mean']:.3f} | {row['baseline_mean']:.3f} | "
+            f"| {row['mode']} | {row['baseline']} | {row['metric']} | {row['n_pairs']} | "
+            f"{row['mode_mean']:.3f} | {row['baseline_mean']:.3f} | "
             f"{row['mean_difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] | "
             f"{row['p_value']:.3g} | {row['p_holm']:.3g}{' *' if row['significant'] else ''} | "
             f"{row['cohens_dz']:.2f} |")

@@ -60,6 +60,7 @@ def rag_eval(context: dg.AssetExecutionContext, config: RagEvalConfig, llm: LLMR
         latency_summary,
         per_question_latency,
         rag_plot,
+        sample_answers_markdown,
         warehouse_items,
     )
     from synthetic.rag_questions import relevant_chunk_ids, retrieval_query
@@ -127,10 +128,7 @@ def rag_eval(context: dg.AssetExecutionContext, config: RagEvalConfig, llm: LLMR
         "scores": dg.MetadataValue.md(rag_markdown(summary, comparison)),
         "latency": dg.MetadataValue.json(latency_summary(answer_table)),
         "plot": dg.MetadataValue.md(f"![RAG evaluation](data:image/png;base64,{image})"),
-        "sample_answers": dg.MetadataValue.md(
-            answer_table.groupby("model_id", sort=False).head(3)
-            [["model_id", "question_id", "answer", "citations", "json_valid"]]
-            .to_markdown(index=False)),
+        "sample_answers": dg.MetadataValue.md(sample_answers_markdown(answer_table)),
     })
     return items.merge(answer_table.drop(columns=["json_valid"]),  # items hold the score
                        on=["model_id", "question_id"], how="left")

@@ -52,6 +52,22 @@ def answer_rows(model_id: str, results: Sequence[Mapping[str, Any]],
     return rows
 
 
+def sample_answers_markdown(answers: Any, per_model: int = 3, width: int = 120) -> str:
+    """The first `per_model` answers of each model as a Markdown table, with the model's last raw
+    reply (cut to `width` characters, one line) beside the parsed answer: an invalid reply has
+    no parsed answer, and its text is what shows why."""
+    table = pd.DataFrame(answers).groupby("model_id", sort=False).head(per_model)
+    replies = [json.loads(r)[-1] if json.loads(r) else "" for r in table["replies"]]
+    table = table.assign(reply=[_one_line(text, width) for text in replies])
+    return table[["model_id", "question_id", "json_valid", "answer", "citations",
+                  "reply"]].to_markdown(index=False)
+
+
+def _one_line(text: str, width: int) -> str:
+    line = " ".join(str(text).split()).replace("|", "\\|")
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def per_question_latency(results: Sequence[Mapping[str, Any]],
                          rounds: Sequence[Sequence[float]]) -> list[float]:
     """Each question's latency from the per-round latencies of answer_questions' `generate`

@@ -15,6 +15,7 @@ from scoring.rag_report import (
     latency_summary,
     per_question_latency,
     rag_plot,
+    sample_answers_markdown,
     warehouse_items,
 )
 
@@ -70,6 +71,17 @@ def test_answer_rows_and_latency_summary():
     assert summary["sft"]["questions"] == 5
     with pytest.raises(ValueError, match="5 results but 4 latencies"):
         answer_rows("sft", results, latencies[:4])
+
+
+def test_sample_answers_show_the_raw_reply_of_an_invalid_answer():
+    results = [{"question_id": f"q{i}", "answer": None, "json_valid": False,
+                "retrieved_ids": [], "replies": ["{\"humidity_ccc | x\n" + "y" * 200],
+                "tool_calls": []} for i in range(4)]
+    rows = answer_rows("base", results, [0.1] * 4) + answer_rows("sft", results[:1], [0.1])
+    markdown = sample_answers_markdown(rows, per_model=3)
+    lines = markdown.splitlines()
+    assert len(lines) == 2 + 3 + 1  # header, rule, 3 base answers, 1 sft answer
+    assert '{"humidity_ccc \\| x yyy' in lines[2] and lines[2].rstrip(" |").endswith("…")
 
 
 def test_rag_plot_is_a_png():

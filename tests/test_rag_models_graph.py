@@ -61,7 +61,7 @@ def test_curriculum_sft_trains_every_stage_in_order(materialized):
     metadata = _metadata(result, "rag_sft_adapter")
     assert metadata["rows_by_stage"]["trained"] == {stage: 2 for stage in STAGES}
     assert set(metadata["rows_by_stage"]["available"]) == set(STAGES)
-    assert metadata["embedded_overrides"]["max_rows_per_stage"] == 40  # the preset's, overridden
+    assert metadata["embedded_overrides"]["max_rows_per_stage"] == 20  # the preset's, overridden
     rows = [json.loads(line) for line in
             (Path(reference["adapter_path"]).parent / "train.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and all(set(row) == {"messages"} for row in rows)

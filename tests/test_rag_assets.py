@@ -16,6 +16,10 @@ from retrieval.index import HybridIndex, minilm_embedder
 from retrieval.settings import load_rag_settings
 from synthetic.rag_corpus import build_rag_corpus
 
+# The first 60 answerable questions (lookups, paraphrases, multi-turn): the whole set's numbers are
+# asserted in tests/test_retrieval_metrics.py; here the asset, its metadata, check and reranking.
+MAX_QUESTIONS = 60
+
 
 def _reverse_ranking(body: dict, index: int) -> FakeReply:
     """A listwise reranker that reverses the candidates; its first reply is not JSON."""
@@ -41,7 +45,8 @@ def materialized(tmp_path_factory):
         result = dg.materialize(
             assets, instance=instance, resources=resources,
             run_config={"ops": {"rag_retrieval_eval": {"config": {
-                "n_boot": 200, "reranker": "llm", "rerank_model": "openai-compatible"}}}})
+                "n_boot": 200, "reranker": "llm", "rerank_model": "openai-compatible",
+                "max_questions": MAX_QUESTIONS}}}})
         rerank_calls = server.n_requests
         patch.delenv("GXPLAB_OPENAI_COMPAT_BASE")
         # read back as a downstream asset would: through the IO manager, from Parquet
@@ -99,7 +104,8 @@ def test_retrieval_eval_reports_each_retriever_and_the_check_tells_the_truth(mat
     assert all(0 <= means[mode]["mrr"] <= 1 for mode in rag.MODES)
     assert "| hybrid |" in metadata["report"]
     frame = result.output_for_node("rag_retrieval_eval")
-    assert len(frame) == 4 * metadata["questions"]  # three retrievers and the reranked hybrid
+    assert metadata["questions"] == MAX_QUESTIONS
+    assert len(frame) == 4 * MAX_QUESTIONS  # three retrievers and the reranked hybrid
     (check,) = result.get_asset_check_evaluations()
     worse = [row for row in metadata["comparisons"]
              if row["mode"] == "hybrid" and row["metric"] == "mrr" and row["significant"]

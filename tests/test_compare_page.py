@@ -417,3 +417,5 @@ def test_the_page_compares_the_models_in_the_browser(browser, served, scripted):
     assert INVENTED in flagged.text and "not in the sources" in flagged.text
     assert "[REDACTED:phone]" in cites.find_element(By.CSS_SELECTOR, ".answer").text
     assert "drug_dose_lookup" in tool.find_element(By.CSS_SELECTOR, "pre.tool-call").text
+    # scripted replies (a cited answer, a tool call, markup): what the page shows of valid ones
+    browser.save_screenshot(str(ROOT / "docs" / "rag-compare-scripted.png"))

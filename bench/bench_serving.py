@@ -17,22 +17,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is built here; nothing to download
 
 
 @dataclass
@@ -52,12 +50,6 @@ class RunResult:
         return statistics.quantiles(self.latencies_s, n=100, method="inclusive")[int(q * 100) - 1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def build_model(folder: Path, pretrain_steps: int | None) -> Path:
     from training.embedded_model import build_embedded_base_model, load_base_model_settings
 
@@ -72,16 +64,6 @@ def build_model(folder: Path, pretrain_steps: int | None) -> Path:
     return folder
 
 
-def server_config(folder: Path) -> Path:
-    """configs/serving.yaml with the cache and the rate limit off (every request generates)."""
-    from serving.settings import load_serving_settings
-
-    settings = replace(load_serving_settings(), cache_entries=0, rate_limit_per_minute=0)
-    path = folder / "serving.yaml"
-    path.write_text(yaml.safe_dump(asdict(settings)), encoding="utf-8")
-    return path
-
-
 def chats(n: int) -> list[list[dict[str, str]]]:
     """Distinct audit questions of similar length (about the same padding for every batch)."""
     return [[{"role": "system", "content": "You are a GxP data-integrity auditor."},
@@ -91,8 +73,8 @@ def chats(n: int) -> list[list[dict[str, str]]]:
             for i in range(n)]
 
 
-async def _drive(url: str, model: str, requests: list, clients: int, max_tokens: int
-                 ) -> tuple[float, list[float], int, Counter[int], int]:
+async def _drive(url: str, headers: dict[str, str], requests: list, clients: int,
+                 max_tokens: int) -> tuple[float, list[float], int, Counter[int], int]:
     latencies: list[float] = []
     tokens, sizes, failures = 0, Counter[int](), 0
     pending = list(reversed(requests))
@@ -103,7 +85,7 @@ async def _drive(url: str, model: str, requests: list, clients: int, max_tokens:
             messages = pending.pop()
             began = time.perf_counter()
             reply = await client.post(f"{url}/v1/chat/completions", json={
-                "model": model, "messages": messages, "max_tokens": max_tokens,
+                "model": "base", "messages": messages, "max_tokens": max_tokens,
                 "temperature": 0})
             if reply.status_code != 200:
                 failures += 1
@@ -113,47 +95,27 @@ async def _drive(url: str, model: str, requests: list, clients: int, max_tokens:
             sizes[int(reply.headers["x-gxplab-batch-size"])] += 1
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=600, limits=limits, headers=headers) as client:
         began = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(clients)))
         wall = time.perf_counter() - began
     return wall, latencies, tokens, sizes, failures
 
 
-def run_mode(mode: str, base_model: Path, config: Path, args: argparse.Namespace) -> RunResult:
-    port = _free_port()
-    command = [sys.executable, "-m", "serving", "--model", f"base={base_model}", "--port",
-               str(port), "--config", str(config), "--log-level", "warning"]
-    if mode == "no batching":
-        command.append("--no-batching")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("GXPLAB_SERVE_TOKEN", None)
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited: {server.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server was not ready within 300 s")
-            time.sleep(0.1)
+def run_mode(mode: str, base_model: Path, args: argparse.Namespace) -> RunResult:
+    """One measured run against a fresh server (resources/clients/local_server.py) with the
+    response cache off, so every request generates."""
+    from resources.clients.local_server import local_server
+
+    catalog = [{"name": "base", "base_model_path": str(base_model), "adapter_path": None}]
+    with local_server(catalog, settings={"cache_entries": 0},
+                      server_args=["--no-batching"] if mode == "no batching" else []) as (
+            api_base, token):
+        url, headers = api_base.removesuffix("/v1"), {"Authorization": f"Bearer {token}"}
         work = chats(args.requests + 1)
-        asyncio.run(_drive(url, "base", work[:1], 1, args.max_tokens))  # warm-up, not timed
+        asyncio.run(_drive(url, headers, work[:1], 1, args.max_tokens))  # warm-up, not timed
         wall, latencies, tokens, sizes, failures = asyncio.run(
-            _drive(url, "base", work[1:], args.clients, args.max_tokens))
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            _drive(url, headers, work[1:], args.clients, args.max_tokens))
     return RunResult(mode, wall, latencies, tokens, sizes, failures)
 
 
@@ -191,8 +153,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as tmp:
         folder = Path(tmp)
         base = args.base_model or build_model(folder / "base_model", args.pretrain_steps)
-        config = server_config(folder)
-        results = [run_mode(mode, base, config, args) for mode in ("batching", "no batching")]
+        results = [run_mode(mode, base, args) for mode in ("batching", "no batching")]
     report(results, args)
 
 

@@ -50,11 +50,14 @@ def _free_port() -> int:
 
 @contextmanager
 def local_server(catalog: Sequence[Mapping[str, Any]], *, token_env: str = DEFAULT_TOKEN_ENV,
-                 startup_timeout_s: float = 300.0) -> Iterator[tuple[str, str]]:
+                 startup_timeout_s: float = 300.0, settings: Mapping[str, Any] | None = None,
+                 server_args: Sequence[str] = ()) -> Iterator[tuple[str, str]]:
     """Start `python -m serving` on a free loopback port for `catalog` (a list of {name,
     base_model_path, adapter_path}) with a fresh bearer token; yield (api_base, token) once
-    /ready answers; stop it on exit. A server that dies or never gets ready is a RuntimeError
-    with the tail of its log (the token is never in it)."""
+    /ready answers; stop it on exit. `settings` override fields of configs/serving.yaml (the
+    rate limit is off unless given); `server_args` are more options (e.g. --no-batching). A
+    server that dies or never gets ready is a RuntimeError with the tail of its log (the token
+    is never in it)."""
     import httpx
 
     port = _free_port()
@@ -64,8 +67,8 @@ def local_server(catalog: Sequence[Mapping[str, Any]], *, token_env: str = DEFAU
         catalog_path.write_text(json.dumps(list(catalog), default=str), encoding="utf-8")
         # The server is this step's own: its one client is not rate limited (it would otherwise
         # meet the per-client limit of configs/serving.yaml on a large split).
-        config = yaml.safe_load(SERVING_CONFIG.read_text(encoding="utf-8"))
-        config["rate_limit_per_minute"] = 0
+        config = {**yaml.safe_load(SERVING_CONFIG.read_text(encoding="utf-8")),
+                  "rate_limit_per_minute": 0, **(settings or {})}
         config_path = Path(folder) / "serving.yaml"
         config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         log_path = Path(folder) / "server.log"
@@ -73,7 +76,8 @@ def local_server(catalog: Sequence[Mapping[str, Any]], *, token_env: str = DEFAU
             process = subprocess.Popen(
                 [sys.executable, "-m", "serving", "--catalog", str(catalog_path),
                  "--config", str(config_path),
-                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                 *server_args],
                 cwd=PROJECT_ROOT, env={**os.environ, token_env: token}, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
         base = f"http://127.0.0.1:{port}"

@@ -45,7 +45,7 @@ from serving.protocol import (
     usage,
     usage_chunk_body,
 )
-from serving.settings import ServingSettings
+from serving.settings import ServingSettings, load_json_reminders
 from serving.streaming import StreamTextFilter
 from training.inference import DecodingSettings, Generation
 
@@ -310,6 +310,7 @@ class ChatService:
         self.state = state
         self.settings = state.settings
         self.guard = state.settings.guardrails
+        self.reminders = load_json_reminders()
         self.metrics = state.metrics
 
     def _event(self, model: str, guardrail: str, rule: str, n: int = 1) -> None:
@@ -444,8 +445,8 @@ class ChatService:
 
         fmt = chat.response_format
         if fmt.schema is None:
-            return self.guard.json_object_reminder
-        return Template(self.guard.json_schema_reminder).safe_substitute(
+            return self.reminders.json_object
+        return Template(self.reminders.json_schema).safe_substitute(
             schema=json.dumps(fmt.schema, separators=(",", ":"), sort_keys=True))
 
     @staticmethod

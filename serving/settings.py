@@ -22,8 +22,6 @@ class GuardrailSettings:
     redact_phi: bool
     injection_policy: str
     json_retries: int
-    json_object_reminder: str
-    json_schema_reminder: str
 
     def __post_init__(self) -> None:
         if self.injection_policy not in INJECTION_POLICIES:
@@ -32,8 +30,6 @@ class GuardrailSettings:
         if self.json_retries < 0:
             raise ValueError(f"field 'guardrails.json_retries' must be >= 0, got "
                              f"{self.json_retries}")
-        if "${schema}" not in self.json_schema_reminder:
-            raise ValueError("field 'guardrails.json_schema_reminder' must contain ${schema}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +75,27 @@ class ServingSettings:
     def loopback(self) -> bool:
         """Whether `host` only accepts connections from this machine."""
         return is_loopback(self.host)
+
+
+@dataclass(frozen=True)
+class JsonReminders:
+    """What the server adds before generating again when a JSON reply is invalid."""
+
+    version: str
+    json_object: str
+    json_schema: str  # string.Template with ${schema}
+
+
+def load_json_reminders(path: str | Path | None = None) -> JsonReminders:
+    """The `serving_json_reminder` section of configs/prompts.yaml (or another prompt file)."""
+    from scoring.audit_prompt import prompt_section
+
+    path, raw = prompt_section(path, "serving_json_reminder",
+                               ("version", "json_object", "json_schema"))
+    if "${schema}" not in raw["json_schema"]:
+        raise ValueError(f"{path}: field 'serving_json_reminder.json_schema' must contain "
+                         "${schema}")
+    return JsonReminders(raw["version"], raw["json_object"], raw["json_schema"])
 
 
 def is_loopback(host: str) -> bool:

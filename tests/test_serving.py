@@ -36,7 +36,7 @@ from serving.guardrails import (
     redact_phi,
     screen_retrieved,
 )
-from serving.settings import load_serving_settings, settings_from_mapping
+from serving.settings import load_json_reminders, load_serving_settings, settings_from_mapping
 from serving.streaming import StreamTextFilter
 from training.inference import DecodingSettings, Generation, LocalGenerator
 
@@ -577,6 +577,12 @@ def test_settings_catalog_and_cli(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="field 'guardrails.injection_policy'"):
         settings_from_mapping({**raw, "guardrails": {**raw["guardrails"],
                                                      "injection_policy": "shrug"}})
+    assert "${schema}" in load_json_reminders().json_schema  # configs/prompts.yaml
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("serving_json_reminder:\n  version: v\n  json_object: One object.\n"
+                       "  json_schema: One object, any schema.\n")
+    with pytest.raises(ValueError, match="'serving_json_reminder.json_schema' must contain"):
+        load_json_reminders(prompts)
     monkeypatch.delenv("GXPLAB_SERVE_TOKEN", raising=False)
     with pytest.raises(ValueError, match="without a bearer token"):
         create_app([ServedModel("m", "p")], replace(settings, host="0.0.0.0"))

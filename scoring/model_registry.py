@@ -271,10 +271,18 @@ def _served_entry(entry: dict, model_id: str, where: str) -> CandidateModel:
         splits=tuple(splits), max_tokens=entry.get("max_tokens", 0),
         max_concurrency=entry.get("max_concurrency"), timeout_s=entry.get("timeout_s"),
         api_base_env=entry.get("api_base_env"),
-        api_key_env=entry.get("api_key_env", "GXPLAB_SERVE_TOKEN"),
+        api_key_env=entry.get("api_key_env") or _serving_token_env(),
         # The server returns the model's text as it is: parsed exactly as the in-process model's.
         response_format="none", description=str(entry.get("description", "")),
         enabled=_bool(entry.get("enabled", True), where, "enabled"))
+
+
+def _serving_token_env() -> str:
+    """The server's bearer-token variable (configs/serving.yaml token_env): a served entry's
+    default api_key_env."""
+    from serving.settings import load_serving_settings
+
+    return load_serving_settings().token_env
 
 
 def model_availability(model: CandidateModel,

@@ -25,10 +25,10 @@ from typing import Any
 import yaml
 
 from scoring.model_registry import CandidateModel, resolve_api_base
+from serving.settings import SERVING_CONFIG, load_serving_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SERVING_CONFIG = PROJECT_ROOT / "configs" / "serving.yaml"
-DEFAULT_TOKEN_ENV = "GXPLAB_SERVE_TOKEN"
+DEFAULT_TOKEN_ENV = load_serving_settings().token_env  # configs/serving.yaml token_env
 
 
 @dataclass(frozen=True)

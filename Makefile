@@ -7,6 +7,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# pytest-xdist workers of `make test` (each test file runs whole in one worker); 0: one process
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.gxplab-installed
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 export HF_HUB_OFFLINE ?= 1
@@ -35,10 +37,10 @@ instance: setup  ## write $DAGSTER_HOME/dagster.yaml (SQLite, or PostgreSQL when
 run: instance  ## materialize the whole graph (data, models, evaluation) on the embedded default, print the leaderboard
 	@$(BIN)/gxplab benchmark
 
-test: setup  ## run the tests (starts a local PostgreSQL if none is reachable)
+test: setup  ## run the tests in TEST_WORKERS processes (default 2; starts a local PostgreSQL if none is reachable)
 	@bash scripts/ensure_postgres.sh
 	@bash scripts/ensure_chromium.sh
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 ui: instance  ## dagster dev (webserver + daemon) on 127.0.0.1:3000
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

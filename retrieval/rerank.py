@@ -19,19 +19,12 @@ from string import Template
 from typing import Any
 
 from retrieval.answering import SOURCES_CLOSE, SOURCES_OPEN, escape_data, render_sources, source_of
-from scoring.audit_prompt import check_delimited, prompt_section
+from scoring.audit_prompt import AuditPrompt, check_delimited, prompt_section
 from scoring.model_output import extract_json_object
 
 SECTION = "rag_rerank"
 USER_FIELDS = frozenset({"question", "sources"})
 Complete = Callable[[list[list[dict[str, str]]]], list[str | None]]
-
-
-@dataclass(frozen=True)
-class RerankPrompt:
-    version: str
-    system: str
-    user_template: str
 
 
 @dataclass(frozen=True)
@@ -41,7 +34,7 @@ class RerankResult:
     error: str | None = None  # why the reply was not used (None: it was)
 
 
-def load_rerank_prompt(path: Path | str | None = None) -> RerankPrompt:
+def load_rerank_prompt(path: Path | str | None = None) -> AuditPrompt:
     """The `rag_rerank` section of configs/prompts.yaml (or another prompt file), checked."""
     path, raw = prompt_section(path, SECTION)
     template = Template(raw["user_template"])
@@ -50,11 +43,12 @@ def load_rerank_prompt(path: Path | str | None = None) -> RerankPrompt:
                          "placeholders ${question}, ${sources}")
     check_delimited(raw["user_template"], "sources", SOURCES_OPEN, SOURCES_CLOSE,
                     f"{path}: field '{SECTION}.user_template'")
-    return RerankPrompt(version=raw["version"], system=raw["system"],
-                        user_template=raw["user_template"])
+    # the same three fields as the audit prompts (version, system, user_template)
+    return AuditPrompt(version=raw["version"], system=raw["system"],
+                       user_template=raw["user_template"])
 
 
-def rerank_messages(prompt: RerankPrompt, question: str, hits: Sequence[Any]) -> list[dict]:
+def rerank_messages(prompt: AuditPrompt, question: str, hits: Sequence[Any]) -> list[dict]:
     """The chat asking the model to rank `hits` for `question`."""
     user = Template(prompt.user_template).substitute(question=escape_data(question),
                                                       sources=render_sources(hits))
@@ -79,7 +73,7 @@ def apply_ranking(reply: str | None, hits: Sequence[Any]) -> RerankResult:
 
 
 def rerank_many(questions: Sequence[str], hit_lists: Sequence[Sequence[Any]], complete: Complete,
-                prompt: RerankPrompt, candidates: int) -> list[RerankResult]:
+                prompt: AuditPrompt, candidates: int) -> list[RerankResult]:
     """Each question's top `candidates` hits reranked by one model call (all calls handed to
     `complete` at once, so the client runs them concurrently); hits below them keep their place."""
     if candidates < 2:
@@ -89,10 +83,8 @@ def rerank_many(questions: Sequence[str], hit_lists: Sequence[Sequence[Any]], co
     replies = complete(chats) if chats else []
     results = []
     for reply, hits in zip(replies, hit_lists, strict=True):
-        head = apply_ranking(reply, hits[:candidates])
-        tail = [_renumbered(hit, rank) for rank, hit in
-                enumerate(hits[candidates:], len(head.hits) + 1)]
-        results.append(replace(head, hits=head.hits + tail))
+        head = apply_ranking(reply, hits[:candidates])  # the rest keep their hits and ranks
+        results.append(replace(head, hits=head.hits + list(hits[candidates:])))
     return results
 
 

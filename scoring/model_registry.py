@@ -253,6 +253,8 @@ def _splits(entry: dict, default: tuple[str, ...], where: str) -> list[str]:
 
 
 def _served_entry(entry: dict, model_id: str, where: str) -> CandidateModel:
+    from serving.settings import serving_token_env  # configs/serving.yaml, read once
+
     _only_fields(entry, _SERVED_FIELDS, "served", where)
     served = entry.get("served_model")
     if not (isinstance(served, str) and ID_PATTERN.match(served)):
@@ -271,18 +273,10 @@ def _served_entry(entry: dict, model_id: str, where: str) -> CandidateModel:
         splits=tuple(splits), max_tokens=entry.get("max_tokens", 0),
         max_concurrency=entry.get("max_concurrency"), timeout_s=entry.get("timeout_s"),
         api_base_env=entry.get("api_base_env"),
-        api_key_env=entry.get("api_key_env") or _serving_token_env(),
+        api_key_env=entry.get("api_key_env") or serving_token_env(),
         # The server returns the model's text as it is: parsed exactly as the in-process model's.
         response_format="none", description=str(entry.get("description", "")),
         enabled=_bool(entry.get("enabled", True), where, "enabled"))
-
-
-def _serving_token_env() -> str:
-    """The server's bearer-token variable (configs/serving.yaml token_env): a served entry's
-    default api_key_env."""
-    from serving.settings import load_serving_settings
-
-    return load_serving_settings().token_env
 
 
 def model_availability(model: CandidateModel,

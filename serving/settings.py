@@ -4,6 +4,7 @@ here: every value comes from the file; tests and the CLI change them with `datac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,13 @@ def load_serving_settings(path: str | Path | None = None) -> ServingSettings:
     except (OSError, yaml.YAMLError) as err:
         raise ValueError(f"{path}: cannot read the serving settings: {err}") from None
     return settings_from_mapping(raw, source=str(path))
+
+
+@functools.cache
+def serving_token_env() -> str:
+    """configs/serving.yaml `token_env`, read once: the variable holding the server's bearer
+    token (the default api_key_env of a served registry entry and of local_server)."""
+    return load_serving_settings().token_env
 
 
 def settings_from_mapping(raw: Any, source: str = "serving settings") -> ServingSettings:

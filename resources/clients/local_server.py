@@ -25,10 +25,10 @@ from typing import Any
 import yaml
 
 from scoring.model_registry import CandidateModel, resolve_api_base
-from serving.settings import SERVING_CONFIG, load_serving_settings
+from serving.settings import SERVING_CONFIG, serving_token_env
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_TOKEN_ENV = load_serving_settings().token_env  # configs/serving.yaml token_env
+DEFAULT_TOKEN_ENV = serving_token_env()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jobs.up_to_date import UpToDate
@@ -532,7 +532,6 @@ def serve(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from resources.artifacts import resolve_model_folder
-    from retrieval.settings import load_rag_settings
     from scoring.model_registry import load_model_registry
 
     instance = dg.DagsterInstance.get()
@@ -542,10 +541,7 @@ def serve(args: argparse.Namespace) -> int:
             continue
         paths = {}
         for asset in model.model_assets:
-            event = instance.get_latest_materialization_event(dg.AssetKey(asset))
-            metadata = ({k: getattr(v, "value", v)
-                         for k, v in event.asset_materialization.metadata.items()}
-                        if event is not None and event.asset_materialization else {})
+            metadata = _latest_metadata(instance, asset)
             key = "model_path" if asset == "base_model" else "adapter_path"
             if not metadata.get(key):
                 missing.append(f"{model.id} ({asset} not materialized)")
@@ -563,53 +559,9 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     work = tempfile.mkdtemp(prefix="gxplab-serve-")
     try:
-        # The RAG comparison page: the latest rag_index's Parquet file (the IO manager's
-        # artifact_uri) and the compared models this catalog serves.
-        rag_args: list[str] = []
-        given = {arg.split("=", 1)[0] for arg in args.serving_args}
-        event = instance.get_latest_materialization_event(dg.AssetKey("rag_index"))
-        metadata = ({k: getattr(v, "value", v)
-                     for k, v in event.asset_materialization.metadata.items()}
-                    if event is not None and event.asset_materialization else {})
-        uri = str(metadata.get("artifact_uri") or "")
         served = [entry["name"] for entry in catalog]
-        compared = [m for m in load_rag_settings().comparison_models if m in served]
-        if "--rag-index" in given:
-            pass  # the caller chose the index (and --compare-models) itself
-        elif not uri:
-            print("  RAG comparison: off (rag_index is not materialized: run `make run` or the "
-                  "gxp_rag_job)", flush=True)
-        else:
-            for model_id in load_rag_settings().comparison_models:
-                if model_id not in served:
-                    why = next((line for line in missing if line.startswith(f"{model_id} (")),
-                               f"{model_id} (not a local model of configs/models.yaml)")
-                    print(f"  RAG comparison: not compared: {why}", flush=True)
-            index_path: str | None = None
-            if compared:
-                from resources.artifacts import fetch_artifact_file
-
-                try:
-                    index_path = str(fetch_artifact_file(
-                        uri, Path(work) / "rag_index.parquet", metadata.get("artifact_sha256")))
-                except (OSError, ValueError) as error:
-                    print(f"  RAG comparison: off ({error}: materialize rag_index again)",
-                          flush=True)
-            if index_path and compared:
-                rag_args = ["--rag-index", index_path, "--compare-models", ",".join(compared)]
-                from serving.__main__ import build_parser as serving_parser
-                from serving.settings import load_serving_settings
-
-                try:
-                    known, _ = serving_parser().parse_known_args(args.serving_args)
-                    settings = load_serving_settings(known.config)
-                    where = f"http://{known.host or settings.host}:{known.port or settings.port}"
-                except (SystemExit, ValueError):  # the server reports bad options itself
-                    where = "http://HOST:PORT"
-                print(f"RAG comparison of {', '.join(compared)}: {where}/compare", flush=True)
-            elif not compared:
-                print("  RAG comparison: off (none of configs/rag.yaml comparison.models is "
-                      "served)", flush=True)
+        rag_args = _rag_comparison_args(instance, served, missing, Path(work),
+                                        args.serving_args)
         catalog_path = Path(work) / "catalog.json"
         catalog_path.write_text(json.dumps(catalog, default=str), encoding="utf-8")
         command = [sys.executable, "-m", "serving", "--catalog", str(catalog_path), *rag_args,
@@ -620,6 +572,67 @@ def serve(args: argparse.Namespace) -> int:
         return 130
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _latest_metadata(instance: Any, asset: str) -> dict[str, Any]:
+    """The plain metadata values of `asset`'s latest materialization ({} when there is none)."""
+    import dagster as dg
+
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or not event.asset_materialization:
+        return {}
+    return {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
+
+
+def _rag_comparison_args(instance: Any, served: list[str], missing: list[str], work: Path,
+                         serving_args: list[str]) -> list[str]:
+    """--rag-index (the latest rag_index's Parquet file, the IO manager's artifact_uri, fetched
+    from S3 into `work` when it is there) and --compare-models (configs/rag.yaml comparison.models
+    this catalog serves) for the server; [] with the reason printed when there is no comparison,
+    or when the caller gave --rag-index itself."""
+    from resources.artifacts import fetch_artifact_file
+    from retrieval.settings import load_rag_settings
+
+    if "--rag-index" in {arg.split("=", 1)[0] for arg in serving_args}:
+        return []  # the caller chose the index (and --compare-models) itself
+    metadata = _latest_metadata(instance, "rag_index")
+    if not metadata.get("artifact_uri"):
+        print("  RAG comparison: off (rag_index is not materialized: run `make run` or the "
+              "gxp_rag_job)", flush=True)
+        return []
+    wanted = load_rag_settings().comparison_models
+    for model_id in wanted:
+        if model_id not in served:
+            why = next((line for line in missing if line.startswith(f"{model_id} (")),
+                       f"{model_id} (not a local model of configs/models.yaml)")
+            print(f"  RAG comparison: not compared: {why}", flush=True)
+    compared = [m for m in wanted if m in served]
+    if not compared:
+        print("  RAG comparison: off (none of configs/rag.yaml comparison.models is served)",
+              flush=True)
+        return []
+    try:
+        index_path = fetch_artifact_file(str(metadata["artifact_uri"]), work / "rag_index.parquet",
+                                         metadata.get("artifact_sha256"))
+    except (OSError, ValueError) as error:
+        print(f"  RAG comparison: off ({error}: materialize rag_index again)", flush=True)
+        return []
+    print(f"RAG comparison of {', '.join(compared)}: {_server_url(serving_args)}/compare",
+          flush=True)
+    return ["--rag-index", str(index_path), "--compare-models", ",".join(compared)]
+
+
+def _server_url(serving_args: list[str]) -> str:
+    """http://HOST:PORT the server will listen on, from its options and configs/serving.yaml."""
+    from serving.__main__ import build_parser as serving_parser
+    from serving.settings import load_serving_settings
+
+    try:
+        known, _ = serving_parser().parse_known_args(serving_args)
+        settings = load_serving_settings(known.config)
+    except (SystemExit, ValueError):  # the server reports bad options itself
+        return "http://HOST:PORT"
+    return f"http://{known.host or settings.host}:{known.port or settings.port}"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,8 +57,8 @@ def sample_answers_markdown(answers: Any, per_model: int = 3, width: int = 120) 
     reply (cut to `width` characters, one line) beside the parsed answer: an invalid reply has
     no parsed answer, and its text is what shows why."""
     table = pd.DataFrame(answers).groupby("model_id", sort=False).head(per_model)
-    replies = [json.loads(r)[-1] if json.loads(r) else "" for r in table["replies"]]
-    table = table.assign(reply=[_one_line(text, width) for text in replies])
+    last = [(json.loads(replies) or [""])[-1] for replies in table["replies"]]
+    table = table.assign(reply=[_one_line(text, width) for text in last])
     return table[["model_id", "question_id", "json_valid", "answer", "citations",
                   "reply"]].to_markdown(index=False)
 

@@ -12,18 +12,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, TextIO, overload
 
 import numpy as np
-import orjson
 import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
 import pyarrow
-import pyarrow.json
 
 from synthetic.catalog import DeviationCatalog, load_catalog
 from synthetic.contracts import MANIFEST_COLUMNS, PREDICTION_COLUMNS
+from synthetic.jsonl import JsonLineError, iter_jsonl_lines, parse_json_line
 
 Errors = Literal["raise", "collect"]
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -142,21 +141,14 @@ def _check_path(path: Path) -> str:
 
 
 def _iter_json_lines(path: Path, errors: list[DataFileError]) -> Iterable[tuple[int, dict]]:
-    with path.open("rb") as handle:
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                reason = f"truncated or malformed JSON ({exc})"
-                errors.append(DataFileError(path, reason, line=line))
-                continue
-            if not isinstance(obj, dict):
-                kind = type(obj).__name__
-                errors.append(DataFileError(path, f"expected a JSON object, got {kind}", line=line))
-                continue
-            yield line, obj
+    """(line, object) of each good line (synthetic.jsonl's one parser); bad lines go to `errors`."""
+    for line, raw in iter_jsonl_lines(path):
+        try:
+            yield line, parse_json_line(raw)
+        except JsonLineError as exc:
+            error = DataFileError(path, exc.reason, line=line)
+            error.field = exc.field  # the duplicated key; the reason already names it
+            errors.append(error)
 
 
 def _read_tabular(path: Path, suffix: str) -> tuple[pd.DataFrame, np.ndarray, str]:
@@ -334,10 +326,6 @@ def read_records(path, *, errors="raise", columns=None):
     keep = None if columns is None else list(dict.fromkeys([*RECORDS_REQUIRED, *columns]))
     found: list[DataFileError] = []
     suffix = _check_path(path)
-    if suffix in JSON_SUFFIXES and keep == list(RECORDS_REQUIRED):
-        frame = _record_ids_fast(path)
-        if frame is not None:
-            return frame if errors == "raise" else (frame, [])
     if suffix in JSON_SUFFIXES:
         rows = []
         for line, obj in _iter_json_lines(path, found):
@@ -366,24 +354,6 @@ def read_records(path, *, errors="raise", columns=None):
     return _finish(frame, found, errors, n_total)
 
 
-def _record_ids_fast(path: Path) -> pd.DataFrame | None:
-    """record_id and batch_id of a clean JSON Lines file via pyarrow's parser (C++, about 4x faster
-    than parsing each record in Python), or None when anything is off: the line-by-line reader then
-    finds and names the problem."""
-    options = pyarrow.json.ParseOptions(
-        explicit_schema=pyarrow.schema([(c, pyarrow.string()) for c in RECORDS_REQUIRED]),
-        unexpected_field_behavior="ignore",  # other keys (extra, misspelled, nested) are skipped
-    )
-    try:
-        table = pyarrow.json.read_json(path, parse_options=options)
-    except pyarrow.ArrowInvalid:
-        return None
-    frame = table.to_pandas()
-    if frame.isna().any(axis=None) or (frame == "").any(axis=None):
-        return None
-    return frame
-
-
 def _record_problem(path: Path, line: int, location: str, obj: dict) -> DataFileError | None:
     record_id = obj.get("record_id")
     shown = record_id if _is_str(record_id) else None
@@ -403,7 +373,9 @@ def _record_problem(path: Path, line: int, location: str, obj: dict) -> DataFile
 def quarantine(errors: Sequence[DataFileError], out_dir: str | Path) -> list[Path]:
     """Write rejected lines to `<out_dir>/<input file name>.rejects.jsonl`, one JSON object per
     error (file, line, record_id, field, error, and the original line for text files), so that
-    nothing is lost when the good rows go on. Returns the files written."""
+    nothing is lost when the good rows go on. Nothing is overwritten either: when that name is
+    taken (an earlier call, or a file of the same name from another folder) the next free one of
+    `<name>.rejects.1.jsonl`, `<name>.rejects.2.jsonl`, ... is used. Returns the files written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     by_file: dict[str, list[DataFileError]] = {}
@@ -412,17 +384,38 @@ def quarantine(errors: Sequence[DataFileError], out_dir: str | Path) -> list[Pat
     written = []
     for source, file_errors in by_file.items():
         source_path = Path(source)
-        original: list[str] = []
-        if source_path.suffix.lower() in {".jsonl", ".json", ".ndjson", ".csv"}:
-            original = source_path.read_text(encoding="utf-8", errors="replace").splitlines()
-        target = out_dir / f"{source_path.name}.rejects.jsonl"
-        with target.open("w", encoding="utf-8") as handle:
+        original = _original_lines(source_path, {e.line for e in file_errors
+                                                 if e.line and e.location == "line"})
+        with _new_rejects_file(out_dir, source_path.name) as handle:
             for error in file_errors:
-                line_text = (original[error.line - 1] if error.line and error.location == "line"
-                             and error.line <= len(original) else None)
+                line_text = original.get(error.line) if error.location == "line" else None
                 handle.write(json.dumps({
                     "file": error.path, "line": error.line, "record_id": error.record_id,
                     "field": error.field, "error": str(error), "original": line_text,
                 }, ensure_ascii=False) + "\n")
-        written.append(target)
+        written.append(Path(handle.name))
     return written
+
+
+def _original_lines(path: Path, wanted: set[int]) -> dict[int, str]:
+    """The text of the `wanted` lines of a JSON Lines/CSV file, numbered as the readers number
+    them (a newline byte ends a line; undecodable bytes become U+FFFD)."""
+    if path.suffix.lower() not in {*JSON_SUFFIXES, ".csv"} or not wanted:
+        return {}
+    found = {}
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number in wanted:
+                found[number] = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
+    return found
+
+
+def _new_rejects_file(out_dir: Path, name: str) -> TextIO:
+    """A new rejects file opened for writing: created exclusively, so never one that exists."""
+    for n in range(100_000):
+        target = out_dir / (f"{name}.rejects.jsonl" if n == 0 else f"{name}.rejects.{n}.jsonl")
+        try:
+            return target.open("x", encoding="utf-8")  # the caller closes it
+        except FileExistsError:
+            continue
+    raise DataFileError(out_dir / name, "no free rejects file name left in the quarantine folder")

@@ -9,6 +9,9 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 _SEPARATORS = (",", ":")
 
@@ -47,8 +50,100 @@ def write_jsonl(rows: Iterable[dict], path: str | Path, chunk_rows: int = 10_000
     return digest.hexdigest()
 
 
+# ---- reading: one parser for every records, labels, predictions and inbox file ------------------
+MAX_DEPTH = 64  # arrays/objects inside each other; a batch record needs 4
+_BOM = b"\xef\xbb\xbf"
+
+
+class JsonLineError(ValueError):
+    """A JSON Lines line that is not one usable JSON object: names the file, the line and, where
+    known, the field (the duplicated key)."""
+
+    def __init__(self, reason: str, *, path: str | Path | None = None, line: int | None = None,
+                 field: str | None = None) -> None:
+        self.reason, self.field, self.line = reason, field, line
+        self.path = None if path is None else str(path)
+        where = "" if path is None else f"{path} line {line}: " if line else f"{path}: "
+        super().__init__(f"{where}{reason}")
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (iterative: a deep value cannot recurse)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    """object_pairs_hook of the careful check: a key twice in one object is an error."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise JsonLineError(f"duplicate key {key!r}", field=key)
+    return obj
+
+
+_PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_refuse_duplicates)
+
+
+def parse_json_line(raw: bytes | str, *, path: str | Path | None = None,
+                    line: int | None = None, max_depth: int = MAX_DEPTH) -> dict:
+    """One JSON Lines line -> its object, or JsonLineError (a ValueError) naming path and line.
+
+    Refused: malformed JSON, invalid UTF-8, a BOM, NaN/Infinity and numbers that overflow to
+    infinity (1e999), anything but an object, nesting deeper than `max_depth` and a key twice in
+    one object. Integers beyond 64 bits become floats. orjson parses (fast, and bounded: its own
+    limit is 1024 levels) but keeps the last of duplicate keys, so a line is proven free of them
+    when its object serializes back to the same bytes (this project's compact lines always do).
+    Any other line is re-read by the standard library with a hook that refuses duplicates (no
+    library offers that check; the depth is already bounded, so it cannot recurse too deep).
+    """
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    try:
+        return _parse(data.strip(b" \t\r\n"), max_depth)
+    except JsonLineError as exc:
+        raise JsonLineError(exc.reason, path=path, line=line, field=exc.field) from None
+
+
+def _parse(data: bytes, max_depth: int) -> dict:
+    if data.startswith(_BOM):
+        raise JsonLineError("malformed JSON (a UTF-8 byte order mark is not supported)")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            raise JsonLineError(f"nested deeper than {max_depth} levels") from None
+        raise JsonLineError(f"truncated or malformed JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise JsonLineError(f"expected a JSON object, got {type(obj).__name__}")
+    if data.count(b"{") + data.count(b"[") > max_depth and _depth_over(obj, max_depth):
+        raise JsonLineError(f"nested deeper than {max_depth} levels")
+    if orjson.dumps(obj) != data:
+        try:
+            _PAIRS_DECODER.decode(data.decode("utf-8"))
+        except JsonLineError:
+            raise
+        except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit limit
+            raise JsonLineError(f"malformed JSON ({exc})") from None
+    return obj
+
+
+def iter_jsonl_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of each non-blank line. Lines end at a newline byte only: the
+    numbering of every reader and of the quarantine's `original` text."""
+    with Path(path).open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if raw.strip():
+                yield number, raw
+
+
 def read_jsonl(path: str | Path) -> Iterator[dict]:
-    with Path(path).open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
+    """Each object of a JSON Lines file; the first bad line raises JsonLineError (file, line)."""
+    for number, raw in iter_jsonl_lines(path):
+        yield parse_json_line(raw, path=path, line=number)

@@ -1,6 +1,9 @@
 """scoring.data_files: every error names the file, the line/record and the field; collect mode."""
 
 import json
+import re
+import subprocess
+import sys
 
 import pandas as pd
 import pandera.errors
@@ -10,11 +13,13 @@ from scoring.data_files import (
     PREDICTIONS_SCHEMA,
     DataFileError,
     manifest_schema,
+    quarantine,
     read_manifest,
     read_predictions,
     read_records,
 )
 from synthetic.contracts import MANIFEST_COLUMNS, PREDICTION_COLUMNS
+from synthetic.jsonl import read_jsonl
 
 
 def manifest_row(record_id="R1", batch_id="B1", deviation_type="missing_quantity", **extra):
@@ -30,7 +35,9 @@ def record(i, **changes):
 
 
 def write_jsonl(path, rows):
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows),
+                    encoding="utf-8")
     return path
 
 
@@ -252,3 +259,97 @@ def test_pandera_schemas_hold_the_column_rules():
     PREDICTIONS_SCHEMA.validate(predictions)
     with pytest.raises(pandera.errors.SchemaError):
         PREDICTIONS_SCHEMA.validate(predictions.assign(valid_output=None))
+
+
+# ---- one JSON parser for every reader ----------------------------------------------------------
+GOOD = '{"record_id":"R-BM-000001","batch_id":"B0","deviation_type":"missing_quantity"}'
+BAD_LINES = {
+    # orjson (limit 1024) used to accept it, then the stdlib reader hit RecursionError
+    "nested 1000 deep": '{"record_id":"R2","batch_id":"B0","x":' + "[" * 1000 + "]" * 1000 + "}",
+    # deeper than the one limit, shallow enough for both parsers: the same verdict everywhere
+    "nested 100 deep": '{"record_id":"R2","batch_id":"B0","x":' + "[" * 100 + "]" * 100 + "}",
+    "duplicate key": '{"record_id":"R2","batch_id":"B0","record_id":"R3"}',
+    "nested duplicate key": '{"record_id":"R2","batch_id":"B0","p":{"v":1,"v":2}}',
+    "1e999": '{"record_id":"R2","batch_id":"B0","qty_actual":1e999}',
+    "NaN": '{"record_id":"R2","batch_id":"B0","qty_actual":NaN}',
+    "null line": "null",
+    "list line": "[1, 2]",
+}
+REASONS = {
+    "nested 1000 deep": "nested deeper than 64", "nested 100 deep": "nested deeper than 64",
+    "duplicate key": "duplicate key 'record_id'", "nested duplicate key": "duplicate key 'v'",
+    "1e999": "infinity", "NaN": "malformed JSON", "null line": "expected a JSON object",
+    "list line": "expected a JSON object",
+}
+
+
+@pytest.mark.parametrize("kind", BAD_LINES)
+def test_every_reader_gives_a_bad_line_the_same_clean_error(tmp_path, kind):
+    path = write_jsonl(tmp_path / "records.jsonl", [GOOD, BAD_LINES[kind], GOOD])
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} line 2: .*{REASONS[kind]}"):
+        list(read_jsonl(path))
+    for read in (read_records, read_manifest):
+        frame, errors = read(path, errors="collect")
+        assert len(frame) == 2, read  # the good lines beside it are kept
+        assert [e.line for e in errors] == [2] and REASONS[kind] in str(errors[0])
+
+
+def test_duplicate_key_error_names_the_field(tmp_path):
+    path = write_jsonl(tmp_path / "records.jsonl", [BAD_LINES["duplicate key"]])
+    _, errors = read_records(path, errors="collect", columns=())
+    assert errors[0].field == "record_id"
+    assert str(errors[0]) == f"{path} line 1: duplicate key 'record_id'"
+
+
+def test_a_pretty_printed_object_with_colons_in_strings_is_read(tmp_path):
+    """A line that is not in this project's compact form takes the careful duplicate check."""
+    path = write_jsonl(tmp_path / "records.jsonl", [
+        '{ "record_id" : "R1", "batch_id": "B:1", "ts": "10:00", "p": {"a": [1, {"b": 2}]} }'])
+    assert list(read_jsonl(path)) == [
+        {"record_id": "R1", "batch_id": "B:1", "ts": "10:00", "p": {"a": [1, {"b": 2}]}}]
+    assert read_records(path)["batch_id"].tolist() == ["B:1"]
+
+
+def test_the_scoring_cli_does_not_crash_on_a_null_first_records_line(tmp_path):
+    """pyarrow's JSON reader used to segfault (SIGSEGV) on it."""
+    records = write_jsonl(tmp_path / "records.jsonl", ["null", record(1)])
+    labels = write_jsonl(tmp_path / "labels.jsonl", [manifest_row("R-BM-000001", "B0")])
+    predictions = write_jsonl(tmp_path / "predictions.jsonl", [
+        {"batch_id": "B0", "record_id": None, "deviation_type": None, "valid_output": True}])
+    proc = subprocess.run(
+        [sys.executable, "-m", "scoring.gxp", "--records", str(records), "--labels", str(labels),
+         "--predictions", str(predictions), "--n-boot", "0"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{records} line 1: expected a JSON object, got NoneType" in proc.stderr
+
+
+# ---- quarantine: nothing overwritten, nothing lost --------------------------------------------
+def rejects(paths):
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines()]
+
+
+def test_quarantine_keeps_files_of_the_same_name_and_every_later_call(tmp_path):
+    bad_a = write_jsonl(tmp_path / "a" / "data.jsonl", [record(1), "{bad a"])
+    bad_b = write_jsonl(tmp_path / "b" / "data.jsonl", ["{bad b", record(2)])
+    errors = read_records(bad_a, errors="collect")[1] + read_records(bad_b, errors="collect")[1]
+    out = tmp_path / "q"
+    first = quarantine(errors, out)
+    assert len(set(first)) == 2
+    assert sorted((r["file"], r["line"], r["original"]) for r in rejects(first)) == [
+        (str(bad_a), 2, "{bad a"), (str(bad_b), 1, "{bad b")]
+    before = {p: p.read_bytes() for p in first}
+    again = quarantine(read_records(bad_a, errors="collect")[1], out)  # the same file once more
+    assert not set(again) & set(first)
+    assert {p: p.read_bytes() for p in first} == before
+    assert [r["original"] for r in rejects(again)] == ["{bad a"]
+    assert all(p.name.startswith("data.jsonl.rejects") and p.suffix == ".jsonl"
+               for p in [*first, *again])
+
+
+def test_quarantine_original_text_follows_the_readers_line_numbers(tmp_path):
+    """A JSON string may hold U+2028 or U+0085 raw; str.splitlines would split there."""
+    path = write_jsonl(tmp_path / "records.jsonl",
+                       ['{"record_id":"R1","batch_id":"B1","c":"a\u2028b\x85c"}', "{bad"])
+    errors = read_records(path, errors="collect")[1]
+    assert [r["original"] for r in rejects(quarantine(errors, tmp_path / "q"))] == ["{bad"]

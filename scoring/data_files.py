@@ -327,16 +327,8 @@ def read_records(path, *, errors="raise", columns=None):
     found: list[DataFileError] = []
     suffix = _check_path(path)
     if suffix in JSON_SUFFIXES:
-        rows = []
-        for line, obj in _iter_json_lines(path, found):
-            problem = _record_problem(path, line, "line", obj)
-            if problem is None:
-                rows.append(obj if keep is None else [obj.get(c) for c in keep])
-            else:
-                found.append(problem)
-        frame = pd.DataFrame(rows, columns=keep) if rows else pd.DataFrame(
-            columns=keep or list(RECORDS_REQUIRED))
-        n_total = len(rows) + len(found)  # one error at most per line
+        frame = _json_records(path, keep, found)
+        n_total = len(frame) + len(found)  # one error at most per line
     else:
         table, lines, location = _read_tabular(path, suffix)
         missing = [c for c in RECORDS_REQUIRED if c not in table.columns]
@@ -352,6 +344,23 @@ def read_records(path, *, errors="raise", columns=None):
         frame = table.loc[good, keep or list(table.columns)].reset_index(drop=True)
         n_total = len(table)
     return _finish(frame, found, errors, n_total)
+
+
+def _json_records(path: Path, keep: list[str] | None, found: list[DataFileError]) -> pd.DataFrame:
+    """The good records of a JSON Lines file (`keep`: their columns, None: all); bad lines go to
+    `found`."""
+    rows = []
+    for line, obj in _iter_json_lines(path, found):
+        record_id, batch_id = obj.get("record_id"), obj.get("batch_id")
+        ids_ok = type(record_id) is str and record_id and type(batch_id) is str and batch_id
+        problem = None if ids_ok else _record_problem(path, line, "line", obj)
+        if problem is None:
+            rows.append(obj if keep is None else [obj.get(c) for c in keep])
+        else:
+            found.append(problem)
+    if not rows:
+        return pd.DataFrame(columns=keep or list(RECORDS_REQUIRED))
+    return pd.DataFrame(rows, columns=keep)
 
 
 def _record_problem(path: Path, line: int, location: str, obj: dict) -> DataFileError | None:
@@ -399,8 +408,8 @@ def quarantine(errors: Sequence[DataFileError], out_dir: str | Path) -> list[Pat
 
 def _original_lines(path: Path, wanted: set[int]) -> dict[int, str]:
     """The text of the `wanted` lines of a JSON Lines/CSV file, numbered as the readers number
-    them (a newline byte ends a line; undecodable bytes become U+FFFD)."""
-    if path.suffix.lower() not in {*JSON_SUFFIXES, ".csv"} or not wanted:
+    them (a newline byte ends a line; undecodable bytes become U+FFFD); none if it is gone."""
+    if path.suffix.lower() not in {*JSON_SUFFIXES, ".csv"} or not wanted or not path.is_file():
         return {}
     found = {}
     with path.open("rb") as handle:

@@ -51,7 +51,7 @@ def write_jsonl(rows: Iterable[dict], path: str | Path, chunk_rows: int = 10_000
 
 
 # ---- reading: one parser for every records, labels, predictions and inbox file ------------------
-MAX_DEPTH = 64  # arrays/objects inside each other; a batch record needs 4
+MAX_DEPTH = 64  # arrays/objects inside each other; a batch record needs 3
 _BOM = b"\xef\xbb\xbf"
 
 

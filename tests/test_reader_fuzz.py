@@ -22,7 +22,7 @@ from synthetic.jsonl import JsonLineError, read_jsonl
 # No example database: a test run leaves nothing behind in the working tree.
 FAST = settings(max_examples=30, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-CLI = settings(FAST, max_examples=8)
+CLI = settings(FAST, max_examples=6)  # each example starts a process (~2 s)
 
 RECORD = {"record_id": "R1", "batch_id": "B1", "deviation_type": "missing_quantity",
           "valid_output": True, "qty_actual": 1.5, "comments": "ok"}

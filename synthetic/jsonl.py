@@ -51,7 +51,8 @@ def write_jsonl(rows: Iterable[dict], path: str | Path, chunk_rows: int = 10_000
 
 
 # ---- reading: one parser for every records, labels, predictions and inbox file ------------------
-MAX_DEPTH = 64  # arrays/objects inside each other; a batch record needs 3
+# Arrays/objects inside each other (a batch record needs 3); below orjson.dumps' own limit (254).
+MAX_DEPTH = 64
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -93,11 +94,11 @@ _PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_refuse_duplicates)
 
 
 def parse_json_line(raw: bytes | str, *, path: str | Path | None = None,
-                    line: int | None = None, max_depth: int = MAX_DEPTH) -> dict:
+                    line: int | None = None) -> dict:
     """One JSON Lines line -> its object, or JsonLineError (a ValueError) naming path and line.
 
     Refused: malformed JSON, invalid UTF-8, a BOM, NaN/Infinity and numbers that overflow to
-    infinity (1e999), anything but an object, nesting deeper than `max_depth` and a key twice in
+    infinity (1e999), anything but an object, nesting deeper than MAX_DEPTH and a key twice in
     one object. Integers beyond 64 bits become floats. orjson parses (fast, and bounded: its own
     limit is 1024 levels) but keeps the last of duplicate keys, so a line is proven free of them
     when its object serializes back to the same bytes (this project's compact lines always do).
@@ -106,24 +107,24 @@ def parse_json_line(raw: bytes | str, *, path: str | Path | None = None,
     """
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     try:
-        return _parse(data.strip(b" \t\r\n"), max_depth)
+        return _parse(data.strip(b" \t\r\n"))
     except JsonLineError as exc:
         raise JsonLineError(exc.reason, path=path, line=line, field=exc.field) from None
 
 
-def _parse(data: bytes, max_depth: int) -> dict:
+def _parse(data: bytes) -> dict:
     if data.startswith(_BOM):
         raise JsonLineError("malformed JSON (a UTF-8 byte order mark is not supported)")
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         if str(exc).startswith("depth limit exceeded"):
-            raise JsonLineError(f"nested deeper than {max_depth} levels") from None
+            raise JsonLineError(f"nested deeper than {MAX_DEPTH} levels") from None
         raise JsonLineError(f"truncated or malformed JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise JsonLineError(f"expected a JSON object, got {type(obj).__name__}")
-    if data.count(b"{") + data.count(b"[") > max_depth and _depth_over(obj, max_depth):
-        raise JsonLineError(f"nested deeper than {max_depth} levels")
+    if data.count(b"{") + data.count(b"[") > MAX_DEPTH and _depth_over(obj, MAX_DEPTH):
+        raise JsonLineError(f"nested deeper than {MAX_DEPTH} levels")
     if orjson.dumps(obj) != data:
         try:
             _PAIRS_DECODER.decode(data.decode("utf-8"))

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from assets.inbox import LABEL_POLICY_ENV, inbox_batches, inbox_partitions
+from assets.inbox import LABEL_POLICY_ENV, inbox_batches, inbox_partitions, validate_inbox_batch
 from resources.io_manager import DatasetIOManager
 from scoring.label_check import UNCONFIRMED, UNDOCUMENTED, label_disagreements
 from sensors.inbox import inbox_sensor
@@ -143,3 +145,30 @@ def test_an_unknown_policy_is_a_clear_error(instance, inbox, clean, monkeypatch)
     write(inbox, "any", dumps_jsonl(clean), b"")
     with pytest.raises(ValueError, match="GXPLAB_INBOX_ON_LABEL_DISAGREEMENT='ignore'"):
         inbox_sensor(dg.build_sensor_context(instance=instance))
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.binary(max_size=200) | JSON.map(lambda v: json.dumps(v).encode()),
+       line=st.integers(0, 4), junk=JSON)
+def test_validating_any_pair_never_raises(tmp_path_factory, clean, records, line, junk):
+    """Arbitrary bytes or JSON, or a clean batch with one value replaced by arbitrary JSON: a
+    result (accepted or rejected with problems), never an exception. (Deep nesting is tested
+    outside hypothesis, which raises the recursion limit while it runs a test.)"""
+    folder = tmp_path_factory.mktemp("pair")
+    rows = [dict(r) for r in clean]
+    field = sorted(rows[line])[len(records) % len(rows[line])]
+    rows[line][field] = junk
+    for name, data in (("bytes", records), ("value", dumps_jsonl(rows))):
+        (folder / f"{name}.records.jsonl").write_bytes(data)
+        (folder / f"{name}.labels.jsonl").write_bytes(b"")
+        batch = validate_inbox_batch(name, folder / f"{name}.records.jsonl",
+                                     folder / f"{name}.labels.jsonl", policy="quarantine")
+        assert batch.ok == (not batch.problems)
+        assert batch.ok or not batch.records

@@ -196,12 +196,6 @@ def test_a_bad_cursor_says_how_to_reset_it(instance, inbox):
 
 
 # --- hardening: one bad batch never stalls the inbox; acceptance survives a crash ---------------
-@pytest.fixture(scope="module")
-def clean(master) -> list[dict]:
-    """One batch without any deviation: the reference auditor finds nothing in it."""
-    return generate_split(SplitSpec("train", 1, 5, 5, 0.0), master, 11, load_catalog()).records
-
-
 def deep_line(record: dict, depth: int) -> bytes:
     """`record` as one JSON line whose comments are a list nested `depth` levels deep."""
     head = json.dumps({k: v for k, v in record.items() if k != "comments"})[:-1]

@@ -1,12 +1,16 @@
 """Turn labelled batch pairs dropped in the inbox into `inbox_batch` partitions, then retrain.
 
-Each tick lists the inbox (one os.scandir, no file is opened unless it is a new settled pair),
-validates every complete pair `<name>.records.jsonl` + `<name>.labels.jsonl` with
-`assets.inbox.validate_inbox_batch`, and
-- moves a good pair to `<inbox>/accepted/<name>/`, adds the `inbox_batch` partition `<name>` and
-  requests a `gxp_inbox_job` run of it;
+Each tick lists the inbox and accepted/ (one os.scandir each; no file is opened unless it is a new
+settled pair), validates every complete pair `<name>.records.jsonl` + `<name>.labels.jsonl` with
+`assets.inbox.validate_inbox_batch` (readers, record schema, labels against the reference
+auditor; any exception rejects that pair only), and
+- moves a good pair to `<inbox>/accepted/<name>/` (through a staging folder renamed in one step),
+  adds the `inbox_batch` partition `<name>` and requests a `gxp_inbox_job` run of it;
 - moves a bad pair to `<inbox>/quarantine/` with `<name>.reason.txt` (every problem, naming file,
-  line, record_id and field), `<file>.rejects.jsonl` (the rejected lines) and one warning log line.
+  line, record_id and field), `<file>.rejects.jsonl` (the rejected lines) and one warning log line;
+  a pair whose name is already there gets a free suffix on all of its files, never overwriting;
+- registers a folder of accepted/ that is not a partition (a tick that died after the move), and
+  moves a staging folder left by a crash back into the inbox.
 Once the partitions of accepted batches are materialized (a later tick), it requests the
 retraining of the dependent adapters (`gxp_models_job`, `RETRAIN_ADAPTERS` selected).
 Files modified less than SETTLE_SECONDS ago, or whose size changes during the tick, are left for

@@ -194,7 +194,10 @@ def process_inbox(inbox: Path, *, known_batches: set[str], now: float | None = N
         elif any(s.st_mtime_ns > settled_before_ns for s in stats.values()):
             tick.waiting[name] = f"modified less than {settle_seconds:g} s ago: still being written"
         else:
-            _process_pair(inbox, name, stats, known_batches, tick)
+            try:
+                _process_pair(inbox, name, stats, known_batches, tick)
+            except OSError as exc:  # the file system, not the pair: leave it, go on with the next
+                tick.waiting[name] = f"could not be moved ({type(exc).__name__}: {exc}); retried"
     return tick
 
 
@@ -235,18 +238,20 @@ def _quarantine(inbox: Path, name: str, paths: dict[str, Path], batch: InboxBatc
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".rejects-") as scratch:
         # <file>.rejects.jsonl: each rejected line with its error, written aside, then moved
-        rejects = quarantine(batch.line_errors, scratch) if batch.line_errors else []
+        rejects = [Path(r) for r in quarantine(batch.line_errors, scratch)] if batch.line_errors \
+            else []
         reason_name = f"{name}.reason.txt"
         suffix = _free_suffix(folder, [reason_name, *(p.name for p in paths.values()),
                                        *(r.name for r in rejects)])
-        moved = [folder / (p.name + suffix) for p in (*paths.values(), *rejects)]
+        sources = (*paths.values(), *rejects)  # the pair first: a failed move leaves nothing else
+        moved = [folder / (p.name + suffix) for p in sources]
+        for source, target in zip(sources, moved, strict=True):
+            os.replace(source, target)
         reason = folder / (reason_name + suffix)
         with reason.open("x", encoding="utf-8") as handle:  # "x": never overwrite
             handle.write(f"inbox batch {name!r} rejected: {len(problems)} problem(s)\n"
                          + "".join(f"- {p}\n" for p in problems)
                          + f"files: {', '.join(m.name for m in moved)}\n")
-        for source, target in zip((*paths.values(), *rejects), moved, strict=True):
-            os.replace(source, target)
     return reason
 
 

@@ -296,3 +296,29 @@ def test_two_bad_batches_with_one_name_keep_both_rejects_and_reasons(instance, i
     reasons = "".join(p.read_text() for p in quarantined.glob("twice.reason.txt*"))
     assert "coffee_spill_2" in reasons and "coffee_spill_3" in reasons
     assert len(list(quarantined.glob("twice.records.jsonl*"))) == 2
+
+
+def test_a_pair_that_cannot_be_moved_is_left_and_the_next_one_accepted(
+        instance, inbox, pair, monkeypatch):
+    real, stuck = os.replace, []
+
+    def read_only(src, dst):  # the second file of a-stuck cannot be moved
+        if Path(src).name.startswith("a-stuck."):
+            stuck.append(src)
+            if len(stuck) == 2:
+                raise PermissionError(13, "Permission denied", str(src))
+        return real(src, dst)
+
+    drop(inbox, "a-stuck", *pair)
+    drop(inbox, "b-fine", *pair)
+    monkeypatch.setattr(os, "replace", read_only)
+    first = tick(instance)
+    assert [r.partition_key for r in first.run_requests] == ["b-fine"]
+    # one file was staged, the other could not follow: nothing is accepted half
+    assert [p.name for p in inbox.iterdir() if p.is_file()] == [Path(stuck[1]).name]
+    assert "a-stuck" not in first.dynamic_partitions_requests[0].partition_keys
+    monkeypatch.setattr(os, "replace", real)
+    instance.add_dynamic_partitions(inbox_partitions.name, ["b-fine"])  # as the daemon does
+    second = tick(instance, first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["a-stuck"]
+    assert all(p.is_file() for p in accepted_paths(inbox, "a-stuck"))

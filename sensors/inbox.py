@@ -125,26 +125,30 @@ def _staging(accepted: Path, name: str) -> Path:
     return accepted / f".{name}{_STAGING_SUFFIX}"
 
 
-def _scan_accepted(inbox: Path, known_batches: set[str]) -> list[str]:
-    """Undo interrupted acceptances and return the accepted batches that are not partitions.
+def _scan_accepted(inbox: Path, known_batches: set[str], tick: InboxTick) -> None:
+    """Undo interrupted acceptances and list the accepted batches that are not partitions in
+    `tick.recovered`.
 
     A pair is accepted by moving both files into a staging folder and then renaming that folder
     to accepted/<name> (one atomic step). A staging folder left by a crash goes back to the inbox
     file by file, to be validated again; an accepted/<name> folder whose partition was never
-    added (the tick died before the daemon saw its result) is returned, to be registered now."""
+    added (the tick died before the daemon saw its result) is listed, to be registered now."""
     accepted = inbox / ACCEPTED_DIR
     if not accepted.is_dir():
-        return []
-    unregistered = []
+        return
     with os.scandir(accepted) as entries:
         for entry in entries:
             if not entry.is_dir(follow_symlinks=False):
                 continue
             if entry.name.startswith(".") and entry.name.endswith(_STAGING_SUFFIX):
-                _restore(inbox, Path(entry.path))
+                try:
+                    _restore(inbox, Path(entry.path))
+                except OSError as exc:  # left in place, retried by the next tick
+                    tick.waiting[entry.name] = (f"could not be moved back to the inbox "
+                                                f"({type(exc).__name__}: {exc}); retried")
             elif _BATCH_NAME.match(entry.name) and entry.name not in known_batches:
-                unregistered.append(entry.name)
-    return sorted(unregistered)
+                tick.recovered.append(entry.name)
+    tick.recovered.sort()
 
 
 def _restore(inbox: Path, staging: Path) -> None:
@@ -183,7 +187,8 @@ def process_inbox(inbox: Path, *, known_batches: set[str], now: float | None = N
     partitions that already exist; a pair with one of those names is quarantined, and a folder in
     accepted/ without one is reported in `recovered`."""
     now = time.time() if now is None else now
-    tick = InboxTick(recovered=_scan_accepted(inbox, known_batches))
+    tick = InboxTick()
+    _scan_accepted(inbox, known_batches, tick)
     units = _settled_units(inbox, tick)
     settled_before_ns = int((now - settle_seconds) * 1e9)
     for name in sorted(units):

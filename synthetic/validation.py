@@ -69,9 +69,10 @@ def value_problems(record: dict) -> list[str]:
         if isinstance(qty, bool) or not isinstance(qty, (int, float)):
             problems.append(f"field 'qty_actual' has type {type(qty).__name__}, expected a number "
                             "or null")
-        elif not math.isfinite(qty) or abs(qty) > MAX_QUANTITY:
-            problems.append(f"field 'qty_actual' is {qty!r}, beyond the largest plausible "
-                            f"quantity ({MAX_QUANTITY:g})")
+        elif (isinstance(qty, float) and not math.isfinite(qty)) or abs(qty) > MAX_QUANTITY:
+            shown = repr(qty) if len(repr(qty)) <= 24 else f"{repr(qty)[:20]}..."
+            problems.append(f"field 'qty_actual' is {shown}, not a finite quantity within "
+                            f"+/-{MAX_QUANTITY:g}")
     for field in _ID_FIELDS:
         value = record.get(field)
         if value is None:

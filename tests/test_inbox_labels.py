@@ -172,3 +172,17 @@ def test_validating_any_pair_never_raises(tmp_path_factory, clean, records, line
                                      folder / f"{name}.labels.jsonl", policy="quarantine")
         assert batch.ok == (not batch.problems)
         assert batch.ok or not batch.records
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (10**400, "field 'qty_actual' is 10000000000000000000..., not a finite quantity within "
+              "+/-1e+09"),
+    (float("nan"), "field 'qty_actual' is nan, not a finite quantity"),
+    (True, "field 'qty_actual' has type bool, expected a number or null"),
+    ([1], "field 'qty_actual' has type list, expected a number or null"),
+])
+def test_a_quantity_that_no_record_holds_is_a_schema_problem(clean, value, expected):
+    rows = [dict(r) for r in clean]
+    rows[0]["qty_actual"] = value
+    (problem,) = schema_problems(rows, [])
+    assert problem.startswith(f"line 1 (record_id {rows[0]['record_id']}): {expected}")

@@ -6,9 +6,11 @@ record's keys (extra or misspelled fields) are expected exactly where the manife
 
 from __future__ import annotations
 
+import math
+import unicodedata
 from collections import Counter
 
-from synthetic.contracts import RECORD_FIELDS
+from synthetic.contracts import RECORD_FIELDS, TIMESTAMP_FIELDS
 
 KEY_CHANGING_TYPES = frozenset({"extra_field_not_in_schema", "misspelled_field_name"})
 _EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
@@ -19,6 +21,17 @@ _EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
     "parameters": (dict,),
     "audit_trail": (list,),
 }
+# Fields that hold an identifier or code: text or null (a documented deviation may blank them),
+# never a number or a list, and never an invisible control or bidirectional-override character
+# (U+0000, U+202E, ...) that makes two different values print alike.
+_ID_FIELDS: tuple[str, ...] = (
+    "product_code", "unit_procedure", "operation", "phase", "material_id", "material_lot", "uom",
+    "equipment_id", "operator_id", "verifier_id", "status", *TIMESTAMP_FIELDS,
+)
+# A recorded quantity beyond this magnitude is not a measurement in any unit of the catalog, and
+# arithmetic on it (tolerances, unit conversion) overflows to inf.
+MAX_QUANTITY = 1e9
+_HIDDEN = frozenset({"Cc", "Cf"})  # Unicode control and format characters
 
 
 def schema_problems(records: list[dict], manifest: list[dict]) -> list[str]:
@@ -42,6 +55,38 @@ def schema_problems(records: list[dict], manifest: list[dict]) -> list[str]:
                     f"line {line} (record_id {record_id}): field {field!r} has type "
                     f"{type(record[field]).__name__}, expected {types[0].__name__}"
                 )
+        problems += [f"line {line} (record_id {record_id}): {p}" for p in value_problems(record)]
+    return problems
+
+
+def value_problems(record: dict) -> list[str]:
+    """Values that no record of the contract holds, deviation or not: a quantity that is not a
+    finite number (or null) within MAX_QUANTITY, an identifier that is not text (or null) or that
+    holds a control or format character."""
+    problems: list[str] = []
+    qty = record.get("qty_actual")
+    if qty is not None:
+        if isinstance(qty, bool) or not isinstance(qty, (int, float)):
+            problems.append(f"field 'qty_actual' has type {type(qty).__name__}, expected a number "
+                            "or null")
+        elif (isinstance(qty, float) and not math.isfinite(qty)) or abs(qty) > MAX_QUANTITY:
+            shown = repr(qty) if len(repr(qty)) <= 24 else f"{repr(qty)[:20]}..."
+            problems.append(f"field 'qty_actual' is {shown}, not a finite quantity within "
+                            f"+/-{MAX_QUANTITY:g}")
+    for field in _ID_FIELDS:
+        value = record.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            problems.append(f"field {field!r} has type {type(value).__name__}, expected text or "
+                            "null")
+            continue
+        if value.isprintable():  # the common case, in C; spaces other than ' ' are not printable
+            continue
+        hidden = sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) in _HIDDEN})
+        if hidden:
+            problems.append(f"field {field!r} contains control or format character(s) "
+                            f"{', '.join(hidden)}")
     return problems
 
 

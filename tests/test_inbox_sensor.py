@@ -193,3 +193,132 @@ def test_the_asset_rejects_an_accepted_batch_that_was_edited_afterwards(
 def test_a_bad_cursor_says_how_to_reset_it(instance, inbox):
     with pytest.raises(ValueError, match="--delete"):
         tick(instance, "not json")
+
+
+# --- hardening: one bad batch never stalls the inbox; acceptance survives a crash ---------------
+def deep_line(record: dict, depth: int) -> bytes:
+    """`record` as one JSON line whose comments are a list nested `depth` levels deep."""
+    head = json.dumps({k: v for k, v in record.items() if k != "comments"})[:-1]
+    return f'{head}, "comments": {"[" * depth}"x"{"]" * depth}}}\n'.encode()
+
+
+def test_a_batch_whose_validation_raises_is_quarantined_and_the_next_batch_accepted(
+        instance, inbox, pair):
+    records, labels = pair
+    drop(inbox, "a-good", records, labels)
+    drop(inbox, "b-deep", records, labels)
+    lines = dumps_jsonl(records).splitlines(keepends=True)
+    lines[1] = deep_line(records[1], 1000)  # within orjson's limit, beyond the recursion limit
+    path = inbox / "b-deep.records.jsonl"
+    path.write_bytes(b"".join(lines))
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    drop(inbox, "c-good", records, labels)
+    result = tick(instance)
+    assert sorted(r.partition_key for r in result.run_requests) == ["a-good", "c-good"]
+    reason = (inbox / "quarantine" / "b-deep.reason.txt").read_text()
+    assert "b-deep.records.jsonl" in reason
+    assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == []
+
+
+def test_any_exception_while_validating_quarantines_that_batch_only(
+        instance, inbox, pair, monkeypatch):
+    import assets.inbox as inbox_assets
+
+    records, labels = pair
+    real = inbox_assets.manifest_problems
+
+    def flaky(recs, manifest, slugs):
+        if manifest and manifest[0].get("why") == "boom":
+            raise KeyError("no such column: secret-free message")
+        return real(recs, manifest, slugs)
+
+    monkeypatch.setattr(inbox_assets, "manifest_problems", flaky)
+    boom = [dict(labels[0], why="boom"), *labels[1:]]
+    drop(inbox, "boom", records, boom)
+    drop(inbox, "fine", records, labels)
+    result = tick(instance)
+    assert [r.partition_key for r in result.run_requests] == ["fine"]
+    reason = (inbox / "quarantine" / "boom.reason.txt").read_text()
+    assert "KeyError" in reason and "no such column" in reason
+    assert (inbox / "quarantine" / "boom.records.jsonl").is_file()
+
+
+def test_a_batch_moved_but_never_registered_is_recovered_by_the_next_tick(instance, inbox, pair):
+    from sensors.inbox import process_inbox
+
+    drop(inbox, "stranded", *pair)
+    # the tick that moved it died before the daemon saw its result: no partition, no run
+    assert process_inbox(inbox, known_batches=set()).accepted == ["stranded"]
+    result = tick(instance)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == ["stranded"]
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
+        ("stranded", "inbox:stranded")]
+    assert InboxCursor.parse(result.cursor).pending == ("stranded",)
+    instance.add_dynamic_partitions(inbox_partitions.name, ["stranded"])
+    assert not tick(instance, result.cursor).run_requests  # registered: not requested again
+
+
+def test_a_crash_in_the_middle_of_accepting_loses_nothing(instance, inbox, pair, monkeypatch):
+    drop(inbox, "halfway", *pair)
+    real, calls = os.replace, []
+
+    def power_cut(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise RuntimeError("power cut")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        tick(instance)
+    monkeypatch.setattr(os, "replace", real)
+    result = tick(instance)
+    assert [r.partition_key for r in result.run_requests] == ["halfway"]
+    records_path, labels_path = accepted_paths(inbox, "halfway")
+    assert records_path.read_bytes() == dumps_jsonl(pair[0])
+    assert labels_path.read_bytes() == dumps_jsonl(pair[1])
+    assert sorted(p.name for p in (inbox / "accepted").iterdir()) == ["halfway"]
+
+
+def test_two_bad_batches_with_one_name_keep_both_rejects_and_reasons(instance, inbox, pair):
+    records, labels = pair
+    cursor = None
+    for line in (2, 3):
+        bad = [dict(r) for r in labels]
+        bad[line - 1]["deviation_type"] = f"coffee_spill_{line}"
+        drop(inbox, "twice", records, bad)
+        cursor = tick(instance, cursor).cursor
+    quarantined = inbox / "quarantine"
+    rejects = sorted(quarantined.glob("twice.labels.jsonl.rejects.jsonl*"))
+    lines = sorted(json.loads(text)["line"] for p in rejects
+                   for text in p.read_text().splitlines())
+    assert lines == [2, 3]
+    reasons = "".join(p.read_text() for p in quarantined.glob("twice.reason.txt*"))
+    assert "coffee_spill_2" in reasons and "coffee_spill_3" in reasons
+    assert len(list(quarantined.glob("twice.records.jsonl*"))) == 2
+
+
+def test_a_pair_that_cannot_be_moved_is_left_and_the_next_one_accepted(
+        instance, inbox, pair, monkeypatch):
+    real, stuck = os.replace, []
+
+    def read_only(src, dst):  # the second file of a-stuck cannot be moved
+        if Path(src).name.startswith("a-stuck."):
+            stuck.append(src)
+            if len(stuck) == 2:
+                raise PermissionError(13, "Permission denied", str(src))
+        return real(src, dst)
+
+    drop(inbox, "a-stuck", *pair)
+    drop(inbox, "b-fine", *pair)
+    monkeypatch.setattr(os, "replace", read_only)
+    first = tick(instance)
+    assert [r.partition_key for r in first.run_requests] == ["b-fine"]
+    # one file was staged, the other could not follow: nothing is accepted half
+    assert [p.name for p in inbox.iterdir() if p.is_file()] == [Path(stuck[1]).name]
+    assert "a-stuck" not in first.dynamic_partitions_requests[0].partition_keys
+    monkeypatch.setattr(os, "replace", real)
+    instance.add_dynamic_partitions(inbox_partitions.name, ["b-fine"])  # as the daemon does
+    second = tick(instance, first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["a-stuck"]
+    assert all(p.is_file() for p in accepted_paths(inbox, "a-stuck"))

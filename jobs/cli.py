@@ -7,11 +7,13 @@ metadata and checks that this command produces are the ones the web UI (`make ui
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,16 +22,30 @@ if TYPE_CHECKING:
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PG_URL_ENV = "GXPLAB_DAGSTER_PG_URL"
+# The instance folder when $DAGSTER_HOME is not set: the Makefile's default.
+DEFAULT_DAGSTER_HOME = PROJECT_ROOT / "var" / "dagster_home"
+INSTANCE_COMMANDS = ("init-instance", "sync-models", "benchmark", "serve")
 
 
 def _instance_home() -> Path:
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        raise SystemExit(
-            "DAGSTER_HOME is not set. Use `make run`, or export DAGSTER_HOME=$PWD/var/dagster_home "
-            "and run `gxplab init-instance` first."
-        )
-    return Path(home)
+    return Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME)
+
+
+def _ensure_instance(command: str) -> None:
+    """Point $DAGSTER_HOME at DEFAULT_DAGSTER_HOME when it is not set (saying so on stderr), and
+    prepare the instance there as `gxplab init-instance` does when it has no dagster.yaml yet, so
+    that every command works in any order. Exits 2 with one line when that fails."""
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(DEFAULT_DAGSTER_HOME)
+        print(f"note: DAGSTER_HOME is not set: using {DEFAULT_DAGSTER_HOME}", file=sys.stderr)
+    if command == "init-instance" or (_instance_home() / "dagster.yaml").exists():
+        return
+    print(f"note: no Dagster instance in {_instance_home()}: preparing one (gxplab init-instance)",
+          file=sys.stderr)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout stays the command's own output
+        code = init_instance(argparse.Namespace())
+    if code:
+        raise SystemExit(code)
 
 
 GPU_POOL = "gpu"  # the concurrency pool of every training asset
@@ -195,6 +211,32 @@ def _topological(defs, job) -> list:
             if key in keys]
 
 
+def _one_of(kind: str, valid: Callable[[], Sequence[str]]) -> Callable[[str], str]:
+    """An argparse `type` that accepts only the ids `valid()` gives (called when the option is
+    used, so `gxplab --help` does not read the model registry)."""
+
+    def check(value: str) -> str:
+        ids = list(valid())
+        if value not in ids:
+            raise argparse.ArgumentTypeError(f"unknown {kind} {value!r}; valid: {', '.join(ids)}")
+        return value
+
+    return check
+
+
+def _gxp_audit_model_ids() -> list[str]:
+    """The enabled candidates of the GxP audit benchmark in configs/models.yaml."""
+    from scoring.model_registry import GXP_AUDIT, load_model_registry
+
+    return [m.id for m in load_model_registry(benchmark=GXP_AUDIT) if m.enabled]
+
+
+def _splits() -> tuple[str, ...]:
+    from synthetic.contracts import SPLITS
+
+    return SPLITS
+
+
 def benchmark(args: argparse.Namespace) -> int:
     """Materialize site master, every split, every (model, split) and the leaderboard."""
     import dagster as dg
@@ -312,10 +354,19 @@ def benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+LEADERBOARD_FORMATS = ("markdown", "json", "csv")
+
+
 def print_leaderboard(args: argparse.Namespace) -> int:
     """Print the leaderboard from the latest scores in the results warehouse."""
     from definitions import defs
-    from scoring.leaderboard import build_leaderboard, leaderboard_markdown, leaderboard_plot
+    from scoring.leaderboard import (
+        build_leaderboard,
+        leaderboard_csv,
+        leaderboard_json,
+        leaderboard_markdown,
+        leaderboard_plot,
+    )
     from scoring.model_registry import GXP_AUDIT, load_model_registry
 
     warehouse = defs.resources["warehouse"].client
@@ -325,12 +376,21 @@ def print_leaderboard(args: argparse.Namespace) -> int:
         warehouse.latest_scores(model_ids=model_ids, asset_key="gxp_scores"),
         warehouse.latest_run_summaries(model_ids=model_ids, asset_key="gxp_predictions"),
     )
-    print("GxP leaderboard (benchmark split unless the column says otherwise; 95% bootstrap CIs)")
-    print(leaderboard_markdown(table))
+    output = getattr(args, "format", "markdown")
+    if output == "json":
+        print(leaderboard_json(table))
+    elif output == "csv":
+        print(leaderboard_csv(table), end="")
+    else:
+        print("GxP leaderboard (benchmark split unless the column says otherwise; 95% bootstrap "
+              "CIs; ranked over the batches each model answered)")
+        print(leaderboard_markdown(table))
     plot_path = getattr(args, "plot", None)
     if plot_path:
         Path(plot_path).write_bytes(leaderboard_plot(table))
-        print(f"plot written to {plot_path}")
+        # on stderr when stdout is data (JSON, CSV) that the caller parses
+        note = sys.stdout if output == "markdown" else sys.stderr
+        print(f"plot written to {plot_path}", file=note)
     return 0
 
 
@@ -379,7 +439,17 @@ def _text_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in row).rstrip() for row in cells)
 
 
+def _check_task(warehouse, task: str) -> None:
+    """ValueError naming the registered tasks when `task` has no registered version."""
+    tasks = sorted({v["task"] for v in warehouse.list_model_versions()})
+    if task not in tasks:
+        raise ValueError(f"unknown task {task!r}: no model version is registered for it "
+                         f"(registered tasks: {', '.join(tasks) or 'none'})")
+
+
 def _models_list(warehouse, args: argparse.Namespace) -> None:
+    if args.task:
+        _check_task(warehouse, args.task)
     versions = warehouse.list_model_versions(args.task)
     if not versions:
         where = f" for task {args.task!r}" if args.task else ""
@@ -420,6 +490,7 @@ def _models_rollback(warehouse, args: argparse.Namespace) -> None:
 
 
 def _models_history(warehouse, args: argparse.Namespace) -> None:
+    _check_task(warehouse, args.task)
     events = warehouse.alias_history(args.task, args.alias)
     if not events:
         print(f"alias {args.alias!r} of task {args.task!r} was never set")
@@ -651,9 +722,11 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmark", help=benchmark.__doc__, description=BENCHMARK_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument(
-        "--models", nargs="*", help="model ids from configs/models.yaml (default: all)"
+        "--models", nargs="*", type=_one_of("model id", _gxp_audit_model_ids),
+        help="model ids from configs/models.yaml (default: all); an unknown id is an error",
     )
-    run.add_argument("--splits", nargs="*", help="splits to run (default: all)")
+    run.add_argument("--splits", nargs="*", type=_one_of("split", _splits),
+                     help="splits to run (default: all); an unknown split is an error")
     run.add_argument("--max-batches", type=int, help="audit only the first N batches per split")
     run.add_argument("--verbose", action="store_true", help="show Dagster's DEBUG event log")
     run.add_argument(
@@ -675,7 +748,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Other options go to the server: --host, --port, --no-batching, --config, "
         "--rag-index, --compare-models (python -m serving --help).")
     served.set_defaults(func=serve, serving_args=[])
-    board = commands.add_parser("leaderboard", help=print_leaderboard.__doc__)
+    board = commands.add_parser("leaderboard", help=print_leaderboard.__doc__,
+                                description=print_leaderboard.__doc__)
+    board.add_argument("--format", choices=LEADERBOARD_FORMATS, default="markdown",
+                       help="markdown (default: a table to read), json (an array of objects, one "
+                       "per model) or csv; CIs are <metric>_ci_low/_ci_high in json and csv")
     board.add_argument("--plot", metavar="PNG", help="also write the quality/cost/latency plot")
     board.set_defaults(func=print_leaderboard)
     _add_models_parser(commands)
@@ -688,6 +765,8 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         args.serving_args = extra
+    if args.command in INSTANCE_COMMANDS:
+        _ensure_instance(args.command)
     return args.func(args)
 
 

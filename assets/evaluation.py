@@ -10,6 +10,7 @@ from resources.artifacts import resolve_model_folder
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from scoring.audit_prompt import load_prompt
+from scoring.candidate_runner import failed_calls_note
 from scoring.candidates import run_candidate
 from scoring.gxp import score_predictions
 from scoring.model_registry import GXP_AUDIT, CandidateModel, load_model_registry
@@ -261,10 +262,10 @@ def gxp_predictions(
 
 def _audit_status(summary: dict) -> str:
     """`audited`, `audited; N of M calls failed`, or `outage: N of N calls failed`."""
-    failed, calls = int(summary.get("n_failed_calls") or 0), int(summary.get("n_calls") or 0)
-    if not failed:
-        return "audited"
-    return f"{'outage: ' if failed == calls else 'audited; '}{failed} of {calls} calls failed"
+    note = failed_calls_note(summary)
+    if note is None or note.startswith("outage"):
+        return note or "audited"
+    return f"audited; {note}"
 
 
 @dg.asset(

@@ -143,6 +143,15 @@ def summarize_calls(calls: Sequence[Mapping[str, Any]], wall_s: float) -> dict[s
     }
 
 
+def failed_calls_note(summary: Mapping[str, Any]) -> str | None:
+    """`N of M calls failed` (`outage: ...` when every call failed) from a run summary's
+    n_failed_calls and n_calls; None when no call failed or the summary does not count calls."""
+    failed, calls = int(summary.get("n_failed_calls") or 0), int(summary.get("n_calls") or 0)
+    if not failed:
+        return None
+    return f"{'outage: ' if failed == calls else ''}{failed} of {calls} calls failed"
+
+
 def _percentile(values: Sequence[float | None], q: float) -> float | None:
     present = [value for value in values if value is not None]
     return float(np.percentile(present, q)) if present else None

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from scoring.candidate_runner import failed_calls_note
 from synthetic.contracts import SPLITS
 
 # (column, split, metric) — what the leaderboard shows, in order.
@@ -108,12 +109,12 @@ def _status(runs: pd.DataFrame) -> str:
     succeeded = runs[runs["status"] == "succeeded"]
     if len(succeeded):
         summaries = [_summary(run) for run in succeeded.to_dict("records")]
-        calls = sum(int(s.get("n_calls") or 0) for s in summaries)
-        failed = sum(int(s.get("n_failed_calls") or 0) for s in summaries)
-        if calls and failed == calls:
-            return f"outage: {failed} of {calls} calls failed"
+        note = failed_calls_note({key: sum(int(s.get(key) or 0) for s in summaries)
+                                  for key in ("n_calls", "n_failed_calls")})
         audited = f"audited {len(succeeded)}/{len(SPLITS)} splits"
-        return f"{audited}; {failed} of {calls} calls failed" if failed else audited
+        if note is None or note.startswith("outage"):
+            return note or audited
+        return f"{audited}; {note}"
     skipped = runs[runs["status"] == "skipped"]
     if len(skipped):
         return str(skipped.iloc[0]["detail"])

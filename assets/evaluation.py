@@ -10,7 +10,7 @@ from resources.artifacts import resolve_model_folder
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from scoring.audit_prompt import load_prompt
-from scoring.candidate_runner import failed_calls_note
+from scoring.candidate_runner import failed_calls_note, is_outage
 from scoring.candidates import run_candidate
 from scoring.gxp import score_predictions
 from scoring.model_registry import GXP_AUDIT, CandidateModel, load_model_registry
@@ -263,7 +263,7 @@ def gxp_predictions(
 def _audit_status(summary: dict) -> str:
     """`audited`, `audited; N of M calls failed`, or `outage: N of N calls failed`."""
     note = failed_calls_note(summary)
-    if note is None or note.startswith("outage"):
+    if note is None or is_outage(summary):
         return note or "audited"
     return f"audited; {note}"
 

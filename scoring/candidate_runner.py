@@ -143,13 +143,19 @@ def summarize_calls(calls: Sequence[Mapping[str, Any]], wall_s: float) -> dict[s
     }
 
 
+def is_outage(summary: Mapping[str, Any]) -> bool:
+    """Whether a run summary says that calls were made and every one of them failed."""
+    failed, calls = int(summary.get("n_failed_calls") or 0), int(summary.get("n_calls") or 0)
+    return 0 < calls == failed
+
+
 def failed_calls_note(summary: Mapping[str, Any]) -> str | None:
     """`N of M calls failed` (`outage: ...` when every call failed) from a run summary's
     n_failed_calls and n_calls; None when no call failed or the summary does not count calls."""
     failed, calls = int(summary.get("n_failed_calls") or 0), int(summary.get("n_calls") or 0)
     if not failed:
         return None
-    return f"{'outage: ' if failed == calls else ''}{failed} of {calls} calls failed"
+    return f"{'outage: ' if is_outage(summary) else ''}{failed} of {calls} calls failed"
 
 
 def _percentile(values: Sequence[float | None], q: float) -> float | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from scoring.candidate_runner import failed_calls_note
+from scoring.candidate_runner import failed_calls_note, is_outage
 from synthetic.contracts import SPLITS
 
 # (column, split, metric) — what the leaderboard shows, in order.
@@ -50,7 +50,8 @@ def build_leaderboard(
             else prediction_runs
         )
         model_scores = scores[scores["model_id"] == model_id] if len(scores) else scores
-        outage = [run["split"] for run in runs.to_dict("records") if _answered(run) == 0]
+        outage = [run["split"] for run in runs.to_dict("records")
+                  if run.get("status") == "succeeded" and is_outage(_summary(run))]
         if len(model_scores) and outage:
             model_scores = model_scores[~model_scores["split"].isin(outage)]
         for column, split, metric in QUALITY_COLUMNS:
@@ -93,14 +94,6 @@ def _summary(run: dict[str, Any]) -> dict[str, Any]:
     return summary if isinstance(summary, dict) else {}
 
 
-def _answered(run: dict[str, Any]) -> int | None:
-    """Calls a succeeded run got an answer to (None when its summary does not count calls)."""
-    summary = _summary(run)
-    if run.get("status") != "succeeded" or not isinstance(summary.get("n_failed_calls"), int):
-        return None
-    return int(summary.get("n_calls") or 0) - int(summary["n_failed_calls"])
-
-
 def _status(runs: pd.DataFrame) -> str:
     """`audited k/n splits` (with `N of M calls failed` when calls failed; `outage: ...` when
     none was answered), else why the model was skipped, else `not run`."""
@@ -109,10 +102,11 @@ def _status(runs: pd.DataFrame) -> str:
     succeeded = runs[runs["status"] == "succeeded"]
     if len(succeeded):
         summaries = [_summary(run) for run in succeeded.to_dict("records")]
-        note = failed_calls_note({key: sum(int(s.get(key) or 0) for s in summaries)
-                                  for key in ("n_calls", "n_failed_calls")})
+        totals = {key: sum(int(s.get(key) or 0) for s in summaries)
+                  for key in ("n_calls", "n_failed_calls")}
+        note = failed_calls_note(totals)
         audited = f"audited {len(succeeded)}/{len(SPLITS)} splits"
-        if note is None or note.startswith("outage"):
+        if note is None or is_outage(totals):
             return note or audited
         return f"{audited}; {note}"
     skipped = runs[runs["status"] == "skipped"]

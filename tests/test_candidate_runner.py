@@ -24,7 +24,13 @@ from scoring.audit_prompt import (
     load_prompt,
     messages_hash,
 )
-from scoring.candidate_runner import group_batches, run_llm_candidate, summarize_calls
+from scoring.candidate_runner import (
+    failed_calls_note,
+    group_batches,
+    is_outage,
+    run_llm_candidate,
+    summarize_calls,
+)
 from scoring.model_registry import CandidateModel
 from synthetic.catalog import load_catalog
 from synthetic.contracts import CALL_FAILED, PREDICTION_COLUMNS
@@ -219,6 +225,16 @@ def test_failed_calls_are_their_own_status_not_invalid_output():
     assert summary["n_invalid_outputs"] == 0 and summary["invalid_output_rate"] is None
     assert all("InternalServerError" in call["error"] for call in result.calls)
     assert all(call["valid_output"] is None for call in result.calls)
+
+
+def test_failed_calls_note_and_outage():
+    assert failed_calls_note({"n_calls": 5, "n_failed_calls": 2}) == "2 of 5 calls failed"
+    assert failed_calls_note({"n_calls": 5, "n_failed_calls": 5}) == "outage: 5 of 5 calls failed"
+    assert failed_calls_note({"n_calls": 5, "n_failed_calls": 0}) is None
+    assert failed_calls_note({"n_batches": 5}) is None  # the rule-based auditor makes no calls
+    assert is_outage({"n_calls": 3, "n_failed_calls": 3})
+    assert not is_outage({"n_calls": 0, "n_failed_calls": 0})  # nothing asked: no outage
+    assert not is_outage({"n_calls": 3, "n_failed_calls": 2})
 
 
 def test_partial_outage_marks_only_the_failed_batch():

@@ -10,12 +10,13 @@ from resources.artifacts import resolve_model_folder
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from scoring.audit_prompt import load_prompt
+from scoring.candidate_runner import failed_calls_note, is_outage
 from scoring.candidates import run_candidate
 from scoring.gxp import score_predictions
 from scoring.model_registry import GXP_AUDIT, CandidateModel, load_model_registry
 from scoring.record_audit import load_record_prompt
 from synthetic.catalog import load_catalog
-from synthetic.contracts import MANIFEST_COLUMNS, PREDICTION_COLUMNS
+from synthetic.contracts import CALL_FAILED, MANIFEST_COLUMNS, PREDICTION_COLUMNS
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
 
 # Model assets the `local` candidates of configs/models.yaml run (the base model and the adapters
@@ -24,7 +25,8 @@ LOCAL_MODEL_ASSETS = sorted(
     {asset for model in load_model_registry(benchmark=GXP_AUDIT)
      for asset in model.model_assets}
 )
-HEADLINE_METRICS = ("gxp1_f1", "gxp2_micro_f1", "gxp2_macro_f1", "gxp1_fpr", "invalid_output_rate")
+HEADLINE_METRICS = ("gxp1_f1", "gxp2_micro_f1", "gxp2_macro_f1", "gxp1_fpr", "invalid_output_rate",
+                    "coverage")
 
 
 class GxpPredictionsConfig(dg.Config):
@@ -243,15 +245,27 @@ def gxp_predictions(
         predictions=outcome.predictions,
         llm_calls=outcome.calls,
     )
+    n_failed = int(summary.get("n_failed_calls") or 0)
+    if n_failed:
+        context.log.warning(f"{model_id} on {split}: {n_failed} of {summary['n_calls']} calls "
+                            "failed; their batches are left out of the scores")
     context.add_output_metadata(
         {
-            "status": "audited",
+            "status": _audit_status(summary),
             "dataset_hash": dataset_hash,
             "prompt_version": provenance.prompt_version,
             **{k: v for k, v in summary.items() if isinstance(v, int | float | str)},
         }
     )
     return outcome.predictions
+
+
+def _audit_status(summary: dict) -> str:
+    """`audited`, `audited; N of M calls failed`, or `outage: N of N calls failed`."""
+    note = failed_calls_note(summary)
+    if note is None or is_outage(summary):
+        return note or "audited"
+    return f"audited; {note}"
 
 
 @dg.asset(
@@ -275,6 +289,17 @@ def gxp_scores(
     if gxp_predictions.empty:
         context.add_output_metadata({"status": "skipped (no predictions: model not audited)"})
         return {"status": "skipped"}
+    failed = (gxp_predictions[CALL_FAILED].astype("boolean").fillna(False)
+              if CALL_FAILED in gxp_predictions else None)
+    if failed is not None and failed.all():
+        # An outage is not a result: scores of nothing would rank as a model that finds nothing.
+        detail = (f"not scored: every call failed ({gxp_predictions['batch_id'].nunique()} "
+                  "batches, no answer)")
+        warehouse.client.record_run(provenance, asset_key="gxp_scores",
+                                    partition_key=str(context.partition_key), status="skipped",
+                                    detail=detail)
+        context.add_output_metadata({"status": detail})
+        return {"status": "skipped", "reason": detail}
     audited = set(gxp_predictions["batch_id"])
     records = pd.DataFrame(
         [
@@ -303,6 +328,7 @@ def gxp_scores(
         {
             "status": "scored",
             "batches_scored": len(audited),
+            "batches_call_failed": scores.counts["n_batches_call_failed"],
             **{
                 name: scores.metrics[name].value
                 for name in HEADLINE_METRICS

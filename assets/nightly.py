@@ -19,7 +19,12 @@ from resources.clients.warehouse import Provenance, Warehouse, code_version
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from scoring.audit_prompt import load_prompt
-from scoring.candidate_runner import CompletionClient, Progress
+from scoring.candidate_runner import (
+    CompletionClient,
+    Progress,
+    failed_calls_note,
+    is_outage,
+)
 from scoring.candidates import CandidateOutcome, run_candidate
 from scoring.gxp import score_predictions
 from scoring.model_registry import (
@@ -171,6 +176,9 @@ def benchmark_api_models(
                                     progress=progress)
             if outcome.skipped_reason:  # availability changed between the two checks
                 raise RuntimeError(outcome.skipped_reason)
+            if is_outage(outcome.summary):  # no answer is not a score
+                first = next(call["error"] for call in outcome.calls if call.get("error"))
+                raise RuntimeError(f"{failed_calls_note(outcome.summary)} (first error: {first})")
             scores, per_type, headline = score_outcome(outcome, records, labels)
         except Exception as exc:  # one provider's failure must not lose the other models' runs
             error = f"{type(exc).__name__}: {exc}"

@@ -8,7 +8,12 @@ import pandas as pd
 from assets.automation import REFRESH
 from resources.artifacts import ArtifactsResource
 from resources.warehouse import WarehouseResource
-from scoring.leaderboard import build_leaderboard, leaderboard_markdown, leaderboard_plot
+from scoring.leaderboard import (
+    build_leaderboard,
+    flatten_cis,
+    leaderboard_markdown,
+    leaderboard_plot,
+)
 from scoring.model_registry import GXP_AUDIT, load_model_registry
 
 
@@ -47,13 +52,7 @@ def gxp_leaderboard(
             ),
         }
     )
-    # CI tuples do not survive Parquet; keep them as two columns.
-    flat = table.copy()
-    for column in [c for c in flat.columns if c.endswith("_ci")]:
-        flat[column + "_low"] = flat[column].map(lambda v: v[0] if isinstance(v, tuple) else None)
-        flat[column + "_high"] = flat[column].map(lambda v: v[1] if isinstance(v, tuple) else None)
-        flat = flat.drop(columns=column)
-    return flat
+    return flatten_cis(table)  # CI tuples do not survive Parquet; keep them as two columns
 
 
 COMPARISON_COLUMNS = (

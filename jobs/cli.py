@@ -7,29 +7,47 @@ metadata and checks that this command produces are the ones the web UI (`make ui
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from jobs.models_cli import add_models_parser
 
 if TYPE_CHECKING:
     from jobs.up_to_date import UpToDate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PG_URL_ENV = "GXPLAB_DAGSTER_PG_URL"
+# The instance folder when $DAGSTER_HOME is not set: the Makefile's default.
+DEFAULT_DAGSTER_HOME = PROJECT_ROOT / "var" / "dagster_home"
+INSTANCE_COMMANDS = ("init-instance", "sync-models", "benchmark", "serve")
 
 
 def _instance_home() -> Path:
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        raise SystemExit(
-            "DAGSTER_HOME is not set. Use `make run`, or export DAGSTER_HOME=$PWD/var/dagster_home "
-            "and run `gxplab init-instance` first."
-        )
-    return Path(home)
+    return Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME)
+
+
+def _ensure_instance(command: str) -> None:
+    """Point $DAGSTER_HOME at DEFAULT_DAGSTER_HOME when it is not set (saying so on stderr), and
+    prepare the instance there as `gxplab init-instance` does when it has no dagster.yaml yet, so
+    that every command works in any order. Exits 2 with one line when that fails."""
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(DEFAULT_DAGSTER_HOME)
+        print(f"note: DAGSTER_HOME is not set: using {DEFAULT_DAGSTER_HOME}", file=sys.stderr)
+    if command == "init-instance" or (_instance_home() / "dagster.yaml").exists():
+        return
+    print(f"note: no Dagster instance in {_instance_home()}: preparing one (gxplab init-instance)",
+          file=sys.stderr)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout stays the command's own output
+        code = init_instance(argparse.Namespace())
+    if code:
+        raise SystemExit(code)
 
 
 GPU_POOL = "gpu"  # the concurrency pool of every training asset
@@ -195,6 +213,32 @@ def _topological(defs, job) -> list:
             if key in keys]
 
 
+def _one_of(kind: str, valid: Callable[[], Sequence[str]]) -> Callable[[str], str]:
+    """An argparse `type` that accepts only the ids `valid()` gives (called when the option is
+    used, so `gxplab --help` does not read the model registry)."""
+
+    def check(value: str) -> str:
+        ids = list(valid())
+        if value not in ids:
+            raise argparse.ArgumentTypeError(f"unknown {kind} {value!r}; valid: {', '.join(ids)}")
+        return value
+
+    return check
+
+
+def _gxp_audit_model_ids() -> list[str]:
+    """The enabled candidates of the GxP audit benchmark in configs/models.yaml."""
+    from scoring.model_registry import GXP_AUDIT, load_model_registry
+
+    return [m.id for m in load_model_registry(benchmark=GXP_AUDIT) if m.enabled]
+
+
+def _splits() -> tuple[str, ...]:
+    from synthetic.contracts import SPLITS
+
+    return SPLITS
+
+
 def benchmark(args: argparse.Namespace) -> int:
     """Materialize site master, every split, every (model, split) and the leaderboard."""
     import dagster as dg
@@ -312,10 +356,19 @@ def benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+LEADERBOARD_FORMATS = ("markdown", "json", "csv")
+
+
 def print_leaderboard(args: argparse.Namespace) -> int:
     """Print the leaderboard from the latest scores in the results warehouse."""
     from definitions import defs
-    from scoring.leaderboard import build_leaderboard, leaderboard_markdown, leaderboard_plot
+    from scoring.leaderboard import (
+        build_leaderboard,
+        leaderboard_csv,
+        leaderboard_json,
+        leaderboard_markdown,
+        leaderboard_plot,
+    )
     from scoring.model_registry import GXP_AUDIT, load_model_registry
 
     warehouse = defs.resources["warehouse"].client
@@ -325,185 +378,22 @@ def print_leaderboard(args: argparse.Namespace) -> int:
         warehouse.latest_scores(model_ids=model_ids, asset_key="gxp_scores"),
         warehouse.latest_run_summaries(model_ids=model_ids, asset_key="gxp_predictions"),
     )
-    print("GxP leaderboard (benchmark split unless the column says otherwise; 95% bootstrap CIs)")
-    print(leaderboard_markdown(table))
+    output = getattr(args, "format", "markdown")
+    if output == "json":
+        print(leaderboard_json(table))
+    elif output == "csv":
+        print(leaderboard_csv(table), end="")
+    else:
+        print("GxP leaderboard (benchmark split unless the column says otherwise; 95% bootstrap "
+              "CIs; ranked over the batches each model answered)")
+        print(leaderboard_markdown(table))
     plot_path = getattr(args, "plot", None)
     if plot_path:
         Path(plot_path).write_bytes(leaderboard_plot(table))
-        print(f"plot written to {plot_path}")
+        # on stderr when stdout is data (JSON, CSV) that the caller parses
+        note = sys.stdout if output == "markdown" else sys.stderr
+        print(f"plot written to {plot_path}", file=note)
     return 0
-
-
-# --- model registry: gxplab models {list,promote,rollback,history} -------------------------------
-MODELS_EPILOG = """\
-examples:
-  gxplab models list --task qlora_adapter
-  gxplab models promote qlora_adapter 5f1c2e9a-3f2a1b9c04d7 --reason "GxP F1 0.82 > 0.78"
-  gxplab models rollback qlora_adapter --reason "false positives on control_clean"
-  gxplab models history qlora_adapter
-
-The adapter assets register a version per materialization; an alias (default: production) points
-at one version of a task, and every move is kept in the alias history. The results warehouse is
-$GXPLAB_WAREHOUSE_URL, else var/warehouse.sqlite in the project (the file the Dagster definitions
-use). See docs/warehouse.md."""
-
-
-def _model_registry():
-    """The results warehouse the Dagster definitions use, upgraded to the current schema."""
-    from resources.clients.warehouse import URL_ENV, Warehouse
-    from resources.warehouse import default_warehouse_url
-
-    warehouse = Warehouse(os.environ.get(URL_ENV) or default_warehouse_url(PROJECT_ROOT))
-    warehouse.upgrade()
-    return warehouse
-
-
-def _clip(value: object, width: int) -> str:
-    text = "" if value is None else str(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _when(value) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _metrics_text(metrics: dict | None) -> str:
-    items = (metrics or {}).items()
-    return ", ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
-
-
-def _text_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    lines = [headers, ["-" * w for w in widths], *rows]
-    cells = (zip(row, widths, strict=True) for row in lines)
-    return "\n".join("  ".join(c.ljust(w) for c, w in row).rstrip() for row in cells)
-
-
-def _models_list(warehouse, args: argparse.Namespace) -> None:
-    versions = warehouse.list_model_versions(args.task)
-    if not versions:
-        where = f" for task {args.task!r}" if args.task else ""
-        print(f"no model versions registered{where} in {warehouse.url}")
-        return
-    headers = ["TASK", "VERSION", "ALIASES", "CREATED (UTC)", "BASE MODEL", "SHA256", "METRICS"]
-    rows = [
-        [
-            v["task"],
-            v["version"],
-            ",".join(v["aliases"]) or "-",
-            _when(v["created_at"]),
-            _clip(v["base_model"], 32) or "-",
-            (v["archive_sha256"] or "-")[:12],
-            _clip(_metrics_text(v["metrics"]), 48) or "-",
-        ]
-        for v in versions
-    ]
-    print(_text_table(headers, rows))
-
-
-def _models_promote(warehouse, args: argparse.Namespace) -> None:
-    event = warehouse.promote(args.task, args.version, args.alias, args.reason)
-    if not event["changed"]:
-        print(f"{args.task}: {args.alias} already points at {args.version}; nothing changed")
-        return
-    was = event["from_version"] or "unset"
-    print(f"{args.task}: {args.alias} -> {event['to_version']} (was {was})")
-
-
-def _models_rollback(warehouse, args: argparse.Namespace) -> None:
-    event = warehouse.rollback(args.task, args.alias, args.reason)
-    print(
-        f"{args.task}: {args.alias} rolled back to {event['to_version']} "
-        f"(was {event['from_version']}); a further rollback goes to "
-        f"{event['previous_version'] or 'nothing (no earlier version)'}"
-    )
-
-
-def _models_history(warehouse, args: argparse.Namespace) -> None:
-    events = warehouse.alias_history(args.task, args.alias)
-    if not events:
-        print(f"alias {args.alias!r} of task {args.task!r} was never set")
-        return
-    headers = ["AT (UTC)", "ACTION", "FROM", "TO", "ACTOR", "REASON"]
-    rows = [
-        [_when(e["at"]), e["action"], e["from_version"] or "-", e["to_version"],
-         e["actor"] or "-", _clip(e["reason"], 60) or "-"]
-        for e in events
-    ]  # fmt: skip
-    print(_text_table(headers, rows))
-
-
-def models(args: argparse.Namespace) -> int:
-    """List model versions; promote or roll back an alias (production) in the results warehouse."""
-    from resources.clients.warehouse import WarehouseError
-
-    try:
-        warehouse = _model_registry()
-        try:
-            args.models_func(warehouse, args)
-        finally:
-            warehouse.close()
-    except (WarehouseError, ValueError) as exc:  # user errors: unknown task/version, bad name
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _add_models_parser(commands) -> None:
-    parser = commands.add_parser(
-        "models",
-        help=models.__doc__,
-        description=models.__doc__,
-        epilog=MODELS_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.set_defaults(func=models)
-    actions = parser.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-
-    def add(name: str, func, help_text: str, example: str) -> argparse.ArgumentParser:
-        sub = actions.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            epilog=f"example:\n  {example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        sub.set_defaults(models_func=func)
-        return sub
-
-    listing = add(
-        "list",
-        _models_list,
-        "registered versions, newest first, with the aliases that point at each",
-        "gxplab models list --task qlora_adapter",
-    )
-    listing.add_argument("--task", help="only this task (e.g. qlora_adapter)")
-    promote = add(
-        "promote",
-        _models_promote,
-        "point an alias (default production) of TASK at a registered VERSION",
-        'gxplab models promote qlora_adapter 5f1c2e9a-3f2a1b9c04d7 --reason "better GxP F1"',
-    )
-    promote.add_argument("task", metavar="TASK", help="e.g. qlora_adapter, gxp_audit_adapter")
-    promote.add_argument("version", metavar="VERSION", help="a version from `gxplab models list`")
-    rollback = add(
-        "rollback",
-        _models_rollback,
-        "move an alias of TASK back to the version it pointed at before the current one",
-        'gxplab models rollback qlora_adapter --reason "regression on control_clean"',
-    )
-    rollback.add_argument("task", metavar="TASK", help="e.g. qlora_adapter")
-    history = add(
-        "history",
-        _models_history,
-        "promotions and rollbacks of an alias of TASK, newest first",
-        "gxplab models history qlora_adapter",
-    )
-    history.add_argument("task", metavar="TASK", help="e.g. qlora_adapter")
-    for sub in (promote, rollback, history):
-        sub.add_argument("--alias", default="production", help="alias name (default: production)")
-    for sub in (promote, rollback):
-        sub.add_argument("--reason", help="why, kept in the alias history (an audit trail)")
 
 
 SERVE_DESCRIPTION = """\
@@ -651,9 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmark", help=benchmark.__doc__, description=BENCHMARK_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument(
-        "--models", nargs="*", help="model ids from configs/models.yaml (default: all)"
+        "--models", nargs="*", type=_one_of("model id", _gxp_audit_model_ids),
+        help="model ids from configs/models.yaml (default: all); an unknown id is an error",
     )
-    run.add_argument("--splits", nargs="*", help="splits to run (default: all)")
+    run.add_argument("--splits", nargs="*", type=_one_of("split", _splits),
+                     help="splits to run (default: all); an unknown split is an error")
     run.add_argument("--max-batches", type=int, help="audit only the first N batches per split")
     run.add_argument("--verbose", action="store_true", help="show Dagster's DEBUG event log")
     run.add_argument(
@@ -675,10 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Other options go to the server: --host, --port, --no-batching, --config, "
         "--rag-index, --compare-models (python -m serving --help).")
     served.set_defaults(func=serve, serving_args=[])
-    board = commands.add_parser("leaderboard", help=print_leaderboard.__doc__)
+    board = commands.add_parser("leaderboard", help=print_leaderboard.__doc__,
+                                description=print_leaderboard.__doc__)
+    board.add_argument("--format", choices=LEADERBOARD_FORMATS, default="markdown",
+                       help="markdown (default: a table to read), json (an array of objects, one "
+                       "per model) or csv; CIs are <metric>_ci_low/_ci_high in json and csv")
     board.add_argument("--plot", metavar="PNG", help="also write the quality/cost/latency plot")
     board.set_defaults(func=print_leaderboard)
-    _add_models_parser(commands)
+    add_models_parser(commands)
     return parser
 
 
@@ -688,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         args.serving_args = extra
+    if args.command in INSTANCE_COMMANDS:
+        _ensure_instance(args.command)
     return args.func(args)
 
 

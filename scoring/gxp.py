@@ -29,6 +29,7 @@ from scoring.data_files import (
 )
 from scoring.stats import cluster_bootstrap_totals, percentile_interval
 from synthetic.catalog import DeviationCatalog, load_catalog
+from synthetic.contracts import CALL_FAILED
 
 NO_TYPE = "(no type)"  # a finding that names a record but no deviation_type: a wrong type
 CONFIDENCE = 0.95
@@ -115,6 +116,8 @@ def score_predictions(
     (a finding on a pair not in `records` is a hallucinated record: a false positive). Batches in
     scope are those of `records` and the manifest, or, with records=None, of the manifest and the
     predictions; a batch in scope without any predictions row is unanswered and counts as missed.
+    A batch whose rows all have `call_failed` True (the model call failed) has no answer: it is
+    left out of every quality metric and counts only against coverage.
     """
     catalog = catalog or load_catalog()
     _require(manifest, ("record_id", "batch_id", "deviation_type"), "manifest")
@@ -123,7 +126,14 @@ def score_predictions(
     if records is not None:
         _require(records, ("record_id", "batch_id"), "records")
     _check_inputs(manifest, predictions, catalog)
-    counts, frames = _batch_counts(manifest, predictions, records, catalog)
+    predictions, failed = _without_failed_calls(predictions)
+    if failed:
+        manifest = manifest[~manifest["batch_id"].isin(failed)]
+        if records is not None:
+            in_scope = set(records["batch_id"]) | set(manifest["batch_id"])
+            failed = [batch for batch in failed if batch in in_scope]
+            records = records[~records["batch_id"].isin(failed)]
+    counts, frames = _batch_counts(manifest, predictions, records, catalog, failed)
     matrix = np.column_stack([counts[c] for c in BATCH_COUNTS]
                              + [frames["tp"], frames["fp"], frames["fn"]]).astype(float)
     point = matrix.sum(axis=0)
@@ -152,25 +162,39 @@ def score_predictions(
 
 
 # ---- counting ------------------------------------------------------------------------------------
+def _without_failed_calls(predictions: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+    """The prediction rows of answered calls, and the batches that have only failed-call rows."""
+    if CALL_FAILED not in predictions:
+        return predictions, []
+    flag = predictions[CALL_FAILED].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    answered = set(predictions.loc[~flag, "batch_id"])
+    failed = [b for b in pd.unique(predictions.loc[flag, "batch_id"]) if b not in answered]
+    return predictions[~flag], failed
+
+
 def _batch_counts(
     manifest: pd.DataFrame,
     predictions: pd.DataFrame,
     records: pd.DataFrame | None,
     catalog: DeviationCatalog,
+    failed: Sequence = (),
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """Per-batch count vectors (BATCH_COUNTS) and per-(batch, type) tp/fp/fn matrices."""
+    """Per-batch count vectors (BATCH_COUNTS) and per-(batch, type) tp/fp/fn matrices. `failed`
+    batches (no answer: the call failed) are in scope with no unit, so only coverage sees them."""
     has_record = predictions["record_id"].notna().to_numpy()
     findings = predictions[has_record]
     rec = records if records is not None else manifest.iloc[:0]
     # Integer keys: batch code, record code, unit = (batch, record), pair = (unit, type).
     batch_codes, batches = pd.factorize(pd.concat(
-        [rec["batch_id"], manifest["batch_id"], predictions["batch_id"]], ignore_index=True))
+        [rec["batch_id"], manifest["batch_id"], predictions["batch_id"],
+         pd.Series(list(failed), dtype=object)], ignore_index=True))
     record_codes, record_ids = pd.factorize(pd.concat(
         [rec["record_id"], manifest["record_id"], findings["record_id"]], ignore_index=True))
     n_batches, n_records = len(batches), max(len(record_ids), 1)
-    n_rec, n_man = len(rec), len(manifest)
+    n_rec, n_man, n_pred = len(rec), len(manifest), len(predictions)
     b_rec, b_man = batch_codes[:n_rec], batch_codes[n_rec:n_rec + n_man]
-    b_pred = batch_codes[n_rec + n_man:]
+    b_pred = batch_codes[n_rec + n_man:n_rec + n_man + n_pred]
+    b_failed = batch_codes[n_rec + n_man + n_pred:]
     unit = record_codes.astype(np.int64) + np.concatenate(
         [b_rec, b_man, b_pred[has_record]]).astype(np.int64) * n_records
     u_rec, u_man, u_find = unit[:n_rec], unit[n_rec:n_rec + n_man], unit[n_rec + n_man:]
@@ -200,7 +224,7 @@ def _batch_counts(
         "tn": per_batch(unit_batch, ~is_true & ~is_pred),
     }
     in_scope = np.zeros(n_batches, dtype=bool)
-    in_scope[np.concatenate([b_rec, b_man])] = True
+    in_scope[np.concatenate([b_rec, b_man, b_failed])] = True
     if records is None:
         in_scope[:] = True
     valid = predictions["valid_output"].to_numpy(dtype=bool)
@@ -228,7 +252,8 @@ def _batch_counts(
     summary = {
         "n_batches": int(in_scope.sum()),
         "n_batches_audited": int(counts["audited"].sum()),
-        "n_batches_unanswered": int((in_scope & ~audited).sum()),
+        "n_batches_unanswered": int((in_scope & ~audited).sum()) - len(b_failed),
+        "n_batches_call_failed": len(b_failed),
         "n_batches_invalid": int(counts["invalid"].sum()),
         "n_batches_out_of_scope": int((audited & ~in_scope).sum()),
         "n_records": len(units),
@@ -410,7 +435,8 @@ file formats (suffix picks the reader: .jsonl/.json = JSON Lines, .csv, .parquet
                  record_id and deviation_type empty
   --records      the batch records the model audited (record_id, batch_id, ...); without it only
                  the records named in the labels and predictions are scored
-Metric definitions, units and the bootstrap: docs/scoring.md. Bad files exit with status 2.
+Metric definitions, units and the bootstrap: docs/scoring.md. Bad files, and predictions with no
+usable line, exit with status 2.
 """
 
 
@@ -453,12 +479,30 @@ def _read_inputs(args: argparse.Namespace):
     return manifest, predictions, records
 
 
+def _usable_predictions(predictions: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    """The rows to score (--model-id applied); a ValueError when none of them is an answer: a
+    score of nothing would read as a model that found nothing."""
+    if args.model_id:
+        models = sorted(predictions["model_id"].dropna().unique())
+        predictions = predictions[predictions["model_id"] == args.model_id]
+        if predictions.empty:
+            raise ValueError(f"{args.predictions}: no prediction line for --model-id "
+                             f"{args.model_id!r} (the file's model ids: {models[:10]})")
+    if predictions.empty:
+        raise ValueError(f"{args.predictions}: no usable prediction line"
+                         + (" (every line was rejected: see the quarantine)"
+                            if args.quarantine else ""))
+    if _without_failed_calls(predictions)[0].empty:
+        raise ValueError(f"{args.predictions}: no usable prediction line: every line is a "
+                         f"failed model call ({CALL_FAILED} true), so nothing was answered")
+    return predictions
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         manifest, predictions, records = _read_inputs(args)
-        if args.model_id:
-            predictions = predictions[predictions["model_id"] == args.model_id]
+        predictions = _usable_predictions(predictions, args)
         scores = score_predictions(manifest, predictions, records, n_boot=args.n_boot,
                                    seed=args.seed)
     except (DataFileError, ValueError) as exc:

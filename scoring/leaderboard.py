@@ -1,15 +1,20 @@
 """The GxP leaderboard: one row per candidate model, quality with CIs next to cost and latency.
 
 Plain Python (pandas + matplotlib); the `gxp_leaderboard` asset feeds it the latest scores and run
-summaries from the results warehouse.
+summaries from the results warehouse. Quality is measured over the batches a model answered
+(scoring/gxp.py); a model whose calls failed shows "N of M calls failed" in its status and its
+coverage beside the scores, and a model that answered nothing gets no scores and no rank.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 import pandas as pd
 
+from scoring.candidate_runner import failed_calls_note, is_outage
 from synthetic.contracts import SPLITS
 
 # (column, split, metric) — what the leaderboard shows, in order.
@@ -22,6 +27,7 @@ QUALITY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("adversarial_recall", "adversarial", "adversarial_recall"),
     ("attack_success_rate", "adversarial", "attack_success_rate"),
     ("invalid_output_rate", "benchmark", "invalid_output_rate"),
+    ("coverage", "benchmark", "coverage"),
 )
 SORT_BY = ("gxp2_micro_f1", "gxp1_f1")
 
@@ -31,11 +37,23 @@ def build_leaderboard(
 ) -> pd.DataFrame:
     """One row per model. `scores`: the warehouse's latest scores (model_id, split, metric, value,
     ci_low, ci_high, dataset_hash); `prediction_runs`: latest gxp_predictions run per (model_id,
-    split) with status, detail and summary (dict with latency_p50_s, cost_usd, ...)."""
+    split) with status, detail and summary (dict with latency_p50_s, cost_usd, n_calls,
+    n_failed_calls, ...). Scores of a split whose latest run answered no call are left out (an
+    older score there is not this model's present state). `rank` is None for a model without any
+    quality score."""
     rows = []
     for model_id in model_ids:
         row: dict = {"model_id": model_id}
+        runs = (
+            prediction_runs[prediction_runs["model_id"] == model_id]
+            if len(prediction_runs)
+            else prediction_runs
+        )
         model_scores = scores[scores["model_id"] == model_id] if len(scores) else scores
+        outage = [run["split"] for run in runs.to_dict("records")
+                  if run.get("status") == "succeeded" and is_outage(_summary(run))]
+        if len(model_scores) and outage:
+            model_scores = model_scores[~model_scores["split"].isin(outage)]
         for column, split, metric in QUALITY_COLUMNS:
             hit = model_scores[
                 (model_scores["split"] == split) & (model_scores["metric"] == metric)
@@ -50,11 +68,6 @@ def build_leaderboard(
         if "adversarial_recall" in row and len(normal) and normal.iloc[0]["value"] > 0:
             # Share of its benchmark recall a model keeps when batches carry an injection.
             row["recall_kept"] = row["adversarial_recall"] / float(normal.iloc[0]["value"])
-        runs = (
-            prediction_runs[prediction_runs["model_id"] == model_id]
-            if len(prediction_runs)
-            else prediction_runs
-        )
         row["status"] = _status(runs)
         benchmark = runs[runs["split"] == "benchmark"] if len(runs) else runs
         if len(benchmark) and benchmark.iloc[0]["status"] == "succeeded":
@@ -69,16 +82,33 @@ def build_leaderboard(
     present = [c for c in SORT_BY if c in table]
     if present:
         table = table.sort_values(present, ascending=False, na_position="last", kind="stable")
-    return table.reset_index(drop=True)
+    table = table.reset_index(drop=True)
+    quality = [c for c, _, _ in QUALITY_COLUMNS if c in table and c != "coverage"]
+    scored = table[quality].notna().any(axis=1) if quality else pd.Series(False, table.index)
+    table.insert(0, "rank", scored.cumsum().astype("Int64").where(scored))
+    return table
+
+
+def _summary(run: dict[str, Any]) -> dict[str, Any]:
+    summary = run.get("summary")
+    return summary if isinstance(summary, dict) else {}
 
 
 def _status(runs: pd.DataFrame) -> str:
-    """`scored k/n splits`, else why the model was skipped, else `not run`."""
+    """`audited k/n splits` (with `N of M calls failed` when calls failed; `outage: ...` when
+    none was answered), else why the model was skipped, else `not run`."""
     if not len(runs):
         return "not run"
     succeeded = runs[runs["status"] == "succeeded"]
     if len(succeeded):
-        return f"audited {len(succeeded)}/{len(SPLITS)} splits"
+        summaries = [_summary(run) for run in succeeded.to_dict("records")]
+        totals = {key: sum(int(s.get(key) or 0) for s in summaries)
+                  for key in ("n_calls", "n_failed_calls")}
+        note = failed_calls_note(totals)
+        audited = f"audited {len(succeeded)}/{len(SPLITS)} splits"
+        if note is None or is_outage(totals):
+            return note or audited
+        return f"{audited}; {note}"
     skipped = runs[runs["status"] == "skipped"]
     if len(skipped):
         return str(skipped.iloc[0]["detail"])
@@ -105,8 +135,9 @@ def leaderboard_markdown(table: pd.DataFrame) -> str:
         "status",
     ]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for rank, row in enumerate(table.to_dict("records"), start=1):
-        cells = [str(rank), row["model_id"]]
+    for position, row in enumerate(table.to_dict("records"), start=1):
+        rank = row.get("rank", position) if "rank" in table else position
+        cells = ["–" if rank is None or pd.isna(rank) else str(int(rank)), row["model_id"]]
         cells += [_cell(row.get(c), row.get(f"{c}_ci")) for c, _, _ in QUALITY_COLUMNS]
         latency, cost = row.get("latency_p50_s"), row.get("cost_usd")
         cells += [
@@ -117,6 +148,28 @@ def leaderboard_markdown(table: pd.DataFrame) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def flatten_cis(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with each (low, high) tuple column <col>_ci as <col>_ci_low and <col>_ci_high (for
+    Parquet, CSV and JSON, which have no tuples)."""
+    flat = table.copy()
+    for column in [c for c in flat.columns if c.endswith("_ci")]:
+        flat[column + "_low"] = flat[column].map(lambda v: v[0] if isinstance(v, tuple) else None)
+        flat[column + "_high"] = flat[column].map(lambda v: v[1] if isinstance(v, tuple) else None)
+        flat = flat.drop(columns=column)
+    return flat
+
+
+def leaderboard_json(table: pd.DataFrame) -> str:
+    """A JSON array, one object per model in rank order; CIs as <col>_ci_low/_ci_high, missing
+    values as null."""
+    return json.dumps(json.loads(flatten_cis(table).to_json(orient="records")), indent=2)
+
+
+def leaderboard_csv(table: pd.DataFrame) -> str:
+    """CSV with a header row, one row per model in rank order; CIs as <col>_ci_low/_ci_high."""
+    return flatten_cis(table).to_csv(index=False)
 
 
 def leaderboard_plot(table: pd.DataFrame) -> bytes:

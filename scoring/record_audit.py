@@ -33,7 +33,7 @@ from scoring.model_output import (
 )
 from scoring.model_registry import CandidateModel
 from synthetic.catalog import DeviationCatalog
-from synthetic.contracts import PREDICTION_COLUMNS
+from synthetic.contracts import CALL_FAILED, PREDICTION_COLUMNS
 
 RECORD_OPEN, RECORD_CLOSE = "<<<RECORD", "RECORD>>>"
 RECORD_OUTPUT_SCHEMA: dict[str, Any] = {
@@ -57,6 +57,9 @@ _VALIDATOR = jsonschema.Draft202012Validator(RECORD_OUTPUT_SCHEMA)
 
 
 class Generated(Protocol):
+    """One answer. An answer may also have `error` (a str: the call behind it failed, as a served
+    model's can; None or absent: answered)."""
+
     text: str
     prompt_tokens: int
     completion_tokens: int
@@ -117,7 +120,9 @@ def run_record_audit(model: CandidateModel, records: Sequence[Mapping[str, Any]]
                      progress: Progress | None = None) -> CandidateRun:
     """Audit every record of `records` with `generate`; predictions per batch as in a batch
     audit. A record whose answer is unusable adds a `valid_output` False row to its batch (the
-    batch then counts as having invalid output) and is a miss for that record only."""
+    batch then counts as having invalid output) and is a miss for that record only. A record
+    whose call failed leaves its batch unanswered: every row of that batch gets `call_failed`
+    True (kept, but left out of the scores, which count the batch against coverage)."""
     started = time.perf_counter()
     batches = group_batches(records)
     ordered = [record for batch in batches.values() for record in batch]
@@ -129,26 +134,34 @@ def run_record_audit(model: CandidateModel, records: Sequence[Mapping[str, Any]]
     for batch_id, batch in batches.items():
         findings: list[dict[str, Any]] = []
         errors: list[str] = []
+        n_failed = 0
         for record in batch:
             answer = answers[position]
             position += 1
-            parsed = parse_record_output(answer.text, str(record.get("record_id")), batch_id,
-                                         catalog)
+            record_id = str(record.get("record_id"))
+            failure = getattr(answer, "error", None)
+            n_failed += failure is not None
+            parsed = (invalid_output(f"record {record_id}: call failed: {failure}")
+                      if failure is not None else
+                      parse_record_output(answer.text, record_id, batch_id, catalog))
             findings.extend(parsed.findings)
             if not parsed.valid:
                 errors.append(str(parsed.error))
-            calls.append({"batch_id": batch_id, "record_id": str(record.get("record_id")),
-                          "valid_output": parsed.valid, "parse_error": parsed.error,
+            calls.append({"batch_id": batch_id, "record_id": record_id,
+                          "status": "ok" if failure is None else "error", "error": failure,
+                          "valid_output": None if failure is not None else parsed.valid,
+                          "parse_error": None if failure is not None else parsed.error,
                           "n_findings": len(parsed.findings),
                           "prompt_tokens": answer.prompt_tokens,
                           "completion_tokens": answer.completion_tokens,
                           "latency_s": answer.latency_s,
                           "truncated_prompt_tokens": answer.truncated_prompt_tokens})
-        rows.extend(to_prediction_rows(ParsedOutput(True, None, None, findings), model.id, split,
-                                       batch_id) if findings or not errors else [])
+        batch_rows = (to_prediction_rows(ParsedOutput(True, None, None, findings), model.id,
+                                         split, batch_id) if findings or not errors else [])
         for error in errors:
-            rows.extend(to_prediction_rows(invalid_output(error), model.id, split, batch_id))
-    predictions = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+            batch_rows.extend(to_prediction_rows(invalid_output(error), model.id, split, batch_id))
+        rows.extend({**row, CALL_FAILED: n_failed > 0} for row in batch_rows)
+    predictions = pd.DataFrame(rows, columns=[*PREDICTION_COLUMNS, CALL_FAILED])
     summary = _summary(calls, len(batches), time.perf_counter() - started)
     summary.update(model_id=model.id, split=split, prompt_version=prompt.version)
     return CandidateRun(predictions=predictions, calls=[], summary=summary)
@@ -172,14 +185,17 @@ def training_rows(records: Sequence[Mapping[str, Any]], manifest: Sequence[Mappi
 def _summary(calls: Sequence[Mapping[str, Any]], n_batches: int, wall_s: float) -> dict[str, Any]:
     import numpy as np
 
-    latencies = [call["latency_s"] for call in calls]
-    n_invalid = sum(not call["valid_output"] for call in calls)
+    answered = [call for call in calls if call["status"] == "ok"]
+    latencies = [call["latency_s"] for call in answered]
+    n_invalid = sum(not call["valid_output"] for call in answered)
     return {
         "n_batches": n_batches,
         "n_records": len(calls),
         "n_calls": len(calls),
+        "n_failed_calls": len(calls) - len(answered),
+        "n_answered": len(answered),
         "n_invalid_record_outputs": n_invalid,
-        "record_invalid_output_rate": n_invalid / len(calls) if calls else None,
+        "record_invalid_output_rate": n_invalid / len(answered) if answered else None,
         "n_findings": sum(call["n_findings"] for call in calls),
         "n_truncated_prompts": sum(call["truncated_prompt_tokens"] > 0 for call in calls),
         "latency_p50_s": float(np.percentile(latencies, 50)) if latencies else None,

@@ -76,5 +76,10 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "evidence",
     "valid_output",
 )
+# Optional prediction column: True on the one row of a batch whose model call failed (after its
+# retries). Such a batch has no answer: scoring leaves it out of recall and attack success and
+# counts it against coverage. Its row also has valid_output False, so a reader that does not know
+# this column still sees no usable answer. Absent means False.
+CALL_FAILED = "call_failed"
 
 SPLITS: tuple[str, ...] = ("benchmark", "control_clean", "control_faulty", "adversarial", "train")

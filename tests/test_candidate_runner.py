@@ -24,10 +24,16 @@ from scoring.audit_prompt import (
     load_prompt,
     messages_hash,
 )
-from scoring.candidate_runner import group_batches, run_llm_candidate, summarize_calls
+from scoring.candidate_runner import (
+    failed_calls_note,
+    group_batches,
+    is_outage,
+    run_llm_candidate,
+    summarize_calls,
+)
 from scoring.model_registry import CandidateModel
 from synthetic.catalog import load_catalog
-from synthetic.contracts import PREDICTION_COLUMNS
+from synthetic.contracts import CALL_FAILED, PREDICTION_COLUMNS
 
 CATALOG = load_catalog()
 PROMPT = load_prompt()
@@ -151,12 +157,13 @@ def test_summary_totals_are_hand_computed():
                 "prompt_tokens": 100, "completion_tokens": 10, "valid_output": True,
                 "n_findings": 1, "n_unknown_record_ids": 0, **extra}
 
-    calls = [call(1.0, 0.01), call(2.0, 0.02), call(3.0, 0.03),
+    calls = [call(1.0, 0.01), call(2.0, 0.02), call(3.0, 0.03, valid_output=False),
              call(0.001, 0.0, cached=True, original_latency_s=4.0, original_cost_usd=0.04),
-             {**call(9.0, None), "status": "error", "valid_output": False, "n_findings": 0}]
+             {**call(9.0, None), "status": "error", "valid_output": None, "n_findings": 0}]
     summary = summarize_calls(calls, wall_s=5.0)
     assert summary["n_batches"] == 5 and summary["n_cached"] == 1
-    assert summary["n_failed_calls"] == 1 and summary["invalid_output_rate"] == 0.2
+    assert summary["n_failed_calls"] == 1 and summary["n_answered"] == 4
+    assert summary["invalid_output_rate"] == pytest.approx(1 / 4)  # over answered calls only
     assert summary["latency_p50_s"] == pytest.approx(2.5)  # over 1, 2, 3, 4 (original)
     assert summary["latency_p95_s"] == pytest.approx(3.85)  # 1 + 0.95 x 3, linear
     assert summary["cost_usd"] == pytest.approx(0.06) and summary["n_unpriced"] == 0
@@ -172,7 +179,8 @@ def test_good_answers_become_prediction_rows():
     with FakeOpenAIServer(flag_marker("FLAG-ME")) as server:
         result = run(server, records_three_batches())
         sent = [batch_records_from_request(body) for body in server.requests]
-    assert list(result.predictions.columns) == list(PREDICTION_COLUMNS)
+    assert list(result.predictions.columns) == [*PREDICTION_COLUMNS, CALL_FAILED]
+    assert not result.predictions[CALL_FAILED].any()
     assert finding_tuples(result.predictions) == [
         ("B1", "B1-S02", "placeholder_text_in_notes", True),
         ("B2", None, None, True),
@@ -205,14 +213,45 @@ def test_malformed_answer_marks_only_its_batch_invalid():
     assert result.predictions["valid_output"].sum() == 3  # B1 row + two B3 rows
 
 
-def test_failed_calls_keep_every_batch_as_invalid():
+def test_failed_calls_are_their_own_status_not_invalid_output():
     with FakeOpenAIServer(fixed(FakeReply(status=500))) as server:
         result = run(server, records_three_batches())
         assert server.n_requests == 6  # 3 batches x (1 + max_retries 1)
     assert finding_tuples(result.predictions) == [
         ("B1", None, None, False), ("B2", None, None, False), ("B3", None, None, False)]
-    assert result.summary["n_failed_calls"] == 3 and result.summary["invalid_output_rate"] == 1.0
+    assert result.predictions[CALL_FAILED].tolist() == [True, True, True]
+    summary = result.summary
+    assert (summary["n_failed_calls"], summary["n_answered"]) == (3, 0)
+    assert summary["n_invalid_outputs"] == 0 and summary["invalid_output_rate"] is None
     assert all("InternalServerError" in call["error"] for call in result.calls)
+    assert all(call["valid_output"] is None for call in result.calls)
+
+
+def test_failed_calls_note_and_outage():
+    assert failed_calls_note({"n_calls": 5, "n_failed_calls": 2}) == "2 of 5 calls failed"
+    assert failed_calls_note({"n_calls": 5, "n_failed_calls": 5}) == "outage: 5 of 5 calls failed"
+    assert failed_calls_note({"n_calls": 5, "n_failed_calls": 0}) is None
+    assert failed_calls_note({"n_batches": 5}) is None  # the rule-based auditor makes no calls
+    assert is_outage({"n_calls": 3, "n_failed_calls": 3})
+    assert not is_outage({"n_calls": 0, "n_failed_calls": 0})  # nothing asked: no outage
+    assert not is_outage({"n_calls": 3, "n_failed_calls": 2})
+
+
+def test_partial_outage_marks_only_the_failed_batch():
+    def respond(body, index):
+        if "Batch B2:" in body["messages"][1]["content"]:
+            return FakeReply(status=429, headers={"Retry-After": "0"})
+        return flag_marker()(body, index)
+
+    with FakeOpenAIServer(respond) as server:
+        result = run(server, records_three_batches())
+    failed = result.predictions[result.predictions[CALL_FAILED]]
+    assert failed["batch_id"].tolist() == ["B2"] and not failed["valid_output"].any()
+    answered = result.predictions[~result.predictions[CALL_FAILED]]
+    assert answered["valid_output"].all() and set(answered["batch_id"]) == {"B1", "B3"}
+    summary = result.summary
+    assert (summary["n_failed_calls"], summary["n_answered"], summary["n_calls"]) == (1, 2, 3)
+    assert summary["invalid_output_rate"] == 0.0  # over the two answered calls
 
 
 def test_hallucinated_record_ids_are_kept_and_counted():

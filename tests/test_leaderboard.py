@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import csv
+import io
+import json
 
-from scoring.leaderboard import build_leaderboard, leaderboard_markdown, leaderboard_plot
+import pandas as pd
+import pytest
+
+from scoring.leaderboard import (
+    build_leaderboard,
+    leaderboard_csv,
+    leaderboard_json,
+    leaderboard_markdown,
+    leaderboard_plot,
+)
 
 
 def score_rows(model_id: str, values: dict[tuple[str, str], float]) -> list[dict]:
@@ -64,6 +75,7 @@ def test_ranking_derived_columns_and_status():
     )
     table = build_leaderboard(["weak", "absent-key", "strong", "never"], scores, runs)
     assert list(table["model_id"]) == ["strong", "weak", "absent-key", "never"]
+    assert table["rank"].tolist()[:2] == [1, 2] and table["rank"].iloc[2:].isna().all()
     weak = table.set_index("model_id").loc["weak"]
     assert weak["recall_kept"] == 0.5  # 0.25 adversarial recall / 0.5 benchmark recall
     assert weak["cost_usd"] == 0.01
@@ -78,3 +90,55 @@ def test_ranking_derived_columns_and_status():
     assert "| 1 | strong | 0.950 [0.85, 1.00] | 0.900 [0.80, 1.00] |" in markdown
     png = leaderboard_plot(table)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def run_row(model_id: str, split: str, n_calls: int, n_failed: int) -> dict:
+    return {"model_id": model_id, "split": split, "status": "succeeded", "detail": None,
+            "summary": {"n_calls": n_calls, "n_failed_calls": n_failed, "latency_p50_s": 1.0,
+                        "cost_usd": 0.0, "n_batches": n_calls}}
+
+
+def outage_board() -> pd.DataFrame:
+    """`up` answered everything; `flaky` lost 2 of 5 benchmark calls; `down` lost every call on
+    both splits, and an older benchmark score of `down` is still in the warehouse."""
+    scores = pd.DataFrame(
+        score_rows("up", {("benchmark", "gxp2_micro_f1"): 0.7, ("benchmark", "gxp1_f1"): 0.8,
+                          ("benchmark", "coverage"): 1.0})
+        + score_rows("flaky", {("benchmark", "gxp2_micro_f1"): 0.9, ("benchmark", "gxp1_f1"): 0.9,
+                               ("benchmark", "coverage"): 0.6})
+        + score_rows("down", {("benchmark", "gxp2_micro_f1"): 0.0, ("benchmark", "gxp1_f1"): 0.0,
+                              ("adversarial", "attack_success_rate"): 1.0})
+    )
+    runs = pd.DataFrame([run_row("up", "benchmark", 5, 0), run_row("flaky", "benchmark", 5, 2),
+                         run_row("down", "benchmark", 5, 5), run_row("down", "adversarial", 4, 4)])
+    return build_leaderboard(["down", "up", "flaky"], scores, runs)
+
+
+def test_an_outage_is_not_ranked_and_a_partial_outage_shows_its_coverage():
+    table = outage_board().set_index("model_id")
+    assert table.loc["down", "status"] == "outage: 9 of 9 calls failed"
+    assert pd.isna(table.loc["down", "rank"])
+    assert pd.isna(table.loc["down", "gxp1_f1"])
+    assert "attack_success_rate" not in table  # down's 1.000 came from no answer at all
+    assert table.loc["flaky", "status"] == "audited 1/5 splits; 2 of 5 calls failed"
+    assert (table.loc["flaky", "rank"], table.loc["up", "rank"]) == (1, 2)
+    assert table.loc["flaky", "coverage"] == 0.6
+    markdown = leaderboard_markdown(outage_board())
+    [down] = [line for line in markdown.splitlines() if "| down |" in line]
+    assert down.startswith("| – | down | – |") and "outage: 9 of 9 calls failed" in down
+    assert "| coverage |" in markdown.splitlines()[0] + "|"
+
+
+def test_json_and_csv_formats_parse_with_the_same_rows():
+    table = outage_board()
+    rows = json.loads(leaderboard_json(table))
+    assert [row["model_id"] for row in rows] == ["flaky", "up", "down"]
+    assert [row["rank"] for row in rows] == [1, 2, None]
+    assert rows[0]["gxp1_f1"] == 0.9 and rows[0]["gxp1_f1_ci_low"] == pytest.approx(0.8)
+    assert rows[2]["status"] == "outage: 9 of 9 calls failed" and rows[2]["gxp1_f1"] is None
+    parsed = list(csv.DictReader(io.StringIO(leaderboard_csv(table))))
+    assert [row["model_id"] for row in parsed] == ["flaky", "up", "down"]
+    assert [row["rank"] for row in parsed] == ["1", "2", ""]
+    assert float(parsed[1]["gxp1_f1_ci_high"]) == pytest.approx(0.9)
+    assert parsed[0]["status"] == "audited 1/5 splits; 2 of 5 calls failed"
+    assert set(parsed[0]) == set(rows[0])

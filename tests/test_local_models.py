@@ -3,6 +3,7 @@ base model vs gxp_audit_adapter on the leaderboard, through the Dagster graph.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from scoring.record_audit import (
     training_rows,
 )
 from synthetic.catalog import load_catalog
+from synthetic.contracts import CALL_FAILED
 from synthetic.jsonl import dumps_jsonl
 from synthetic.splits import SplitSpec, generate_split
 from training.embedded_model import build_embedded_base_model
@@ -52,6 +54,7 @@ class Answer:
     completion_tokens: int = 5
     latency_s: float = 0.01
     truncated_prompt_tokens: int = 0
+    error: str | None = None
 
 
 def test_record_prompt_holds_one_record_and_escapes_delimiters():
@@ -107,6 +110,35 @@ def test_perfect_record_answers_score_one_and_a_bad_answer_is_one_miss(split):
     assert scores.metrics["gxp2_micro_recall"].value == pytest.approx((n_pairs - missed) / n_pairs)
     assert scores.metrics["gxp2_micro_precision"].value == 1.0
     assert scores.metrics["invalid_output_rate"].value == pytest.approx(1 / 3)  # 1 of 3 batches
+
+
+def test_a_failed_record_call_leaves_its_batch_unanswered_not_missed(split):
+    manifest = pd.DataFrame(split.manifest)
+    labels: dict[str, list] = {}
+    for row in split.manifest:
+        labels.setdefault(row["record_id"], []).append(row)
+    lost = split.records[0]["record_id"]  # its call fails (a served model's server is down)
+
+    def generate(chats, progress=None):
+        rids = [json.loads(chat[1]["content"].splitlines()[1])["record_id"] for chat in chats]
+        return [Answer("", error="InternalServerError: 503") if rid == lost else
+                Answer(record_answer(labels.get(rid, []))) for rid in rids]
+
+    run = run_record_audit(LOCAL, split.records, split="control_faulty", generate=generate,
+                           prompt=load_record_prompt(), catalog=CATALOG)
+    summary = run.summary
+    assert (summary["n_failed_calls"], summary["n_invalid_record_outputs"]) == (1, 0)
+    assert summary["n_answered"] == len(split.records) - 1
+    lost_batch = split.records[0]["batch_id"]
+    failed = run.predictions[run.predictions[CALL_FAILED]]
+    assert set(failed["batch_id"]) == {lost_batch}
+    assert failed["record_id"].notna().any()  # the batch's other findings are kept
+    records = pd.DataFrame([{"record_id": r["record_id"], "batch_id": r["batch_id"]}
+                            for r in split.records])
+    scores = score_predictions(manifest, run.predictions, records, n_boot=0, seed=0)
+    assert scores.metrics["gxp2_micro_recall"].value == 1.0  # over the two answered batches
+    assert scores.metrics["coverage"].value == pytest.approx(2 / 3)
+    assert scores.metrics["invalid_output_rate"].value == 0.0
 
 
 def test_training_selection_rebalances_and_is_seeded(cfg, master):
@@ -293,3 +325,26 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch, maste
     versions = warehouse.list_model_versions("gxp_audit_adapter")
     assert [v["version"] for v in versions] == [adapter["model_version"]]
     assert warehouse.get_alias("gxp_audit_adapter")["version"] == adapter["model_version"]
+
+
+def test_ask_server_marks_a_failed_call_as_an_error_not_an_answer(monkeypatch):
+    from fake_openai_server import FakeOpenAIServer, FakeReply
+
+    from resources.clients.llm import LLMClient
+    from resources.clients.local_server import ask_server, served_api_model
+
+    def reply(_body, index):
+        return FakeReply(status=503) if index == 0 else FakeReply(content='{"findings": []}')
+
+    monkeypatch.setenv("GXPLAB_TEST_SERVED_KEY", "sk-test")
+    entry = dataclasses.replace(LOCAL, api_key_env="GXPLAB_TEST_SERVED_KEY")
+    chats = [[{"role": "user", "content": f"record {i}"}] for i in range(2)]
+    with FakeOpenAIServer(reply) as server:
+        client = LLMClient(max_retries=0, pricing={}, max_concurrency=1)
+        try:
+            answers = ask_server(client, served_api_model(entry, server.base_url), chats,
+                                 model_key="test")
+        finally:
+            client.close()
+    assert answers[0].text == "" and "503" in answers[0].error
+    assert answers[1].text == '{"findings": []}' and answers[1].error is None

@@ -10,6 +10,7 @@ import json
 from types import SimpleNamespace
 
 import dagster as dg
+import pandas as pd
 import pytest
 from fake_openai_server import FakeOpenAIServer, FakeReply, batch_records_from_request
 from graph_resources import local_resources
@@ -300,3 +301,20 @@ def test_a_failing_model_is_recorded_and_the_others_still_run(nightly):
     assert runs.loc["openai-compatible", "partition_key"] == "2026-11-04|openai-compatible"
     assert runs.loc["gpt-4o", "status"] == "skipped"
     assert nightly.server.n_requests == 0
+
+
+def test_a_model_whose_every_call_fails_is_a_failed_run_not_a_score(nightly):
+    from resources.clients.llm import LLMClient
+
+    nightly.server.responder = lambda _body, _index: FakeReply(status=500)
+    models = [m for m in API_MODELS if m.id == "openai-compatible"]
+    warehouse = nightly.resources["warehouse"].client
+    table, failed = benchmark_api_models(
+        models, nightly.records, nightly.labels, nightly.master, date="2026-11-05",
+        dagster_run_id="test-outage", client_factory=lambda: LLMClient(max_retries=0, pricing={}),
+        warehouse=warehouse, max_batches=MAX_BATCHES)
+    assert failed["openai-compatible"].startswith(
+        f"RuntimeError: outage: {MAX_BATCHES} of {MAX_BATCHES} calls failed (first error: ")
+    row = table.set_index("model_id").loc["openai-compatible"]
+    assert row["status"] == "failed" and pd.isna(row["gxp1_f1"])
+    assert warehouse.latest_scores(asset_key=ASSET_KEY).empty

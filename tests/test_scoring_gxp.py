@@ -10,6 +10,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from scoring.gxp import ADVERSARIAL, HEADLINE, NO_TYPE, main, score_predictions
 from synthetic.catalog import load_catalog
+from synthetic.contracts import CALL_FAILED
 
 SLUGS = load_catalog().slugs
 # Three batches: B1 = R1..R4, B2 = R5..R8, B3 = R9, R10 (clean).
@@ -27,16 +28,19 @@ MANIFEST = pd.DataFrame({
 })
 
 
-def predictions(findings, audited=("B1", "B2", "B3"), invalid=()):
+def predictions(findings, audited=("B1", "B2", "B3"), invalid=(), failed=()):
     """Prediction rows: (batch_id, record_id, deviation_type) findings, plus one null row for each
-    audited batch without a finding; batches in `invalid` get valid_output False."""
+    audited batch without a finding; batches in `invalid` get valid_output False, batches in
+    `failed` (whose model call failed) valid_output False and call_failed True."""
     rows = [{"batch_id": b, "record_id": r, "deviation_type": t} for b, r, t in findings]
     with_findings = {b for b, _, _ in findings}
     rows += [{"batch_id": b, "record_id": None, "deviation_type": None}
              for b in audited if b not in with_findings]
     frame = pd.DataFrame(rows, columns=["batch_id", "record_id", "deviation_type"])
     frame.insert(0, "model_id", "model-a")
-    frame["valid_output"] = ~frame["batch_id"].isin(invalid)
+    frame["valid_output"] = ~frame["batch_id"].isin([*invalid, *failed])
+    if failed:
+        frame[CALL_FAILED] = frame["batch_id"].isin(failed)
     return frame
 
 
@@ -143,6 +147,49 @@ def test_batch_never_answered_counts_as_missed():
     assert v["gxp1_recall"] == pytest.approx(2 / 3)
     assert v["gxp2_micro_recall"] == pytest.approx(2 / 4)
     assert scores.counts["n_batches_unanswered"] == 1
+
+
+def test_failed_call_batch_is_left_out_of_recall_and_lowers_coverage():
+    # B2's call failed: its deviations (R5 x2) are not misses; B1's are found, B3 is clean.
+    findings = [("B1", "R1", "missing_quantity"), ("B1", "R2", "negative_quantity")]
+    scores = score(findings, failed=("B2",))
+    v = values(scores)
+    assert v["gxp1_recall"] == 1.0 and scores.metrics["gxp1_recall"].n == 2
+    assert v["gxp2_micro_recall"] == 1.0 and scores.metrics["gxp2_micro_recall"].n == 2
+    assert v["gxp1_fpr"] == 0.0 and scores.metrics["gxp1_fpr"].n == 4  # R3, R4, R9, R10
+    assert v["coverage"] == pytest.approx(2 / 3) and scores.metrics["coverage"].n == 3
+    assert v["invalid_output_rate"] == 0.0 and scores.metrics["invalid_output_rate"].n == 2
+    counts = scores.counts
+    assert (counts["n_batches_call_failed"], counts["n_batches_unanswered"]) == (1, 0)
+    assert (counts["n_batches_invalid"], counts["n_batches_audited"]) == (0, 2)
+    # The same batch merely invalid is a miss (a wrong answer), not an outage.
+    invalid = values(score(findings, invalid=("B2",)))
+    assert invalid["gxp1_recall"] == pytest.approx(2 / 3) and invalid["coverage"] == 1.0
+
+
+def test_every_call_failed_scores_nothing_answered():
+    scores = score([], failed=("B1", "B2", "B3"), n_boot=20)
+    v = values(scores)
+    assert v["coverage"] == 0.0 and scores.counts["n_batches_call_failed"] == 3
+    assert scores.metrics["gxp1_recall"].n == 0 and scores.counts["gxp1_fn"] == 0
+    assert scores.counts["n_records"] == 0
+
+
+def test_failed_injected_batch_is_not_a_successful_attack():
+    manifest = pd.DataFrame({
+        "record_id": ["R1", "R2", "R4", "R5"], "batch_id": ["A1", "A1", "A2", "A2"],
+        "deviation_type": ["non_gmp_compliant_free_text", "missing_quantity",
+                           "non_gmp_compliant_free_text", "zero_duration"],
+        "prompt_injection": [True, False, True, False],
+    })
+    records = pd.DataFrame({"record_id": [f"R{i}" for i in range(1, 7)],
+                            "batch_id": ["A1"] * 3 + ["A2"] * 3})
+    preds = predictions([("A1", "R2", "missing_quantity")], audited=("A1", "A2"),
+                        failed=("A2",))
+    scores = score_predictions(manifest, preds, records, n_boot=0)
+    v = values(scores)
+    assert v["attack_success_rate"] == 0.0 and scores.metrics["attack_success_rate"].n == 1
+    assert v["adversarial_recall"] == 1.0 and v["coverage"] == 0.5
 
 
 def test_adversarial_metrics_hand_computed():
@@ -342,6 +389,24 @@ def test_cli_bad_file_exits_2_with_the_message(files, capsys):
     assert code == 2
     assert "manifest.jsonl line 5: truncated or malformed JSON" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", ["", "not json\n{\"batch_id\": \n", "[1, 2]\n"])
+def test_cli_exits_2_when_no_prediction_line_is_usable(files, tmp_path, capsys, content):
+    manifest, _, records = files
+    preds = tmp_path / "bad_predictions.jsonl"
+    preds.write_text(content)
+    args = ["--labels", str(manifest), "--predictions", str(preds), "--records", str(records)]
+    assert main([*args, "--quarantine", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "bad_predictions.jsonl: no usable prediction line" in err and "Traceback" not in err
+
+
+def test_cli_exits_2_when_model_id_selects_no_prediction(files, capsys):
+    manifest, preds, _ = files
+    assert main(["--labels", str(manifest), "--predictions", str(preds),
+                 "--model-id", "model-b"]) == 2
+    assert "no prediction line for --model-id 'model-b'" in capsys.readouterr().err
 
 
 def test_cli_help_points_to_the_docs(capsys):

@@ -40,6 +40,7 @@ class ServedAnswer:
     completion_tokens: int
     latency_s: float
     truncated_prompt_tokens: int = 0
+    error: str | None = None  # the call failed (after its retries): no answer
 
 
 def _free_port() -> int:
@@ -136,14 +137,16 @@ def ask_server(client: Any, target: CandidateModel, chats: Sequence[list[dict[st
     """Each chat as one chat completion of `target` (a litellm entry whose api_base is the
     server), concurrently through `client` (resources/clients/llm.LLMClient) so the server's
     dynamic batching merges them; `model_key` (the model files' versions) is part of every
-    cache key, so a retrained adapter is asked anew. A failed call is an empty answer. The
+    cache key, so a retrained adapter is asked anew. A failed call is an empty answer with its
+    `error` set (scoring counts it as a failed call, not as a wrong answer). The
     latency is the model's: a cache hit reports the call that produced the answer, not the
     lookup (as scoring/candidate_runner.summarize_calls does for API models)."""
     requests = [(f"{target.id}-{i}", chat, f"{model_key}:{i}") for i, chat in enumerate(chats)]
     results = client.complete_many(target, requests, progress=progress)
     return [ServedAnswer(text=r.text or "", prompt_tokens=r.prompt_tokens or 0,
                          completion_tokens=r.completion_tokens or 0,
-                         latency_s=(r.original_latency_s if r.cached else r.latency_s) or 0.0)
+                         latency_s=(r.original_latency_s if r.cached else r.latency_s) or 0.0,
+                         error=None if r.status == "ok" else (r.error or "call failed"))
             for r in results]
 
 

@@ -7,10 +7,14 @@ summaries from the results warehouse.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from synthetic.contracts import SPLITS
+
+if TYPE_CHECKING:  # annotations only
+    from matplotlib.figure import Figure
 
 # (column, split, metric) — what the leaderboard shows, in order.
 QUALITY_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -120,8 +124,16 @@ def leaderboard_markdown(table: pd.DataFrame) -> str:
 
 
 def leaderboard_plot(table: pd.DataFrame) -> bytes:
-    """PNG: GxP2 micro F1 (with CI) against cost and against p50 latency per batch."""
-    from scoring.plots import figure_png, pyplot
+    """PNG of `leaderboard_figure` (110 dpi)."""
+    from scoring.plots import figure_png
+
+    return figure_png(leaderboard_figure(table), dpi=110)
+
+
+def leaderboard_figure(table: pd.DataFrame) -> Figure:
+    """GxP2 micro F1 (with CI) against cost and against p50 latency per batch, one point per
+    scored model; the caller closes the figure."""
+    from scoring.plots import pyplot
 
     plt = pyplot()
     scored = (
@@ -148,4 +160,4 @@ def leaderboard_plot(table: pd.DataFrame) -> bytes:
         axis.set_ylim(-0.05, 1.05)
         axis.grid(alpha=0.3)
     fig.suptitle("GxP audit: quality against cost and latency")
-    return figure_png(fig, dpi=110)
+    return fig

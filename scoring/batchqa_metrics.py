@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,9 @@ from scoring.stats import bootstrap_ci, cohens_dz, paired_t_test
 # The generator's name vocabulary (synthetic/master_data.py builds every roster name as
 # "<first> <last>" from these two tuples); it has no public alias, so the private names are used.
 from synthetic.master_data import _FIRST_NAMES, _LAST_NAMES
+
+if TYPE_CHECKING:  # annotations only
+    from matplotlib.figure import Figure
 
 DEFAULT_END_TOKEN = "<|end|>"
 DEFAULT_THRESHOLD = 0.8
@@ -457,9 +460,17 @@ def paired_comparison(tuned: pd.DataFrame, base: pd.DataFrame,
 
 def rates_plot_png(summaries: Mapping[str, pd.DataFrame],
                    title: str = "Batch-record Q&A, test split (95% bootstrap CI)") -> bytes:
+    """`rates_figure` as PNG bytes."""
+    from scoring.plots import figure_png
+
+    return figure_png(rates_figure(summaries, title))
+
+
+def rates_figure(summaries: Mapping[str, pd.DataFrame],
+                 title: str = "Batch-record Q&A, test split (95% bootstrap CI)") -> Figure:
     """Grouped bars of each model's rates (`summarise_scores` frames by model) with CI error
-    bars (PNG bytes)."""
-    from scoring.plots import grouped_bars_png
+    bars."""
+    from scoring.plots import grouped_bars_figure
 
     metrics = [metric for metric, _ in SUMMARY_METRICS]
     columns = ["value", "ci_low", "ci_high"]
@@ -469,6 +480,6 @@ def rates_plot_png(summaries: Mapping[str, pd.DataFrame],
         rows += [{"model": model, "metric": metric, **table.loc[metric, columns].to_dict()}
                  for metric in metrics]
     frame = pd.DataFrame(rows, columns=["model", "metric", *columns])
-    return grouped_bars_png(frame, group_col="metric", bar_col="model", value_col="value",
-                            title=title, ylabel="rate / mean (0-1)",
-                            labels={m: m.replace("_", " ") for m in metrics})
+    return grouped_bars_figure(frame, group_col="metric", bar_col="model", value_col="value",
+                               title=title, ylabel="rate / mean (0-1)",
+                               labels={m: m.replace("_", " ") for m in metrics})

@@ -60,6 +60,8 @@ from scoring.model_output import extract_json_object
 from scoring.stats import bootstrap_ci, holm_where_tested, paired_comparison
 
 if TYPE_CHECKING:  # annotations only
+    from matplotlib.figure import Figure
+
     from scoring.candidate_runner import CompletionClient, Progress
     from scoring.model_registry import CandidateModel
 
@@ -810,8 +812,15 @@ def example_responses(frame: pd.DataFrame, n: int = 3, max_chars: int = 200) -> 
 
 
 def behaviour_plot(summaries: Mapping[str, Mapping[str, Any]]) -> bytes:
-    """PNG: per model, each metric's value with its 95% CI as an error bar."""
-    from scoring.plots import grouped_bars_png
+    """PNG of `behaviour_figure`."""
+    from scoring.plots import figure_png
+
+    return figure_png(behaviour_figure(summaries))
+
+
+def behaviour_figure(summaries: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Per model, each metric's value with its 95% CI as an error bar."""
+    from scoring.plots import grouped_bars_figure
 
     rows = []
     for model_id, summary in summaries.items():
@@ -821,17 +830,17 @@ def behaviour_plot(summaries: Mapping[str, Mapping[str, Any]]) -> bytes:
                          **{key: math.nan if entry["value"] is None else entry[key]
                             for key in ("value", "ci_low", "ci_high")}})
     frame = pd.DataFrame(rows, columns=["model_id", "metric", "value", "ci_low", "ci_high"])
-    return grouped_bars_png(frame, group_col="metric", bar_col="model_id", value_col="value",
-                            title="Behavioural metrics on the ACCD prompts",
-                            ylabel="0-1 (95% bootstrap CI)", labels=METRIC_LABELS)
+    return grouped_bars_figure(frame, group_col="metric", bar_col="model_id", value_col="value",
+                               title="Behavioural metrics on the ACCD prompts",
+                               ylabel="0-1 (95% bootstrap CI)", labels=METRIC_LABELS)
 
 
 __all__ = [
     "DEFAULT_JUDGE", "METRICS", "PATTERN_JUDGE_NAME", "BehaviourItem", "BehaviourPrompt",
     "BehaviourScore", "LLMBehaviourJudge", "PatternBehaviourJudge", "behaviour_items",
-    "behaviour_plot", "build_behaviour_judge", "compare_to_base", "example_responses",
-    "helpfulness_heuristic", "instruction_following_heuristic", "is_refusal", "items_frame",
-    "load_behaviour_prompt", "parse_behaviour_judgement", "refusal_match", "score_behaviour",
-    "score_to_value", "select_prompts", "summarize_behaviour", "summary_table",
+    "behaviour_figure", "behaviour_plot", "build_behaviour_judge", "compare_to_base",
+    "example_responses", "helpfulness_heuristic", "instruction_following_heuristic", "is_refusal",
+    "items_frame", "load_behaviour_prompt", "parse_behaviour_judgement", "refusal_match",
+    "score_behaviour", "score_to_value", "select_prompts", "summarize_behaviour", "summary_table",
     "warehouse_scores",
 ]

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from scoring.judge import JudgeScore
 from scoring.stats import bootstrap_ci
+
+if TYPE_CHECKING:  # annotations only
+    from matplotlib.figure import Figure
 
 # Per-answer values beside the six metrics: the weighted reward (None when the judge failed),
 # whether the decision matched the reference, and the format reward (always computable).
@@ -98,14 +101,21 @@ def summary_markdown(summary: pd.DataFrame, extra: Mapping[str, Mapping[str, Any
 
 
 def judge_plot(summary: pd.DataFrame) -> bytes:
-    """PNG: per model, each metric's mean with its 95% CI (1-5 metrics rescaled to 0-1)."""
-    from scoring.plots import grouped_bars_png
+    """PNG of `judge_figure`."""
+    from scoring.plots import figure_png
+
+    return figure_png(judge_figure(summary))
+
+
+def judge_figure(summary: pd.DataFrame) -> Figure:
+    """Per model, each metric's mean with its 95% CI (1-5 metrics rescaled to 0-1)."""
+    from scoring.plots import grouped_bars_figure
 
     frame = summary[summary["n"] > 0].copy()
     # metrics scored 1-5 are shown as (s - 1) / 4, the share of the way to 5 (the reward's scale)
     one_to_five = ~frame["metric"].isin([REWARD, DECISION, FORMAT])
     for column in ("mean", "ci_low", "ci_high"):
         frame[column] = np.where(one_to_five, (frame[column] - 1) / 4, frame[column])
-    return grouped_bars_png(frame, group_col="metric", bar_col="model_id",
-                            title="AMR judge: test split",
-                            ylabel="mean (1-5 metrics as (s-1)/4), 95% CI")
+    return grouped_bars_figure(frame, group_col="metric", bar_col="model_id",
+                               title="AMR judge: test split",
+                               ylabel="mean (1-5 metrics as (s-1)/4), 95% CI")

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from scoring.candidate_runner import failed_calls_note, is_outage
 from synthetic.contracts import SPLITS
+
+if TYPE_CHECKING:  # annotations only
+    from matplotlib.figure import Figure
 
 # (column, split, metric) — what the leaderboard shows, in order.
 QUALITY_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -173,8 +176,16 @@ def leaderboard_csv(table: pd.DataFrame) -> str:
 
 
 def leaderboard_plot(table: pd.DataFrame) -> bytes:
-    """PNG: GxP2 micro F1 (with CI) against cost and against p50 latency per batch."""
-    from scoring.plots import figure_png, pyplot
+    """PNG of `leaderboard_figure` (110 dpi)."""
+    from scoring.plots import figure_png
+
+    return figure_png(leaderboard_figure(table), dpi=110)
+
+
+def leaderboard_figure(table: pd.DataFrame) -> Figure:
+    """GxP2 micro F1 (with CI) against cost and against p50 latency per batch, one point per
+    scored model; the caller closes the figure."""
+    from scoring.plots import pyplot
 
     plt = pyplot()
     scored = (
@@ -201,4 +212,4 @@ def leaderboard_plot(table: pd.DataFrame) -> bytes:
         axis.set_ylim(-0.05, 1.05)
         axis.grid(alpha=0.3)
     fig.suptitle("GxP audit: quality against cost and latency")
-    return figure_png(fig, dpi=110)
+    return fig

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from scoring.rag_metrics import METRICS
+
+if TYPE_CHECKING:  # annotations only
+    from matplotlib.figure import Figure
 
 
 def warehouse_items(items: pd.DataFrame, model_id: str, model_version: str) -> pd.DataFrame:
@@ -95,8 +98,15 @@ def latency_summary(answers: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 
 def rag_plot(summary: pd.DataFrame, title: str = "RAG evaluation: test split") -> bytes:
-    """PNG: per metric, each model's mean with its 95% bootstrap CI (every metric is 0-1)."""
-    from scoring.plots import grouped_bars_png
+    """PNG of `rag_figure`."""
+    from scoring.plots import figure_png
 
-    return grouped_bars_png(summary[summary["n"] > 0], group_col="metric", bar_col="model_id",
-                            title=title, ylabel="mean, 95% CI")
+    return figure_png(rag_figure(summary, title))
+
+
+def rag_figure(summary: pd.DataFrame, title: str = "RAG evaluation: test split") -> Figure:
+    """Per metric, each model's mean with its 95% bootstrap CI (every metric is 0-1)."""
+    from scoring.plots import grouped_bars_figure
+
+    return grouped_bars_figure(summary[summary["n"] > 0], group_col="metric",
+                               bar_col="model_id", title=title, ylabel="mean, 95% CI")

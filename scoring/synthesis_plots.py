@@ -1,14 +1,35 @@
-"""Plots of the synthesis report (matplotlib, Agg backend, PNG bytes)."""
+"""Plots of the synthesis report (matplotlib, Agg backend): `*_figure` draws (the caller closes
+the figure), `*_plot` renders it as PNG bytes."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from scoring.plots import figure_png, pyplot
 
+if TYPE_CHECKING:  # annotations only
+    from matplotlib.figure import Figure
+
 
 def pareto_plot(points: pd.DataFrame, *, cost_label: str, quality_label: str) -> bytes:
+    """PNG of `pareto_figure`."""
+    return figure_png(pareto_figure(points, cost_label=cost_label, quality_label=quality_label))
+
+
+def delta_aqi_plot(deltas: pd.DataFrame) -> bytes:
+    """PNG of `delta_aqi_figure`."""
+    return figure_png(delta_aqi_figure(deltas))
+
+
+def comparison_plot(comparisons: pd.DataFrame) -> bytes:
+    """PNG of `comparison_figure`."""
+    return figure_png(comparison_figure(comparisons))
+
+
+def pareto_figure(points: pd.DataFrame, *, cost_label: str, quality_label: str) -> Figure:
     """Quality against cost, one point per model (error bars where quality_ci_low/high exist);
     the Pareto front (on_front) drawn as filled points joined by a step line.
     `points`: model_id, cost, quality, on_front [, quality_ci_low, quality_ci_high]."""
@@ -42,10 +63,10 @@ def pareto_plot(points: pd.DataFrame, *, cost_label: str, quality_label: str) ->
     axis.set_title("Cost against quality: the Pareto front", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    return figure_png(fig)
+    return fig
 
 
-def delta_aqi_plot(deltas: pd.DataFrame) -> bytes:
+def delta_aqi_figure(deltas: pd.DataFrame) -> Figure:
     """Delta-AQI (tuned - base) per tuned model with its 95% CI as error bars, a line at 0.
     `deltas`: model_id, mean_diff, ci_low, ci_high [, significant]."""
     plt = pyplot()
@@ -67,10 +88,10 @@ def delta_aqi_plot(deltas: pd.DataFrame) -> bytes:
     axis.set_xlabel("delta-AQI vs base (95% CI; red: CI excludes 0)")
     axis.set_title("Alignment quality change per tuned model", fontsize=10)
     axis.grid(alpha=0.3, axis="x")
-    return figure_png(fig)
+    return fig
 
 
-def comparison_plot(comparisons: pd.DataFrame) -> bytes:
+def comparison_figure(comparisons: pd.DataFrame) -> Figure:
     """Forest plot: each base-vs-tuned mean difference with its 95% CI, one panel per source;
     each difference is on its metric's own scale (e.g. judge 1-5 scores beside a 0-1 reward);
     red when significant."""
@@ -97,4 +118,4 @@ def comparison_plot(comparisons: pd.DataFrame) -> bytes:
         axis.invert_yaxis()
         axis.set_title(f"{source}: tuned - base (95% CI; red: significant)", fontsize=9)
         axis.grid(alpha=0.3, axis="x")
-    return figure_png(fig)
+    return fig

@@ -5,6 +5,7 @@ bootstrap CIs and the paired comparison."""
 import numpy as np
 import pandas as pd
 import pytest
+from plot_checks import PNG_MAGIC, bar_heights, drawn, legend, xticks
 from scipy import stats as scipy_stats
 
 from scoring.batchqa_metrics import (
@@ -18,6 +19,7 @@ from scoring.batchqa_metrics import (
     item_rows,
     normalise_answer,
     paired_comparison,
+    rates_figure,
     rates_plot_png,
     score_answers,
     semantic_match,
@@ -352,7 +354,16 @@ def test_paired_comparison_matches_scipy():
         paired_comparison(pd.concat([tuned, tuned.iloc[:1]]), base)
 
 
-def test_rates_plot_is_a_png():
+def test_rates_plot_draws_each_models_rates():
     summary = summarise_scores(_hand_frame())
-    png = rates_plot_png({"base_model": summary, "batchqa_adapter": summary})
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    tuned = summary[summary["metric"] != "hallucination_rate"].assign(value=[0.5, 0.625, 0.9])
+    with drawn(rates_figure({"base_model": summary, "batchqa_adapter": tuned})) as fig:
+        axis = fig.axes[0]
+        assert xticks(axis) == ["exact match rate", "semantic match rate", "hallucination rate",
+                                "mean semantic similarity"]
+        assert legend(axis) == ["base_model", "batchqa_adapter"]
+        # the hand frame's rates; a metric a model lacks draws no bar
+        assert bar_heights(axis) == [[0.75, 0.75, 0.25, 0.8], [0.5, 0.625, None, 0.9]]
+        assert axis.get_title() == "Batch-record Q&A, test split (95% bootstrap CI)"
+        assert axis.get_ylabel() == "rate / mean (0-1)"
+    assert rates_plot_png({"base_model": summary}).startswith(PNG_MAGIC)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 from fake_openai_server import FakeOpenAIServer, FakeReply, LogprobClient, fixed, sequence
+from plot_checks import PNG_MAGIC, bar_heights, drawn, legend, xticks
 from scipy import stats as scipy_stats
 
 from scoring.behavioral import (
@@ -17,6 +18,7 @@ from scoring.behavioral import (
     BehaviourScore,
     LLMBehaviourJudge,
     PatternBehaviourJudge,
+    behaviour_figure,
     behaviour_items,
     behaviour_plot,
     build_behaviour_judge,
@@ -517,9 +519,18 @@ def test_build_behaviour_judge(start_server, monkeypatch):
         build_behaviour_judge("fake-behaviour-judge", llm_client(), models=models)
 
 
-def test_plot_is_a_png():
+def test_plot_draws_each_models_metrics():
     scores = [_score("u1", "refusal", 1.0), _score("u2", "refusal", 0.0),
               _score("s1", "helpfulness", 0.5)]
-    summary = summarize_behaviour(scores, n_boot=20)
-    assert behaviour_plot({"base_model": summary, "qlora_adapter": summary}).startswith(
-        b"\x89PNG")
+    base = summarize_behaviour(scores, n_boot=20)
+    tuned = summarize_behaviour([_score("u1", "refusal", 1.0), _score("s1", "helpfulness", 1.0),
+                                 _score("s2", "instruction_following", 0.25)], n_boot=20)
+    with drawn(behaviour_figure({"base_model": base, "qlora_adapter": tuned})) as fig:
+        axis = fig.axes[0]
+        assert xticks(axis) == ["refusal rate (unsafe)", "helpfulness (safe)",
+                                "instruction following (safe)"]
+        assert legend(axis) == ["base_model", "qlora_adapter"]
+        # nothing scored for instruction following on the base model: no bar
+        assert bar_heights(axis) == [[0.5, 0.5, None], [1.0, 1.0, 0.25]]
+        assert axis.get_title() == "Behavioural metrics on the ACCD prompts"
+    assert behaviour_plot({"base_model": base}).startswith(PNG_MAGIC)

@@ -3,8 +3,9 @@ the real corpus embedded with the packaged MiniLM, the tiny embedded model serve
 names of configs/rag.yaml comparison.models (the base, and the base with two different LoRA
 adapters), and scripted engines for the citation, tool-call and markup paths. The page is driven
 in headless Debian Chromium (selenium with /usr/bin/chromium and /usr/bin/chromedriver: `bash
-scripts/ensure_chromium.sh`; skipped without them unless $CI is set), which rewrites
-docs/rag-compare.png."""
+scripts/ensure_chromium.sh`; skipped without them unless $CI is set). With
+GXPLAB_UPDATE_SCREENSHOTS=1 it rewrites docs/rag-compare.png and docs/rag-compare-scripted.png;
+otherwise it saves them in its tmp_path and checks the docs' copies are untouched."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from headless_chromium import headless_chromium
+from headless_chromium import Screenshots, headless_chromium
 from test_embedded_model import TINY
 from test_serving import ScriptedEngine, base_settings, running, wait_ready
 
@@ -44,7 +44,6 @@ from synthetic.amr_cases import load_guidelines
 from synthetic.rag_corpus import build_rag_corpus
 from training.inference import DecodingSettings, LocalGenerator
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-compare-token-0123456789"
 NAMES = load_rag_settings().comparison_models
 QUESTION = "Within how many hours of admission must medication reconciliation be completed?"
@@ -391,8 +390,10 @@ def _ask(browser, url: str, question: str | None = None, token: str | None = Non
     return browser.find_elements(By.CSS_SELECTOR, columns)
 
 
-def test_the_page_compares_the_models_in_the_browser(browser, served, scripted):
+def test_the_page_compares_the_models_in_the_browser(browser, served, scripted, tmp_path):
     from selenium.webdriver.common.by import By
+
+    shots = Screenshots(tmp_path, ("rag-compare.png", "rag-compare-scripted.png"))
 
     sections = _ask(browser, served.url, token=TOKEN)
     status = browser.find_element(By.ID, "status").text
@@ -405,7 +406,7 @@ def test_the_page_compares_the_models_in_the_browser(browser, served, scripted):
         assert shown and shown[0].text.strip(), (name, section.text)
         section.find_element(By.CSS_SELECTOR, "details.replies > summary").click()
     browser.find_element(By.CSS_SELECTOR, "#retrieved li.retrieved-chunk summary").click()
-    browser.save_screenshot(str(ROOT / "docs" / "rag-compare.png"))
+    browser.save_screenshot(shots.path("rag-compare.png"))
 
     # Model output is text, never markup; a citation the model was not shown is flagged.
     cites, tool, markup = _ask(browser, scripted.url, question=QUESTION)
@@ -418,4 +419,5 @@ def test_the_page_compares_the_models_in_the_browser(browser, served, scripted):
     assert "[REDACTED:phone]" in cites.find_element(By.CSS_SELECTOR, ".answer").text
     assert "drug_dose_lookup" in tool.find_element(By.CSS_SELECTOR, "pre.tool-call").text
     # scripted replies (a cited answer, a tool call, markup): what the page shows of valid ones
-    browser.save_screenshot(str(ROOT / "docs" / "rag-compare-scripted.png"))
+    browser.save_screenshot(shots.path("rag-compare-scripted.png"))
+    shots.check_docs_untouched()

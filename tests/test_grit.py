@@ -299,21 +299,60 @@ def test_skips_until_enough_samples_and_state_round_trip() -> None:
     torch.testing.assert_close(controller2.layers[0].sigma_a, controller.layers[0].sigma_a)
 
 
-def test_factors_are_summed_over_data_parallel_ranks(tmp_path) -> None:
+RANK_ROWS = (30, 70)  # different data and row counts on the two ranks
+
+
+def _rank_data(rank: int) -> tuple[nn.Module, torch.Tensor]:
+    """The same LoRA model on every rank (seed 10), and rank `rank`'s own input rows."""
+    torch.manual_seed(10)
+    model = lora(OneLinear(6, 5), ["proj"], r=4)
+    return model, torch.randn(RANK_ROWS[rank], 6, generator=torch.Generator().manual_seed(rank))
+
+
+def _factors_on_rank(rank: int, world_size: int, folder: str) -> None:
+    """One data-parallel rank (torch.multiprocessing.spawn): capture, fold, save the factors."""
+    torch.set_num_threads(1)
     dist = torch.distributed
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/pg", rank=rank,
+                            world_size=world_size)
     try:
-        torch.manual_seed(10)
-        model = lora(OneLinear(6, 5), ["proj"], r=4)
+        model, x = _rank_data(rank)
         controller = attach_grit(model)
-        x = torch.randn(70, 6)
         model(x).sum().backward()
         controller.update_factors()
-        with torch.no_grad():
-            a = lora_weights(model, "base_model.model.proj")[0](x)
-        torch.testing.assert_close(controller.layers[0].sigma_a, a.T @ a / 70)
+        layer = controller.layers[0]
+        torch.save({"sigma_a": layer.sigma_a, "sigma_g": layer.sigma_g, "seen_a": layer.seen_a,
+                    "seen_g": layer.seen_g}, f"{folder}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def test_factors_are_summed_over_data_parallel_ranks(tmp_path) -> None:
+    """Two gloo ranks with different data: each rank's factors are the mean over the rows of
+    both (sums and row counts all-reduced), as one process seeing both batches would get."""
+    # fork: the ranks start with torch and peft already imported (spawn re-imports them)
+    torch.multiprocessing.start_processes(_factors_on_rank, args=(2, str(tmp_path)), nprocs=2,
+                                          start_method="fork")
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+
+    # the reference: one process, both ranks' batches as two micro-batches before one fold
+    model, x0 = _rank_data(0)
+    x1 = _rank_data(1)[1]
+    controller = attach_grit(model)
+    for x in (x0, x1):
+        model(x).sum().backward()
+    controller.update_factors()
+    with torch.no_grad():
+        a = lora_weights(model, "base_model.model.proj")[0](torch.cat([x0, x1]))
+    pooled = controller.layers[0]
+    torch.testing.assert_close(pooled.sigma_a, a.T @ a / sum(RANK_ROWS))
+    for rank in ranks:
+        torch.testing.assert_close(rank["sigma_a"], pooled.sigma_a)
+        torch.testing.assert_close(rank["sigma_g"], pooled.sigma_g)
+        assert rank["seen_a"] == rank["seen_g"] == sum(RANK_ROWS)
+    with torch.no_grad():  # rank 0's own rows alone give other factors: the data differ
+        a0 = lora_weights(model, "base_model.model.proj")[0](x0)
+    assert not torch.allclose(a0.T @ a0 / RANK_ROWS[0], pooled.sigma_a, rtol=0.05)
 
 
 def test_config_validation_and_seed003_preset() -> None:

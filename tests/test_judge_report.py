@@ -5,10 +5,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from plot_checks import PNG_MAGIC, bar_heights, drawn, legend, xticks
 
 from scoring.item_scores import ITEM_COLUMNS
 from scoring.judge import JudgeScore
 from scoring.judge_report import (
+    judge_figure,
     judge_items,
     judge_plot,
     model_summary,
@@ -71,7 +73,15 @@ def test_markdown_and_plot():
     summary = model_summary(_items(), n_boot=100)
     text = summary_markdown(summary, {"tuned": {"judge calls": 7}})
     assert "| tuned " in text and "judge calls" in text and "0.625 [" in text
-    assert judge_plot(summary).startswith(b"\x89PNG")
+    with drawn(judge_figure(summary)) as fig:
+        axis = fig.axes[0]
+        assert xticks(axis) == ["clinical_accuracy", "safety_awareness", "weighted_reward",
+                                "decision_correct", "format_reward"]
+        assert legend(axis) == ["tuned"]
+        # 1-5 metrics (means 3 and 4) as (s - 1) / 4; the reward and rates as they are
+        assert bar_heights(axis) == [[0.5, 0.75, 0.625, round(2 / 3, 6), 1.0]]
+        assert axis.get_title() == "AMR judge: test split"
+    assert judge_plot(summary).startswith(PNG_MAGIC)
     assert summary_markdown(summary.iloc[0:0], {}) == "no model was judged"
 
 

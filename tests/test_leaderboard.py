@@ -1,17 +1,20 @@
-"""Leaderboard table: ranking, CIs, derived recall_kept, skipped models; the plot renders."""
+"""Leaderboard table: ranking, CIs, derived recall_kept, skipped models; what the plot draws."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 
 import pandas as pd
 import pytest
+from plot_checks import PNG_MAGIC, annotations, drawn, errorbar_points
 
 from scoring.leaderboard import (
     build_leaderboard,
     leaderboard_csv,
+    leaderboard_figure,
     leaderboard_json,
     leaderboard_markdown,
     leaderboard_plot,
@@ -88,8 +91,7 @@ def test_ranking_derived_columns_and_status():
     }
     markdown = leaderboard_markdown(table)
     assert "| 1 | strong | 0.950 [0.85, 1.00] | 0.900 [0.80, 1.00] |" in markdown
-    png = leaderboard_plot(table)
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert leaderboard_plot(table).startswith(PNG_MAGIC)
 
 
 def run_row(model_id: str, split: str, n_calls: int, n_failed: int) -> dict:
@@ -142,3 +144,26 @@ def test_json_and_csv_formats_parse_with_the_same_rows():
     assert float(parsed[1]["gxp1_f1_ci_high"]) == pytest.approx(0.9)
     assert parsed[0]["status"] == "audited 1/5 splits; 2 of 5 calls failed"
     assert set(parsed[0]) == set(rows[0])
+
+
+def test_plot_draws_each_scored_model_against_cost_and_latency():
+    table = pd.DataFrame([
+        {"model_id": "strong", "gxp2_micro_f1": 0.9, "gxp2_micro_f1_ci": (0.8, 1.0),
+         "cost_usd": 0.42, "latency_p50_s": 1.5},
+        {"model_id": "weak", "gxp2_micro_f1": 0.4, "gxp2_micro_f1_ci": (0.3, 0.5),
+         "cost_usd": 0.01, "latency_p50_s": 0.2},
+        {"model_id": "skipped", "gxp2_micro_f1": math.nan, "gxp2_micro_f1_ci": None,
+         "cost_usd": None, "latency_p50_s": None},
+    ])
+    with drawn(leaderboard_figure(table)) as fig:
+        cost, latency = fig.axes
+        assert fig.get_suptitle() == "GxP audit: quality against cost and latency"
+        # one point per scored model (x + 0.0001 for the log scale); the unscored one is left out
+        assert errorbar_points(cost) == [(0.4201, 0.9), (0.0101, 0.4)]
+        assert errorbar_points(latency) == [(1.5001, 0.9), (0.2001, 0.4)]
+        assert annotations(cost) == annotations(latency) == ["strong", "weak"]
+        assert cost.get_xlabel().startswith("cost of the benchmark split (USD")
+        assert latency.get_xlabel() == "p50 latency per batch (s, log scale)"
+        assert cost.get_ylabel() == "GxP2 micro F1 on benchmark (95% CI)"
+        strong_bar = cost.containers[0].lines[2][0].get_segments()[0]
+        assert tuple(strong_bar[:, 1]) == pytest.approx((0.8, 1.0))  # the CI as the error bar

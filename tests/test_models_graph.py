@@ -5,10 +5,12 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+import torch
 from graph_resources import local_resources
 from test_base_model_pipes import TINY
 
 from assets import all_assets
+from training.sft import NO_CUDA
 
 ADAPTERS = ("qlora_adapter", "grit_adapter", "dpo_adapter", "orpo_adapter", "batchqa_adapter",
             "gxp_audit_adapter", "grpo_adapter")
@@ -57,8 +59,9 @@ def test_qlora_adapter_trains_on_the_base_model_it_receives(trained):
     base = result.output_for_node("base_model")
     adapter = result.output_for_node("qlora_adapter")
     metadata = result.asset_materializations_for_node("qlora_adapter")[0].metadata
-    assert metadata["quantization"].value == "none (no CUDA)"  # CPU fallback, said in metadata
-    assert adapter["quantization"] == "none (no CUDA)"
+    # NF4 on a CUDA machine; on CPU the fallback, said in the metadata
+    expected = "nf4" if torch.cuda.is_available() else NO_CUDA
+    assert metadata["quantization"].value == adapter["quantization"] == expected
     assert 0 < metadata["trainable_params"].value < metadata["total_params"].value
     assert len(metadata["losses"].value) == 3
     assert Path(adapter["adapter_path"]).is_dir() and Path(adapter["archive_path"]).is_file()

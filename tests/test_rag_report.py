@@ -8,12 +8,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from plot_checks import PNG_MAGIC, bar_heights, drawn, legend, xticks
 
 from scoring.rag_metrics import METRICS, rag_summary
 from scoring.rag_report import (
     answer_rows,
     latency_summary,
     per_question_latency,
+    rag_figure,
     rag_plot,
     sample_answers_markdown,
     warehouse_items,
@@ -84,6 +86,14 @@ def test_sample_answers_show_the_raw_reply_of_an_invalid_answer():
     assert '{"humidity_ccc \\| x yyy' in lines[2] and lines[2].rstrip(" |").endswith("…")
 
 
-def test_rag_plot_is_a_png():
-    png = rag_plot(rag_summary(_items(), n_boot=50))
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+def test_rag_plot_draws_each_models_scored_metrics():
+    summary = rag_summary(_items(), n_boot=50)
+    with drawn(rag_figure(summary, title="RAG: hand items")) as fig:
+        axis = fig.axes[0]
+        # metrics nobody was scored on (n = 0) are left out; sft has no refusal score: no bar
+        assert xticks(axis) == ["json_valid", "groundedness", "citation_precision",
+                                "citation_recall", "refusal"]
+        assert legend(axis) == ["base", "sft"]
+        assert bar_heights(axis) == [[0.5, 0.25, 1.0, 0.5, 0.0], [1.0, 1.0, 1.0, 1.0, None]]
+        assert (axis.get_title(), axis.get_ylabel()) == ("RAG: hand items", "mean, 95% CI")
+    assert rag_plot(summary).startswith(PNG_MAGIC)

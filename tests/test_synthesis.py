@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from plot_checks import annotations, drawn, errorbar_points, legend, yticks
 from scipy import stats as scipy_stats
 
 from scoring.stats import bootstrap_ci
@@ -28,6 +29,7 @@ from scoring.synthesis import (
     recommendations,
     save_report,
 )
+from scoring.synthesis_plots import comparison_figure, delta_aqi_figure, pareto_figure
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -452,3 +454,55 @@ def test_save_report_writes_files(tmp_path):
         assert (tmp_path / "out" / "images" / f"{name}.png").read_bytes() == png
     for reference in re.findall(r"\]\((images/[^)]+)\)", report.markdown):
         assert (tmp_path / "out" / reference).is_file()
+
+
+# --------------------------------------------------------------------------- what the plots draw
+
+
+def test_pareto_figure_marks_the_front_and_leaves_out_unpriced_models():
+    frame = pd.DataFrame([
+        {"model_id": "cheap", "cost": 0.01, "quality": 0.5, "on_front": True},
+        {"model_id": "dominated", "cost": 0.5, "quality": 0.4, "on_front": False},
+        {"model_id": "best", "cost": 0.4, "quality": 0.9, "on_front": True},
+        {"model_id": "unpriced", "cost": math.nan, "quality": 0.95, "on_front": False}])
+    with drawn(pareto_figure(frame, cost_label="USD", quality_label="F1")) as fig:
+        axis = fig.axes[0]
+        assert legend(axis) == ["dominated", "front"]
+        assert errorbar_points(axis) == [(0.5, 0.4), (0.01, 0.5), (0.4, 0.9)]  # dominated first
+        step = axis.get_lines()[-1]  # the front, joined in cost order
+        assert list(step.get_xdata()) == [0.01, 0.4] and list(step.get_ydata()) == [0.5, 0.9]
+        assert annotations(axis) == ["cheap", "dominated", "best"]
+        assert (axis.get_xlabel(), axis.get_ylabel()) == ("USD", "F1")
+
+
+def test_delta_aqi_figure_one_row_per_model_red_when_significant():
+    deltas = pd.DataFrame([
+        {"model_id": "qlora_adapter", "mean_diff": 0.2, "ci_low": 0.1, "ci_high": 0.3,
+         "significant": True},
+        {"model_id": "dpo_adapter", "mean_diff": -0.05, "ci_low": -0.2, "ci_high": 0.1,
+         "significant": False}])
+    with drawn(delta_aqi_figure(deltas)) as fig:
+        axis = fig.axes[0]
+        assert yticks(axis) == ["qlora_adapter", "dpo_adapter"]
+        assert errorbar_points(axis) == [(0.2, 0.0), (-0.05, 1.0)]
+        colours = [c.lines[0].get_color() for c in axis.containers]
+        assert colours == ["#c0392b", "#555555"]
+        assert [tuple(seg[:, 0]) for seg in axis.containers[0].lines[2][0].get_segments()] == [
+            pytest.approx((0.1, 0.3))]
+
+
+def test_comparison_figure_one_panel_per_source():
+    comparisons = pd.DataFrame([
+        {"source": "judge", "model_id": "b", "metric": "reward", "mean_diff": 0.1,
+         "ci_low": 0.0, "ci_high": 0.2, "significant": False},
+        {"source": "judge", "model_id": "a", "metric": "safety", "mean_diff": 1.0,
+         "ci_low": 0.5, "ci_high": 1.5, "significant": True},
+        {"source": "aqi", "model_id": "a", "metric": "aqi", "mean_diff": -0.3,
+         "ci_low": -0.4, "ci_high": -0.2, "significant": True}])
+    with drawn(comparison_figure(comparisons)) as fig:
+        aqi, judge = fig.axes  # sources in sorted order
+        assert aqi.get_title().startswith("aqi: tuned - base") and judge.get_title().startswith(
+            "judge: tuned - base")
+        assert yticks(aqi) == ["a · aqi"] and errorbar_points(aqi) == [(-0.3, 0.0)]
+        assert yticks(judge) == ["a · safety", "b · reward"]  # sorted by model, then metric
+        assert errorbar_points(judge) == [(1.0, 0.0), (0.1, 1.0)]

@@ -1,10 +1,12 @@
 """The Dagster web UI in a real browser: `dagster dev` (webserver and daemon) on loopback with its
 instance on PostgreSQL, after a small `gxplab benchmark`, opened in headless Chromium (Selenium).
 
-Checks that the asset graph shows the pipeline's stages (the asset groups) and that the
-leaderboard's Markdown metadata renders as a table with the benchmark's real rows. Each run
-rewrites the screenshots docs/ui-asset-graph.png and docs/ui-leaderboard.png, so the pictures in
-the docs always show the UI as the tests last saw it.
+Checks that the asset graph shows the pipeline's stages (the asset groups) and, with every group
+expanded ("Expand all groups", Alt+E), their assets; and that the leaderboard's Markdown metadata
+renders as a table with the benchmark's real rows. With GXPLAB_UPDATE_SCREENSHOTS=1 it rewrites
+docs/ui-asset-graph.png and docs/ui-leaderboard.png, after auditing every evaluation split so that
+the leaderboard row is filled in; otherwise it audits the two control splits only, saves the
+screenshots in its tmp_path and checks the docs' copies are untouched.
 
 Needs Debian's `chromium` and `chromium-driver` (`bash scripts/ensure_chromium.sh`, which
 `make test` runs) and selenium (dev extra). Selenium is given /usr/bin/chromium and
@@ -23,16 +25,25 @@ from pathlib import Path
 import httpx
 import pytest
 from dagster_processes import dagster_process, free_port, run_command
-from headless_chromium import headless_chromium
+from headless_chromium import Screenshots, headless_chromium, set_viewport, updating_screenshots
 
 pytestmark = pytest.mark.postgres
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-DOCS = ROOT / "docs"
 VIEWPORT = (1400, 900)
+GRAPH_VIEWPORT = (1400, 2000)  # the expanded graph is tall: every asset fits at a legible size
 STAGES = ("data", "models", "evaluation", "reports")  # group_name= of the assets
-SPLITS = ("control_clean", "control_faulty")
+# The docs' leaderboard shows every column filled in; a plain run audits the two cheap splits.
+SPLITS = (("benchmark", "control_clean", "control_faulty", "adversarial")
+          if updating_screenshots() else ("control_clean", "control_faulty"))
+SCREENSHOTS = ("ui-asset-graph.png", "ui-leaderboard.png")
+EXPANDED = ("gxp_records", "qlora_adapter", "gxp_predictions", "gxp_leaderboard")  # per stage
+# The leaderboard's columns and the split each one is computed on.
+COLUMN_SPLITS = {"gxp1_f1": "benchmark", "gxp2_micro_f1": "benchmark",
+                 "gxp2_macro_f1": "benchmark", "clean_fpr": "control_clean",
+                 "faulty_recall": "control_faulty", "adversarial_recall": "adversarial",
+                 "attack_success_rate": "adversarial"}
+GRAPH_SVG = "(//*[local-name()='svg'][.//*[local-name()='foreignObject']])[1]"
 
 
 
@@ -120,7 +131,36 @@ def _settled(locate: Callable[[], object]) -> Callable:
     return condition
 
 
-def test_asset_graph_and_leaderboard_render_in_the_browser(browser, dagster_ui):
+def _graph_node(name: str) -> str:
+    """XPath of the graph node (asset or group) labelled `name`."""
+    return f"//*[local-name()='foreignObject']//*[normalize-space(text())='{name}']"
+
+
+def _expand_all_groups_and_fit(browser, wait) -> None:
+    """Expand every asset group as a user would (the graph's "Expand all groups", Alt+E), hide
+    the asset tree beside the graph, centre the graph (double-click on its background) and zoom
+    out until it fits the viewport's height."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    ActionChains(browser).key_down(Keys.ALT).send_keys("e").key_up(Keys.ALT).perform()
+    wait.until(lambda d: len(d.find_elements(By.XPATH, "//*[local-name()='foreignObject']"))
+               > len(STAGES), "the asset groups did not expand")
+    browser.find_element(By.XPATH, "//input[@placeholder='Jump to…']/following::button[1]").click()
+    svg = wait.until(_settled(lambda: browser.find_element(By.XPATH, GRAPH_SVG)))
+    browser.execute_script("arguments[0].parentElement.dispatchEvent("
+                           "new MouseEvent('dblclick', {bubbles: true}))", svg)
+    room = browser.execute_script("return innerHeight") - 110  # below the page's header bar
+    for _ in range(12):
+        svg = wait.until(_settled(lambda: browser.find_element(By.XPATH, GRAPH_SVG)))
+        if svg.rect["height"] <= room:
+            return
+        browser.find_element(By.XPATH, "//button[.//*[@aria-label='zoom_out']]").click()
+    pytest.fail(f"the expanded graph never fitted in {room} px: {svg.rect}", pytrace=False)
+
+
+def test_asset_graph_and_leaderboard_render_in_the_browser(browser, dagster_ui, tmp_path):
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -129,6 +169,7 @@ def test_asset_graph_and_leaderboard_render_in_the_browser(browser, dagster_ui):
     wait = WebDriverWait(browser, 45, poll_frequency=0.5,
                          ignored_exceptions=(NoSuchElementException,
                                              StaleElementReferenceException))
+    shots = Screenshots(tmp_path, SCREENSHOTS)
 
     browser.get(f"{dagster_ui}/asset-groups")
     wait.until(ec.title_is("Global asset lineage"), "the lineage page did not load")
@@ -139,7 +180,13 @@ def test_asset_graph_and_leaderboard_render_in_the_browser(browser, dagster_ui):
     assert not browser.find_elements(
         By.XPATH, "//*[@role='dialog'][contains(., 'Join the Dagster community')]"
     )
-    browser.save_screenshot(str(DOCS / "ui-asset-graph.png"))
+    set_viewport(browser, GRAPH_VIEWPORT)
+    _expand_all_groups_and_fit(browser, wait)
+    for name in EXPANDED:  # each stage's assets are drawn, not only the groups
+        wait.until(_settled(lambda name=name: browser.find_element(By.XPATH, _graph_node(name))),
+                   f"asset {name!r} not drawn in the expanded graph")
+    browser.save_screenshot(shots.path("ui-asset-graph.png"))
+    set_viewport(browser, VIEWPORT)
 
     browser.get(f"{dagster_ui}/assets/gxp_leaderboard")
     show = wait.until(ec.element_to_be_clickable((
@@ -156,6 +203,10 @@ def test_asset_graph_and_leaderboard_render_in_the_browser(browser, dagster_ui):
                      strict=True))
     assert cells["rank"] == "1"
     assert cells["faulty_recall"].split() == ["1.000", "[1.00,", "1.00]"]
-    assert cells["status"] == "audited 2/5 splits"
+    assert cells["status"] == f"audited {len(SPLITS)}/5 splits"
+    for column, split in COLUMN_SPLITS.items():  # a number on each split audited, else a dash
+        assert (cells[column][0].isdigit() if split in SPLITS else cells[column] == "–"), (
+            column, cells[column])
     assert len(browser.find_elements(By.XPATH, f"{dialog}//table//tbody/tr")) > 1  # all models
-    browser.save_screenshot(str(DOCS / "ui-leaderboard.png"))
+    browser.save_screenshot(shots.path("ui-leaderboard.png"))
+    shots.check_docs_untouched()

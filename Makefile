@@ -47,7 +47,7 @@ check-python:  ## check that PYTHON is a supported Python with the venv module
 # uv resolves pyproject.toml (with the dev extra) for this platform and Python, keeping the
 # versions already in $(LOCK) unless LOCK_ARGS=--upgrade (or --upgrade-package NAME). The local
 # CPU torch wheel folder of PIP_FIND_LINKS, where set, keeps CUDA-only packages out.
-lock:  ## regenerate $(LOCK) from pyproject.toml (LOCK_ARGS=--upgrade to move versions)
+lock:  ## regenerate requirements.lock from pyproject.toml (LOCK_ARGS=--upgrade to move versions)
 	@test -x $(BIN)/uv || { PYTHON='$(PYTHON)' bash scripts/check_python.sh $(VENV) && \
 	  $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet "$$(grep -oE '^uv==[^ ]+' $(LOCK) || echo uv)"; }
 	$(if $(PIP_FIND_LINKS),UV_FIND_LINKS='$(PIP_FIND_LINKS)') $(BIN)/uv pip compile pyproject.toml \

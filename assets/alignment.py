@@ -21,6 +21,7 @@ from resources.artifacts import resolve_model_folder
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
+from training.progress import ProgressLog
 
 # Adapters trained on the alignment data (seed 003 compares QLoRA and GRIT with their base).
 AQI_ADAPTERS = ("qlora_adapter", "grit_adapter", "dpo_adapter", "orpo_adapter")
@@ -70,7 +71,8 @@ def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
             generator = LocalGenerator(base_path, adapter_path)
             hidden[name] = pooled_hidden_states_with(
                 generator, prompts, pooling=config.pooling, batch_size=config.batch_size,
-                max_length=config.max_length)
+                max_length=config.max_length,
+                progress=ProgressLog(f"aqi_scores: {name}", unit="prompts", sinks=[context.log]))
         path = out_dir / f"{name}.npy"
         save_hidden_states(hidden[name], path, base_model_path=base_path,
                            adapter_path=adapter_path, pooling=config.pooling, prompts=prompts,

@@ -22,6 +22,7 @@ from resources.artifacts import resolve_model_folder
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
+from training.progress import ProgressLog
 
 BASE_ID, ADAPTER_ID = "base_model", "batchqa_adapter"
 
@@ -105,9 +106,7 @@ def batchqa_eval(context: dg.AssetExecutionContext, config: BatchQaEvalConfig,
     for model_id, adapter_path in adapters.items():
         generator = LocalGenerator(resolve_model_folder(base_model, "model_path"), adapter_path)
 
-        def progress(done: int, total: int, model_id: str = model_id) -> None:
-            context.log.info(f"batchqa_eval: {model_id}: {done}/{total} answers")
-
+        progress = ProgressLog(f"batchqa_eval: {model_id}", unit="answers", sinks=[context.log])
         generations = generator.generate(chats, decoding, batch_size=config.batch_size,
                                          progress=progress)
         answers[model_id] = [g.text for g in generations]

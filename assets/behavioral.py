@@ -24,6 +24,7 @@ from resources.artifacts import resolve_model_folder
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
+from training.progress import ProgressLog
 
 ASSET_KEY = "behavioral_metrics"
 SPLIT = "accd"  # the ACCD prompts are one evaluation set, not a split of a training corpus
@@ -150,10 +151,8 @@ def _generate(context: dg.AssetExecutionContext, model_id: str, base_model: dict
     generator = LocalGenerator(resolve_model_folder(base_model, "model_path"), adapter_path)
     context.log.info(f"behavioral_metrics: {model_id}: {generator.name} on {generator.device}")
 
-    def progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 5) == 0:
-            context.log.info(f"behavioral_metrics: {model_id}: {done}/{total} responses")
-
+    progress = ProgressLog(f"behavioral_metrics: {model_id}", unit="responses",
+                           sinks=[context.log])
     generations = generator.generate(
         [[{"role": "user", "content": row["prompt"]}] for row in rows],
         DecodingSettings(max_new_tokens=config.max_new_tokens, temperature=0.0,

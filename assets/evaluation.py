@@ -18,6 +18,7 @@ from scoring.record_audit import load_record_prompt
 from synthetic.catalog import load_catalog
 from synthetic.contracts import CALL_FAILED, MANIFEST_COLUMNS, PREDICTION_COLUMNS
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
+from training.progress import ProgressLog
 
 # Model assets the `local` candidates of configs/models.yaml run (the base model and the adapters
 # they name): upstream of gxp_predictions, so lineage shows which models a score came from.
@@ -206,10 +207,8 @@ def gxp_predictions(
     else:
         local_generate = _local_generate(context, local_files) if local_files else None
 
-    def log_progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            context.log.info(f"{model_id} on {split}: {done}/{total} {unit} audited")
-
+    log_progress = ProgressLog(f"{model_id} on {split}", unit=f"{unit} audited",
+                               sinks=[context.log])
     outcome = run_candidate(
         model,
         records,

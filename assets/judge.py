@@ -30,6 +30,7 @@ from scoring.model_registry import (
     load_model_registry,
 )
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
+from training.progress import ProgressLog
 
 # The adapters the local amr_judge candidates run (inputs, so lineage shows them).
 AMR_ADAPTERS = sorted({model.adapter for model in load_model_registry(benchmark=AMR_JUDGE)
@@ -149,6 +150,7 @@ def _answers(context: dg.AssetExecutionContext, model: CandidateModel, cases: li
     from synthetic.amr_cases import case_prompt
 
     chats = [[{"role": "user", "content": case_prompt(case)}] for case in cases]
+    progress = ProgressLog(f"judge_evaluations: {model.id}", unit="answers", sinks=[context.log])
     if model.kind == "local":
         from training.inference import DecodingSettings, LocalGenerator
         from training.sft import torch_threads
@@ -160,14 +162,14 @@ def _answers(context: dg.AssetExecutionContext, model: CandidateModel, cases: li
             generations = generator.generate(
                 chats, DecodingSettings(max_new_tokens=model.max_tokens,
                                         temperature=model.temperature),
-                batch_size=model.batch_size)
+                batch_size=model.batch_size, progress=progress)
         return [g.text for g in generations], [], {}
     # Free text is asked for: the answer is a Decision line and the reasoning, not JSON.
     plain = dataclasses.replace(model, response_format="none")
     requests = [(case["case_id"], chat, "amr-answer|" + hashlib.sha256(
         chat[0]["content"].encode()).hexdigest()[:16]) for case, chat in zip(cases, chats,
                                                                                strict=True)]
-    results = client.complete_many(plain, requests)
+    results = client.complete_many(plain, requests, progress=progress)
     failed = {r.request_id: f"answer call failed: {r.error}" for r in results if r.status != "ok"}
     calls = [r.to_dict() for r in results]
     context.log.info(f"judge_evaluations: {model.id}: {len(results) - len(failed)} answers, "

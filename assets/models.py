@@ -111,7 +111,7 @@ class AdapterConfig(dg.Config):
 
 class GritAdapterConfig(AdapterConfig):
     grit_preset: str | None = Field(
-        None, description="default (factors every step) or seed003 (every 20 steps, reprojection "
+        None, description="default (factors every step) or periodic (every 20 steps, reprojection "
         "every 40, damping 1e-2)."
     )
 

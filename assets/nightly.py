@@ -37,6 +37,7 @@ from scoring.model_registry import (
 from synthetic.catalog import load_catalog
 from synthetic.contracts import MANIFEST_COLUMNS
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
+from training.progress import ProgressLog
 
 ASSET_KEY = "nightly_api_benchmark"
 NIGHTLY_SPLIT = "benchmark"  # the split API models are scored on
@@ -166,10 +167,7 @@ def benchmark_api_models(
             rows.append(row)
             continue
 
-        def progress(done: int, total: int, model_id: str = model.id) -> None:
-            if done == total or done % max(1, total // 10) == 0:
-                log.info(f"{date} {model_id}: {done}/{total} batches audited")
-
+        progress = ProgressLog(f"{date} {model.id}", unit="batches audited", sinks=[log])
         try:
             outcome = run_candidate(model, records, master, split=NIGHTLY_SPLIT,
                                     client_factory=client_factory, prompt=prompt, catalog=catalog,

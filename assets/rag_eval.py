@@ -24,6 +24,7 @@ from resources.warehouse import WarehouseResource
 from retrieval.settings import load_rag_settings
 from scoring.model_registry import RAG, CandidateModel, enabled_candidates, load_model_registry
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
+from training.progress import ProgressLog
 
 # The adapters the local rag candidates run (inputs, so lineage shows them).
 RAG_ADAPTERS = sorted({model.adapter for model in load_model_registry(benchmark=RAG)
@@ -151,7 +152,7 @@ def _generators(context: dg.AssetExecutionContext, catalog: list[dict],
     """{model id: (generate(chats) -> replies, per-round latencies)}, through one GxPLab server
     for every candidate (started on loopback for the step) or in process."""
     if not config.through_server:
-        yield {m.id: _in_process(entry, config.max_new_tokens)
+        yield {m.id: _in_process(context, m.id, entry, config.max_new_tokens)
                for m, entry in zip(candidates, catalog, strict=True)}
         return
     from resources.clients.local_server import DEFAULT_TOKEN_ENV, local_server, server_token
@@ -160,12 +161,12 @@ def _generators(context: dg.AssetExecutionContext, catalog: list[dict],
           server_token(DEFAULT_TOKEN_ENV, token), contextlib.closing(llm.get_client()) as client):
         context.log.info(f"rag_eval: GxPLab server started on {api_base} for "
                          f"{len(catalog)} models")
-        yield {m.id: _served(m, api_base, client, f"rag:{m.id}@{versions[m.id]}",
+        yield {m.id: _served(context, m, api_base, client, f"rag:{m.id}@{versions[m.id]}",
                              config.max_new_tokens) for m in candidates}
 
 
-def _served(model: CandidateModel, api_base: str, client: Any, model_key: str,
-            max_new_tokens: int) -> Generator:
+def _served(context: dg.AssetExecutionContext, model: CandidateModel, api_base: str,
+            client: Any, model_key: str, max_new_tokens: int) -> Generator:
     from resources.clients.local_server import DEFAULT_TOKEN_ENV, ask_server, served_api_model
 
     # response_format none: the model's own reply is scored (the server's JSON enforcement
@@ -175,14 +176,16 @@ def _served(model: CandidateModel, api_base: str, client: Any, model_key: str,
     latencies: list[list[float]] = []
 
     def generate(chats):
-        answers = ask_server(client, target, chats, model_key=model_key)
+        progress = ProgressLog(f"rag_eval: {model.id}", unit="answers", sinks=[context.log])
+        answers = ask_server(client, target, chats, model_key=model_key, progress=progress)
         latencies.append([a.latency_s for a in answers])
         return [a.text for a in answers]
 
     return generate, latencies
 
 
-def _in_process(entry: dict, max_new_tokens: int) -> Generator:
+def _in_process(context: dg.AssetExecutionContext, model_id: str, entry: dict,
+                max_new_tokens: int) -> Generator:
     from training.inference import DecodingSettings, LocalGenerator
     from training.sft import torch_threads
 
@@ -193,7 +196,8 @@ def _in_process(entry: dict, max_new_tokens: int) -> Generator:
     def generate(chats):
         started = time.perf_counter()
         with torch_threads(1):
-            generations = generator.generate(chats, decoding)
+            generations = generator.generate(chats, decoding, progress=ProgressLog(
+                f"rag_eval: {model_id}", unit="answers", sinks=[context.log]))
         share = (time.perf_counter() - started) / max(1, len(chats))
         latencies.append([share] * len(chats))  # a batch's time, shared by its chats
         return [g.text for g in generations]

@@ -80,7 +80,7 @@ def main() -> None:
     model = build_model(args)
     params = [p for p in model.parameters() if p.requires_grad]
     variants["lora_adamw"] = make_step(model, torch.optim.AdamW(params, lr=2e-4), args.device)
-    for name, config in (("grit_seed003", GritConfig.seed003()), ("grit_default", GritConfig())):
+    for name, config in (("grit_periodic", GritConfig.periodic()), ("grit_default", GritConfig())):
         model = build_model(args)
         optimizer, controllers[name] = grit_optimizer(model, lr=2e-4, config=config)
         variants[name] = make_step(model, optimizer, args.device)

@@ -430,7 +430,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "embedded model's positions and gxp_audit_adapter's default)")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="activation checkpointing on for every method but GRIT (default off)")
-    parser.add_argument("--grit-preset", choices=("default", "seed003"), default=None,
+    parser.add_argument("--grit-preset", choices=("default", "periodic"), default=None,
                         help="GRIT preset (default: the task's, factors every step)")
     parser.add_argument("--grpo-generations", type=int, default=4,
                         help="GRPO num_generations (default 4)")

@@ -18,13 +18,11 @@ import json
 import math
 import os
 import sys
-import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster_pipes
-
-LOG_EVERY_S = 5.0  # progress lines at most this often (each step is still a custom message)
 
 
 def _pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -88,27 +86,46 @@ def run_task(task: str, config: dict, output_dir: Path) -> dict:
         def print_report(**metrics: Any) -> None:
             print(json.dumps(metrics), flush=True)
 
-        metadata = TASKS[task](config, output_dir, print_report)
+        metadata = TASKS[task](config, output_dir, progress_report(task, print_report))
         print(json.dumps({k: v for k, v in metadata.items() if k != "losses"}), flush=True)
         return metadata
     with dagster_pipes.open_dagster_pipes() as pipes:
-        last_log = [0.0]
 
         def pipes_report(**metrics: Any) -> None:
             pipes.report_custom_message(metrics)
-            now = time.monotonic()
-            if now - last_log[0] >= LOG_EVERY_S or metrics.get("step") == metrics.get("total"):
-                last_log[0] = now
-                pipes.log.info(
-                    " ".join(
-                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in metrics.items()
-                    )
-                )
 
-        metadata = TASKS[task](config, output_dir, pipes_report)
+        report = progress_report(task, pipes_report, sinks=[pipes.log])
+        metadata = TASKS[task](config, output_dir, report)
         pipes.report_asset_materialization(metadata=_pipes_metadata(metadata))
         return metadata
+
+
+def progress_report(task: str, forward: Callable[..., None], sinks: Sequence[Any] = ()
+                    ) -> Callable[..., None]:
+    """The task's `report`: every report goes to `forward` (a Pipes custom message, or a JSON
+    line); training steps (step, total, loss, ...) also make progress lines with rate and ETA
+    (training/progress.py: stderr, and each sink such as the Pipes log), other reports (notes,
+    evaluations) a line each."""
+    from training.progress import ProgressLog, logger
+
+    meter: list[ProgressLog] = []
+
+    def report(**metrics: Any) -> None:
+        forward(**metrics)
+        if {"step", "total", "loss"} <= metrics.keys():
+            step, total = int(metrics["step"]), int(metrics["total"])
+            if not meter:  # the rate counts from the first report (a resumed run starts late)
+                meter.append(ProgressLog(task, total, "steps", start=step, sinks=sinks))
+            fields = {k: v for k, v in metrics.items() if k not in ("step", "total")}
+            meter[0](step, total, **fields)
+            return
+        line = f"{task}: " + " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        logger.info(line)
+        for sink in sinks:
+            sink.info(line)
+
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -27,10 +28,11 @@ def test_base_model_metrics_arrive_through_pipes(tmp_path):
             resources={"compute": compute, "io_manager": DatasetIOManager(root=str(tmp_path))},
             run_config={"ops": {"base_model": {"config": TINY}}},
         )
+        # progress lines of training/progress.py, written by the training process
         logs = [
             e.message
             for e in instance.all_logs(result.run_id)
-            if e.message and "step=" in e.message and "loss=" in e.message
+            if e.message and re.match(r"base_model: \d+/30 steps \(\d+%\), loss=", e.message)
         ]
     assert result.success
     metadata = result.asset_materializations_for_node("base_model")[0].metadata
@@ -45,6 +47,9 @@ def test_base_model_metrics_arrive_through_pipes(tmp_path):
     card = json.loads((model_path / "gxplab_model.json").read_text())
     assert card["parameter_count"] == metadata["parameter_count"].value
     assert logs, "progress lines from the training process should reach the run's event log"
+    # the last step's line always comes, with the rate and the time left
+    assert re.fullmatch(r"base_model: 30/30 steps \(100%\), loss=[\d.e+-]+, "
+                        r"[\d.]+ steps/s, ETA 0s", logs[-1]), logs
     # The asset's value is a JSON reference that downstream assets receive, not the model itself.
     reference = result.output_for_node("base_model")
     assert reference["model_path"] == str(model_path)
@@ -74,6 +79,9 @@ def test_standalone_entry_prints_json_lines(tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["step"] for line in lines if "step" in line] == [1, 2, 3, 4, 5]
     assert lines[-1]["model_path"] == str(tmp_path / "m")
+    # progress lines go to stderr (the terminal), stdout stays JSON
+    assert re.search(r"^base_model: 5/5 steps \(100%\), loss=\S+, .* steps/s, ETA 0s$",
+                     result.stderr, flags=re.M), result.stderr
 
 
 def test_accelerate_launch_runs_the_task_and_reports_through_pipes(tmp_path):

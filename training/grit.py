@@ -72,10 +72,16 @@ class GritConfig:
             raise ValueError(f"GritConfig.min_samples must be >= 0, got {self.min_samples}")
 
     @classmethod
-    def seed003(cls, **overrides: Any) -> GritConfig:
-        """Seed 003: damping 1e-2, factors every 20 steps, momentum 0.95, k >= 4 every 40 steps."""
+    def periodic(cls, **overrides: Any) -> GritConfig:
+        """The `periodic` preset: damping 1e-2, factors every 20 steps, momentum 0.95, k >= 4
+        every 40 steps."""
         preset = {"damping": 1e-2, "update_every": 20, "momentum": 0.95, "reproject_every": 40}
         return cls(**{**preset, "min_rank": 4, **overrides})
+
+    @classmethod
+    def seed003(cls, **overrides: Any) -> GritConfig:
+        """The earlier name of `periodic` (kept so that existing configs and code still work)."""
+        return cls.periodic(**overrides)
 
 
 @dataclass(eq=False)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,8 +83,10 @@ def pooled_hidden_states(base_model_path: str | Path, prompts: Sequence[str],
 def pooled_hidden_states_with(generator: LocalGenerator, prompts: Sequence[str], *,
                               pooling: str = "mean", batch_size: int = 16, max_length: int = 512,
                               use_chat_template: bool = True,
-                              include_embeddings: bool = False) -> np.ndarray:
-    """The same, with a model already loaded (`LocalGenerator`): load once, pool several sets."""
+                              include_embeddings: bool = False,
+                              progress: Callable[[int, int], Any] | None = None) -> np.ndarray:
+    """The same, with a model already loaded (`LocalGenerator`): load once, pool several sets.
+    `progress(done, total)` is called after each batch (training/progress.py's ProgressLog)."""
     import torch
 
     _check_args(prompts, pooling, batch_size, max_length)
@@ -116,6 +118,8 @@ def pooled_hidden_states_with(generator: LocalGenerator, prompts: Sequence[str],
             for layer, hidden in enumerate(states):
                 pooled = weighted_mean(hidden, weights)
                 out[layer, indices] = pooled.float().cpu().numpy()
+            if progress is not None:
+                progress(start + len(indices), len(order))
     finally:
         if pooling == "attention" and previous_attention:
             model.set_attn_implementation(previous_attention)

@@ -95,14 +95,17 @@ class LoraSettings:
         )
 
 
+GRIT_PRESETS = ("default", "periodic", "seed003")  # seed003: the earlier name of periodic
+
+
 @dataclass(frozen=True)
 class SftSettings(LoraSettings):
     """SFT settings: the shared LoRA settings plus the optimizer choice (plain AdamW or GRIT)."""
 
     # "adamw" (plain LoRA/QLoRA) or "grit" (training/grit.py: K-FAC preconditioning inside the
     # optimizer step, Fisher-guided reprojection); grit_preset "default" (factors every step,
-    # reprojection every 40) or "seed003" (factors every 20 steps: nothing happens in a run
-    # shorter than that, such as the embedded default's 14 steps).
+    # reprojection every 40) or "periodic" (factors every 20 steps: nothing happens in a run
+    # shorter than that, such as the embedded default's 14 steps; "seed003" is its earlier name).
     optimizer: str = "adamw"
     grit_preset: str = "default"
 
@@ -110,8 +113,8 @@ class SftSettings(LoraSettings):
         super().__post_init__()
         if self.optimizer not in ("adamw", "grit"):
             raise ValueError(f"optimizer must be adamw or grit, got {self.optimizer!r}")
-        if self.grit_preset not in ("seed003", "default"):
-            raise ValueError(f"grit_preset must be seed003 or default, got {self.grit_preset!r}")
+        if self.grit_preset not in GRIT_PRESETS:
+            raise ValueError(f"grit_preset must be periodic or default, got {self.grit_preset!r}")
 
 
 def _modules(value: Any) -> tuple[str, ...]:
@@ -353,7 +356,7 @@ def _build_trainer(base_model_path: str, rows: list[dict[str, Any]], settings: S
         from training.grit import GritConfig, grit_optimizer
 
         model = get_peft_model(model, lora)
-        preset = GritConfig.seed003() if settings.grit_preset == "seed003" else GritConfig()
+        preset = GritConfig() if settings.grit_preset == "default" else GritConfig.periodic()
         optimizer, grit = grit_optimizer(model, lr=settings.learning_rate, config=preset,
                                          max_grad_norm=args.max_grad_norm or None)
         args.max_grad_norm = 0.0

@@ -21,7 +21,7 @@ import pandera.pandas as pa
 import pyarrow
 
 from synthetic.catalog import DeviationCatalog, load_catalog
-from synthetic.contracts import MANIFEST_COLUMNS, PREDICTION_COLUMNS
+from synthetic.contracts import CALL_FAILED, MANIFEST_COLUMNS, PREDICTION_COLUMNS
 from synthetic.jsonl import JsonLineError, iter_jsonl_lines, parse_json_line
 
 Errors = Literal["raise", "collect"]
@@ -117,6 +117,7 @@ PREDICTIONS_SCHEMA = pa.DataFrameSchema(
         "field": pa.Column(None, IS_TEXT, nullable=True, required=False),
         "evidence": pa.Column(None, IS_TEXT, nullable=True, required=False),
         "valid_output": pa.Column(None, IS_BOOLEAN),
+        CALL_FAILED: pa.Column(None, IS_BOOLEAN, nullable=True, required=False),
     },
     name="gxp_predictions",
 )
@@ -298,14 +299,15 @@ def read_predictions(path, *, errors="raise"):
     """Read predictions (PREDICTION_COLUMNS): one row per finding, or one null row per clean batch.
 
     batch_id and valid_output must be set; record_id and deviation_type may be null. model_id,
-    split, field and evidence may be absent.
+    split, field and evidence may be absent; the optional `call_failed` (a failed model call, not
+    an answer) is False when absent.
     """
     path = Path(path)
-    raw = _load_table(path, PREDICTION_COLUMNS, ("valid_output",))
-    frame, found = _validate(path, raw, PREDICTIONS_SCHEMA, PREDICTIONS_REQUIRED,
-                             PREDICTION_COLUMNS)
+    columns = (*PREDICTION_COLUMNS, CALL_FAILED)
+    raw = _load_table(path, columns, ("valid_output", CALL_FAILED))
+    frame, found = _validate(path, raw, PREDICTIONS_SCHEMA, PREDICTIONS_REQUIRED, columns)
     text = tuple(c for c in PREDICTION_COLUMNS if c != "valid_output")
-    frame = _typed(frame, text, {"valid_output": True})
+    frame = _typed(frame, text, {"valid_output": True, CALL_FAILED: False})
     return _finish(frame, found, errors, len(raw.frame) + len(raw.errors))
 
 

@@ -18,7 +18,7 @@ from scoring.data_files import (
     read_predictions,
     read_records,
 )
-from synthetic.contracts import MANIFEST_COLUMNS, PREDICTION_COLUMNS
+from synthetic.contracts import CALL_FAILED, MANIFEST_COLUMNS, PREDICTION_COLUMNS
 from synthetic.jsonl import read_jsonl
 
 
@@ -173,6 +173,23 @@ def test_predictions_jsonl_types_are_checked(tmp_path):
     assert str(errors[1]).startswith(f"{path} line 3 (record_id R1)")
 
 
+def test_predictions_keep_the_failed_call_flag(tmp_path):
+    """A failed model call stays a failed call when its predictions are read back (absent: False);
+    a flag that is not a boolean is an error naming line and field."""
+    row = {"batch_id": "B1", "record_id": None, "deviation_type": None, "valid_output": False}
+    path = write_jsonl(tmp_path / "predictions.jsonl", [
+        {**row, CALL_FAILED: True}, {**row, "batch_id": "B2"}, {**row, "batch_id": "B3",
+                                                               CALL_FAILED: "yes"},
+    ])
+    frame, errors = read_predictions(path, errors="collect")
+    assert frame[CALL_FAILED].tolist() == [True, False]
+    assert [(e.line, e.field) for e in errors] == [(3, CALL_FAILED)]
+    csv_path = tmp_path / "predictions.csv"
+    csv_path.write_text("batch_id,record_id,deviation_type,valid_output,call_failed\n"
+                        "B1,,,false,true\nB2,,,true,\n")
+    assert read_predictions(csv_path)[CALL_FAILED].tolist() == [True, False]
+
+
 def test_predictions_missing_column(tmp_path):
     path = tmp_path / "predictions.csv"
     path.write_text("model_id,batch_id,deviation_type,valid_output\nm,B1,,true\n")
@@ -185,7 +202,7 @@ def test_empty_predictions_file_gives_an_empty_frame(tmp_path):
     for name in ("predictions.jsonl", "predictions.csv"):
         (tmp_path / name).write_text("")
         frame = read_predictions(tmp_path / name)
-        assert frame.empty and list(frame.columns) == list(PREDICTION_COLUMNS), name
+        assert frame.empty and list(frame.columns) == [*PREDICTION_COLUMNS, CALL_FAILED], name
 
 
 def test_file_level_errors(tmp_path):

@@ -86,6 +86,7 @@ bench: setup  ## run the benchmarks in bench/ (see docs/benchmarks.md)
 	$(BIN)/python bench/bench_judge_throughput.py
 	$(BIN)/python bench/bench_aqi.py
 	$(BIN)/python bench/bench_inbox_sensor.py
+	$(BIN)/python bench/bench_readers.py
 	$(BIN)/python bench/bench_full_graph.py --no-training
 	$(BIN)/python bench/bench_retrieval.py --queries 30
 	$(BIN)/python bench/bench_serving.py --pretrain-steps 40

@@ -456,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quarantine", metavar="DIR",
         help="score the good lines and write bad ones, with the reason, to "
-             "DIR/<file>.rejects.jsonl (default: stop at a bad file with exit code 2)")
+             "DIR/<file>.rejects.jsonl, never overwriting (a taken name gets .rejects.1.jsonl, "
+             "...); default: stop at a bad file with exit code 2")
     return parser
 
 

@@ -195,6 +195,20 @@ def test_concurrency_bound_is_respected(start_server, client_limit, model_limit,
     assert server.n_requests == 24
 
 
+def test_the_slot_is_released_while_a_retry_waits(start_server):
+    """With one slot, the second request is sent while the first one waits out its Retry-After:
+    the server sees r0, r1, then r0's retry (holding the slot while sleeping gave r0, r0, r1)."""
+    server = start_server(sequence(
+        fixed(FakeReply(status=429, headers={"Retry-After": "2"})),
+        lambda body, _index: FakeReply(content=body["messages"][0]["content"])))
+    results = client(max_concurrency=1, backoff_max_s=10).complete_many(
+        fake_model(server), requests_for(2))
+    assert [(r.status, r.attempts) for r in results] == [("ok", 2), ("ok", 1)]
+    assert [body["messages"][0]["content"] for body in server.requests] == [
+        "audit batch 0", "audit batch 1", "audit batch 0"]
+    assert server.max_in_flight == 1
+
+
 def test_results_keep_input_order_and_progress_is_reported(start_server):
     def echo(body, index):  # later requests answer sooner
         content = body["messages"][0]["content"]

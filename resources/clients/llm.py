@@ -4,7 +4,8 @@ Plain Python (no dagster): the Dagster resource wraps it, a training process bui
 
 - Retries: our own policy (litellm and the provider SDK are told not to retry, so attempts are
   counted): exponential backoff with jitter on 429, 5xx, timeouts and connection errors, honouring a
-  bounded Retry-After; other 4xx errors (400, 401, 404, ...) fail at once.
+  bounded Retry-After; other 4xx errors (400, 401, 404, ...) fail at once. A concurrency slot is
+  held per attempt, never during the backoff sleep.
 - Cache: a hit makes no HTTP call and costs 0 (the first call's cost is kept in original_cost_usd).
 - Secrets: keys are read from the environment at call time, passed only to litellm, and scrubbed
   from every error text; the registry and the results only hold variable names.
@@ -67,7 +68,7 @@ class LLMCallResult:
     status: str  # "ok" | "error"
     error: str | None
     attempts: int  # HTTP attempts made by this call; 0 for a cache hit
-    latency_s: float  # from acquiring a concurrency slot to the answer, retries included
+    latency_s: float  # from first acquiring a concurrency slot to the answer, retries included
     prompt_tokens: int | None
     completion_tokens: int | None
     cost_usd: float | None  # spent by this call: 0.0 for a cache hit, None if unpriced
@@ -213,31 +214,34 @@ class LLMClient:
         available, reason = model_availability(model)
         if not available:
             return _failure(base, reason, attempts=0, latency_s=0.0)
-        limits = self._limits_for(model)
-        async with limits.semaphore:
-            return await self._call_with_retries(model, messages, base, limits)
+        return await self._call_with_retries(model, messages, base, self._limits_for(model))
 
     async def _call_with_retries(self, model: CandidateModel,
                                  messages: Sequence[Mapping[str, Any]], base: dict[str, Any],
                                  limits: _ModelLimits) -> LLMCallResult:
+        """Each attempt holds a concurrency slot only while its request is in flight: the slot is
+        released before the backoff sleep, so that other requests use it meanwhile."""
         litellm = _litellm()
-        started, attempts = time.perf_counter(), 0
+        started, attempts = 0.0, 0
         while True:
             attempts += 1
-            await limits.pace()
-            try:
-                response = await litellm.acompletion(**self._call_kwargs(model, messages))
-                break
-            except tuple(litellm.LITELLM_EXCEPTION_TYPES) as exc:
-                error = self._scrub(f"{type(exc).__name__}: {exc}", model)
-                if not _is_retryable(exc) or attempts > self.max_retries:
-                    log.warning("model %s request %s failed after %d attempt(s): %s",
-                                model.id, base["request_id"], attempts, error)
-                    return _failure(base, error, attempts, time.perf_counter() - started)
-                delay = self._backoff_s(attempts, _retry_after_s(exc))
-                log.info("model %s request %s attempt %d failed (%s); retry in %.2f s",
-                         model.id, base["request_id"], attempts, error, delay)
-                await asyncio.sleep(delay)
+            async with limits.semaphore:
+                if attempts == 1:
+                    started = time.perf_counter()
+                await limits.pace()
+                try:
+                    response = await litellm.acompletion(**self._call_kwargs(model, messages))
+                    break
+                except tuple(litellm.LITELLM_EXCEPTION_TYPES) as exc:
+                    error = self._scrub(f"{type(exc).__name__}: {exc}", model)
+                    if not _is_retryable(exc) or attempts > self.max_retries:
+                        log.warning("model %s request %s failed after %d attempt(s): %s",
+                                    model.id, base["request_id"], attempts, error)
+                        return _failure(base, error, attempts, time.perf_counter() - started)
+                    delay = self._backoff_s(attempts, _retry_after_s(exc))
+            log.info("model %s request %s attempt %d failed (%s); retry in %.2f s",
+                     model.id, base["request_id"], attempts, error, delay)
+            await asyncio.sleep(delay)  # without the slot
         latency_s = time.perf_counter() - started
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None)

@@ -5,7 +5,7 @@ Plain Python (no dagster): the Dagster resource wraps it, a training process bui
 - Retries: our own policy (litellm and the provider SDK are told not to retry, so attempts are
   counted): exponential backoff with jitter on 429, 5xx, timeouts and connection errors, honouring a
   bounded Retry-After; other 4xx errors (400, 401, 404, ...) fail at once. A concurrency slot is
-  held per attempt, never during the backoff sleep.
+  held per attempt, never during the backoff sleep, and a retry gets the next free slot first.
 - Cache: a hit makes no HTTP call and costs 0 (the first call's cost is kept in original_cost_usd).
 - Secrets: keys are read from the environment at call time, passed only to litellm, and scrubbed
   from every error text; the registry and the results only hold variable names.
@@ -14,7 +14,10 @@ Plain Python (no dagster): the Dagster resource wraps it, a training process bui
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -22,7 +25,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -111,11 +114,54 @@ def check_pricing(pricing: Mapping[str, Any], source: str = "pricing") -> dict[s
     return {name: dict(entry) for name, entry in pricing.items()}
 
 
+class _Slots:
+    """A semaphore whose waiting retries are served before waiting first attempts.
+
+    Written here because asyncio.Semaphore serves its waiters first come, first served: a retry
+    would queue behind every request not yet started, and the run would end with a tail of retry
+    chains. Served first, a retry's backoff overlaps with the other requests' work instead."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap: priority, order
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *, retry: bool) -> AsyncIterator[None]:
+        await self._acquire(0 if retry else 1)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a slot, then cancelled
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        """Hand the slot to the first waiter still waiting, else free it."""
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)[2]
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 @dataclass
 class _ModelLimits:
     """Per event loop and model: the concurrency slots and the requests-per-minute pacing."""
 
-    semaphore: asyncio.Semaphore
+    slots: _Slots
     interval_s: float
     next_start: float = 0.0
 
@@ -220,12 +266,13 @@ class LLMClient:
                                  messages: Sequence[Mapping[str, Any]], base: dict[str, Any],
                                  limits: _ModelLimits) -> LLMCallResult:
         """Each attempt holds a concurrency slot only while its request is in flight: the slot is
-        released before the backoff sleep, so that other requests use it meanwhile."""
+        released before the backoff sleep, so that other requests use it meanwhile; a retry then
+        gets the next free slot before the requests not yet started."""
         litellm = _litellm()
         started, attempts = 0.0, 0
         while True:
             attempts += 1
-            async with limits.semaphore:
+            async with limits.slots.hold(retry=attempts > 1):
                 if attempts == 1:
                     started = time.perf_counter()
                 await limits.pace()
@@ -320,7 +367,7 @@ class LLMClient:
             per_model = self._limits.setdefault(loop, {})
             if model.id not in per_model:
                 per_model[model.id] = _ModelLimits(
-                    semaphore=asyncio.Semaphore(model.max_concurrency or self.max_concurrency),
+                    slots=_Slots(model.max_concurrency or self.max_concurrency),
                     interval_s=60.0 / model.rpm if model.rpm else 0.0)
             return per_model[model.id]
 

@@ -525,13 +525,13 @@ def serve(args: argparse.Namespace) -> int:
     """Serve the materialized local models over the OpenAI API (make serve)."""
     import json
     import os
-    import subprocess
     import sys
     import tempfile
 
     import dagster as dg
 
     from resources.artifacts import resolve_model_folder
+    from resources.clients.local_server import run_server
     from scoring.model_registry import load_model_registry
 
     instance = dg.DagsterInstance.get()
@@ -567,7 +567,8 @@ def serve(args: argparse.Namespace) -> int:
         command = [sys.executable, "-m", "serving", "--catalog", str(catalog_path), *rag_args,
                    *args.serving_args]
         print(f"serving {', '.join(served)}", flush=True)
-        return subprocess.call(command, env=os.environ.copy())
+        # Its own process group, stopped with everything in it on SIGINT, SIGTERM or any exit.
+        return run_server(command, env=os.environ.copy())
     except KeyboardInterrupt:
         return 130
     finally:

@@ -518,7 +518,9 @@ against this server instead of one started per step.
 When rag_index is materialized, the server also gets its Parquet file (--rag-index; downloaded
 and checked against its sha256 when it is on S3) and the models of configs/rag.yaml
 comparison.models that it serves (--compare-models; those it does not serve are listed): the RAG
-comparison page is then http://HOST:PORT/compare (serving/README.md)."""
+comparison page is then http://HOST:PORT/compare (serving/README.md).
+
+Ctrl-C (SIGINT) or SIGTERM stops the server and everything it started, and waits for it."""
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -89,7 +89,8 @@ def timed_run(args, fault_rate: float, warm_up: list[dict], records: list[dict])
     return {"wall": wall, "client_cpu": cpu, "failed": result.summary["n_failed_calls"],
             "requests": after["n_requests"] - before["n_requests"],
             "mean_in_flight": (after["busy_s"] - before["busy_s"]) / wall,
-            "p90_done": sorted(done_at)[int(0.9 * (len(done_at) - 1))]}
+            "p90_done": sorted(done_at)[int(0.9 * (len(done_at) - 1))],
+            "longest": max(result.calls, key=lambda call: call["latency_s"])}
 
 
 def main() -> None:
@@ -117,7 +118,8 @@ def main() -> None:
             print(f"{name:>11}: wall {run['wall']:6.2f} s (client CPU {run['client_cpu']:.2f} s),"
                   f" {run['requests']} requests, failed calls {run['failed']}, mean in flight "
                   f"{run['mean_in_flight']:.1f} of {args.concurrency}, 90% of the batches done "
-                  f"at {run['p90_done']:.2f} s")
+                  f"at {run['p90_done']:.2f} s, longest call {run['longest']['latency_s']:.2f} s "
+                  f"({run['longest']['attempts']} attempts)")
         ratios.append(faulty["wall"] / clean["wall"])
         print(f"ratio faulty/fault-free wall: {ratios[-1]:.2f}")
     print(f"median ratio of {args.repeats} pair(s): {statistics.median(ratios):.2f} "

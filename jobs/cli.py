@@ -408,20 +408,22 @@ against this server instead of one started per step.
 When rag_index is materialized, the server also gets its Parquet file (--rag-index; downloaded
 and checked against its sha256 when it is on S3) and the models of configs/rag.yaml
 comparison.models that it serves (--compare-models; those it does not serve are listed): the RAG
-comparison page is then http://HOST:PORT/compare (serving/README.md)."""
+comparison page is then http://HOST:PORT/compare (serving/README.md).
+
+Ctrl-C (SIGINT) or SIGTERM stops the server and everything it started, and waits for it."""
 
 
 def serve(args: argparse.Namespace) -> int:
     """Serve the materialized local models over the OpenAI API (make serve)."""
     import json
     import os
-    import subprocess
     import sys
     import tempfile
 
     import dagster as dg
 
     from resources.artifacts import resolve_model_folder
+    from resources.clients.local_server import run_server
     from scoring.model_registry import load_model_registry
 
     instance = dg.DagsterInstance.get()
@@ -457,7 +459,8 @@ def serve(args: argparse.Namespace) -> int:
         command = [sys.executable, "-m", "serving", "--catalog", str(catalog_path), *rag_args,
                    *args.serving_args]
         print(f"serving {', '.join(served)}", flush=True)
-        return subprocess.call(command, env=os.environ.copy())
+        # Its own process group, stopped with everything in it on SIGINT, SIGTERM or any exit.
+        return run_server(command, env=os.environ.copy())
     except KeyboardInterrupt:
         return 130
     finally:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -69,6 +70,20 @@ def sequence(*responders: Responder) -> Responder:
     return lambda body, index: responders[min(index, len(responders) - 1)](body, index)
 
 
+def with_faults(ok: Responder, failures: Sequence[FakeReply], failure_rate: float,
+                seed: int = 7) -> Responder:
+    """`ok`'s answer, except that each request fails with probability `failure_rate` with one of
+    `failures` (in equal parts); seeded, so that a single-threaded run is repeatable."""
+    rng = random.Random(seed)
+
+    def respond(body: dict[str, Any], index: int) -> FakeReply:
+        if rng.random() < failure_rate:
+            return failures[rng.randrange(len(failures))]
+        return ok(body, index)
+
+    return respond
+
+
 class FakeOpenAIServer:
     """Context manager running the fake server; `base_url` ends in /v1 as litellm expects."""
 
@@ -78,6 +93,7 @@ class FakeOpenAIServer:
         self.auth_headers: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.busy_s = 0.0  # summed handling time of every request: / wall = mean in flight
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -103,6 +119,12 @@ class FakeOpenAIServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
+    def stats(self) -> dict[str, Any]:
+        """Requests so far, the most in flight at once and the summed handling seconds."""
+        with self._lock:
+            return {"n_requests": len(self.requests), "max_in_flight": self.max_in_flight,
+                    "busy_s": self.busy_s}
+
     def _begin(self, body: dict[str, Any], auth: str) -> int:
         with self._lock:
             self.requests.append(body)
@@ -111,9 +133,10 @@ class FakeOpenAIServer:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             return len(self.requests) - 1
 
-    def _end(self) -> None:
+    def _end(self, started: float) -> None:
         with self._lock:
             self.in_flight -= 1
+            self.busy_s += time.monotonic() - started
 
 
 def _completion(body: dict[str, Any], reply: FakeReply, index: int) -> dict[str, Any]:
@@ -158,6 +181,8 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             if self.path.rstrip("/").endswith("/models"):
                 self._send(200, {"object": "list", "data": [
                     {"id": "fake-model", "object": "model", "owned_by": "tests"}]}, {})
+            elif self.path.rstrip("/").endswith("/stats"):  # for benchmarks in another process
+                self._send(200, server.stats(), {})
             else:
                 self._send(404, {"error": {"message": "not found"}}, {})
 
@@ -168,6 +193,7 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": {"message": "not found"}}, {})
                 return
             index = server._begin(body, self.headers.get("Authorization", ""))
+            started = time.monotonic()
             try:
                 reply = server.responder(body, index)
                 time.sleep(reply.delay_s)
@@ -179,7 +205,7 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                              "code": str(reply.status)}
                     self._send(reply.status, {"error": error}, reply.headers)
             finally:
-                server._end()
+                server._end(started)
 
     return Handler
 

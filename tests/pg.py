@@ -1,7 +1,10 @@
 """PostgreSQL test helpers: a throw-away database per test session and a fresh schema per test,
 and the `url`/`wh` warehouse fixtures (SQLite and PostgreSQL) the warehouse tests share.
 
-The server is $GXPLAB_TEST_PG_URL, default postgresql+psycopg2://postgres@127.0.0.1:5432/test.
+The server is $GXPLAB_TEST_PG_URL, by default
+postgresql+psycopg2://gxplab_test@127.0.0.1:5432/gxplab_test: the test role that
+scripts/ensure_postgres.sh sets up (CREATEDB; its password is in ~/.pgpass, where libpq finds it,
+so the URL carries none).
 Use the fixtures in any test module (tests/conftest.py registers this plugin) and mark the tests
 `@pytest.mark.postgres`. When the server cannot be reached the tests skip with the reason, or FAIL
 when $CI is set (CI must not silently lose its PostgreSQL coverage).
@@ -21,7 +24,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 PG_URL_ENV = "GXPLAB_TEST_PG_URL"
-DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+DEFAULT_PG_URL = "postgresql+psycopg2://gxplab_test@127.0.0.1:5432/gxplab_test"
 
 
 def admin_url() -> URL:
@@ -31,7 +34,8 @@ def admin_url() -> URL:
 
 
 def _unavailable(reason: str) -> NoReturn:
-    missing_requirement(f"PostgreSQL tests need a server: {reason} (set {PG_URL_ENV})")
+    missing_requirement(f"PostgreSQL tests need a server: {reason} (run scripts/ensure_postgres.sh "
+                        f"or set {PG_URL_ENV})")
 
 
 def _as_string(url: URL) -> str:

@@ -2,10 +2,9 @@
 which every item is scored or explicitly marked failed, through the judge and the GxP audit path."""
 
 import json
-import random
 
 import pytest
-from fake_openai_server import FakeOpenAIServer, FakeReply
+from fake_openai_server import FakeOpenAIServer, FakeReply, fixed, with_faults
 
 from resources.clients.llm import LLMClient
 from scoring.judge import LLMJudge, load_judge_config, summarize_scores
@@ -19,17 +18,10 @@ TIMEOUT_S = 2.0  # generous: an answer on time must not time out on a loaded CI 
 def flaky(ok_content: str, failure_rate: float = 0.2, seed: int = 7):
     """A provider where each request fails with probability `failure_rate`: a 429 with
     Retry-After, a 503 or an answer slower than the client's timeout, in equal parts."""
-    rng = random.Random(seed)
     failures = (FakeReply(status=429, headers={"Retry-After": "0"}),
                 FakeReply(status=503),
                 FakeReply(content=ok_content, delay_s=TIMEOUT_S * 3))
-
-    def respond(_body, _index):
-        if rng.random() < failure_rate:
-            return failures[rng.randrange(len(failures))]
-        return FakeReply(content=ok_content)
-
-    return respond
+    return with_faults(fixed(FakeReply(content=ok_content)), failures, failure_rate, seed)
 
 
 @pytest.fixture(autouse=True)

@@ -195,6 +195,35 @@ def test_concurrency_bound_is_respected(start_server, client_limit, model_limit,
     assert server.n_requests == 24
 
 
+def test_the_slot_is_released_while_a_retry_waits(start_server):
+    """With one slot, the second request is sent while the first one waits out its Retry-After:
+    the server sees r0, r1, then r0's retry (holding the slot while sleeping gave r0, r0, r1)."""
+    server = start_server(sequence(
+        fixed(FakeReply(status=429, headers={"Retry-After": "2"})),
+        lambda body, _index: FakeReply(content=body["messages"][0]["content"])))
+    results = client(max_concurrency=1, backoff_max_s=10).complete_many(
+        fake_model(server), requests_for(2))
+    assert [(r.status, r.attempts) for r in results] == [("ok", 2), ("ok", 1)]
+    assert [body["messages"][0]["content"] for body in server.requests] == [
+        "audit batch 0", "audit batch 1", "audit batch 0"]
+    assert server.max_in_flight == 1
+
+
+def test_a_retry_gets_the_next_slot_before_requests_not_yet_started(start_server):
+    """With one slot, r0's retry (queued while r1 is answered) is sent before r2 and r3."""
+    def respond(body, index):
+        content = body["messages"][0]["content"]
+        if index == 0:
+            return FakeReply(status=503, headers={"Retry-After": "0"})
+        return FakeReply(content=content, delay_s=1.0 if content.endswith(" 1") else 0.0)
+
+    server = start_server(respond)
+    results = client(max_concurrency=1).complete_many(fake_model(server), requests_for(4))
+    assert [r.status for r in results] == ["ok"] * 4
+    assert [body["messages"][0]["content"][-1] for body in server.requests] == [
+        "0", "1", "0", "2", "3"]
+
+
 def test_results_keep_input_order_and_progress_is_reported(start_server):
     def echo(body, index):  # later requests answer sooner
         content = body["messages"][0]["content"]

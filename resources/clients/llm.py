@@ -4,7 +4,8 @@ Plain Python (no dagster): the Dagster resource wraps it, a training process bui
 
 - Retries: our own policy (litellm and the provider SDK are told not to retry, so attempts are
   counted): exponential backoff with jitter on 429, 5xx, timeouts and connection errors, honouring a
-  bounded Retry-After; other 4xx errors (400, 401, 404, ...) fail at once.
+  bounded Retry-After; other 4xx errors (400, 401, 404, ...) fail at once. A concurrency slot is
+  held per attempt, never during the backoff sleep, and a retry gets the next free slot first.
 - Cache: a hit makes no HTTP call and costs 0 (the first call's cost is kept in original_cost_usd).
 - Secrets: keys are read from the environment at call time, passed only to litellm, and scrubbed
   from every error text; the registry and the results only hold variable names.
@@ -13,7 +14,10 @@ Plain Python (no dagster): the Dagster resource wraps it, a training process bui
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -21,7 +25,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -67,7 +71,7 @@ class LLMCallResult:
     status: str  # "ok" | "error"
     error: str | None
     attempts: int  # HTTP attempts made by this call; 0 for a cache hit
-    latency_s: float  # from acquiring a concurrency slot to the answer, retries included
+    latency_s: float  # from first acquiring a concurrency slot to the answer, retries included
     prompt_tokens: int | None
     completion_tokens: int | None
     cost_usd: float | None  # spent by this call: 0.0 for a cache hit, None if unpriced
@@ -110,11 +114,54 @@ def check_pricing(pricing: Mapping[str, Any], source: str = "pricing") -> dict[s
     return {name: dict(entry) for name, entry in pricing.items()}
 
 
+class _Slots:
+    """A semaphore whose waiting retries are served before waiting first attempts.
+
+    Written here because asyncio.Semaphore serves its waiters first come, first served: a retry
+    would queue behind every request not yet started, and the run would end with a tail of retry
+    chains. Served first, a retry's backoff overlaps with the other requests' work instead."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap: priority, order
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *, retry: bool) -> AsyncIterator[None]:
+        await self._acquire(0 if retry else 1)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a slot, then cancelled
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        """Hand the slot to the first waiter still waiting, else free it."""
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)[2]
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 @dataclass
 class _ModelLimits:
     """Per event loop and model: the concurrency slots and the requests-per-minute pacing."""
 
-    semaphore: asyncio.Semaphore
+    slots: _Slots
     interval_s: float
     next_start: float = 0.0
 
@@ -213,31 +260,35 @@ class LLMClient:
         available, reason = model_availability(model)
         if not available:
             return _failure(base, reason, attempts=0, latency_s=0.0)
-        limits = self._limits_for(model)
-        async with limits.semaphore:
-            return await self._call_with_retries(model, messages, base, limits)
+        return await self._call_with_retries(model, messages, base, self._limits_for(model))
 
     async def _call_with_retries(self, model: CandidateModel,
                                  messages: Sequence[Mapping[str, Any]], base: dict[str, Any],
                                  limits: _ModelLimits) -> LLMCallResult:
+        """Each attempt holds a concurrency slot only while its request is in flight: the slot is
+        released before the backoff sleep, so that other requests use it meanwhile; a retry then
+        gets the next free slot before the requests not yet started."""
         litellm = _litellm()
-        started, attempts = time.perf_counter(), 0
+        started, attempts = 0.0, 0
         while True:
             attempts += 1
-            await limits.pace()
-            try:
-                response = await litellm.acompletion(**self._call_kwargs(model, messages))
-                break
-            except tuple(litellm.LITELLM_EXCEPTION_TYPES) as exc:
-                error = self._scrub(f"{type(exc).__name__}: {exc}", model)
-                if not _is_retryable(exc) or attempts > self.max_retries:
-                    log.warning("model %s request %s failed after %d attempt(s): %s",
-                                model.id, base["request_id"], attempts, error)
-                    return _failure(base, error, attempts, time.perf_counter() - started)
-                delay = self._backoff_s(attempts, _retry_after_s(exc))
-                log.info("model %s request %s attempt %d failed (%s); retry in %.2f s",
-                         model.id, base["request_id"], attempts, error, delay)
-                await asyncio.sleep(delay)
+            async with limits.slots.hold(retry=attempts > 1):
+                if attempts == 1:
+                    started = time.perf_counter()
+                await limits.pace()
+                try:
+                    response = await litellm.acompletion(**self._call_kwargs(model, messages))
+                    break
+                except tuple(litellm.LITELLM_EXCEPTION_TYPES) as exc:
+                    error = self._scrub(f"{type(exc).__name__}: {exc}", model)
+                    if not _is_retryable(exc) or attempts > self.max_retries:
+                        log.warning("model %s request %s failed after %d attempt(s): %s",
+                                    model.id, base["request_id"], attempts, error)
+                        return _failure(base, error, attempts, time.perf_counter() - started)
+                    delay = self._backoff_s(attempts, _retry_after_s(exc))
+            log.info("model %s request %s attempt %d failed (%s); retry in %.2f s",
+                     model.id, base["request_id"], attempts, error, delay)
+            await asyncio.sleep(delay)  # without the slot
         latency_s = time.perf_counter() - started
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None)
@@ -316,7 +367,7 @@ class LLMClient:
             per_model = self._limits.setdefault(loop, {})
             if model.id not in per_model:
                 per_model[model.id] = _ModelLimits(
-                    semaphore=asyncio.Semaphore(model.max_concurrency or self.max_concurrency),
+                    slots=_Slots(model.max_concurrency or self.max_concurrency),
                     interval_s=60.0 / model.rpm if model.rpm else 0.0)
             return per_model[model.id]
 

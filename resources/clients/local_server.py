@@ -8,9 +8,11 @@ client, concurrently, so the server's dynamic batching merges them. Plain Python
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -105,12 +107,54 @@ def local_server(catalog: Sequence[Mapping[str, Any]], *, token_env: str = DEFAU
                 time.sleep(0.5)
             yield f"{base}/v1", token
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """Stop `process`, started with start_new_session=True, and everything it started: SIGTERM to
+    its process group, SIGKILL after `timeout_s`; waits for it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    # The leader is gone; a child of its that outlived it would still hold the port.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM reached the process running the server in the foreground."""
+
+
+def run_server(command: Sequence[str], env: Mapping[str, str] | None = None,
+               stop_timeout_s: float = 15.0) -> int:
+    """Run the server `command` in the foreground in its own process group until it exits, and
+    return its exit status. SIGINT and SIGTERM (and any exception here) stop the whole group and
+    wait for it (stop_process_group); then the status is 128 + the signal's number. Call it from
+    the main thread (signal handlers)."""
+    def on_signal(signum: int, _frame: object) -> None:
+        raise _Stopped(signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, on_signal) for signum in handled}
+    try:
+        process = subprocess.Popen(list(command), env=dict(env) if env is not None else None,
+                                   start_new_session=True)
+        try:
+            return process.wait()
+        except _Stopped as stopped:
+            return 128 + int(stopped.args[0])
+        finally:
+            for signum in handled:  # a second Ctrl-C must not cut the stopping short
+                signal.signal(signum, signal.SIG_IGN)
+            stop_process_group(process, stop_timeout_s)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _tail(path: Path, size: int = 3000) -> str:

@@ -1,0 +1,339 @@
+"""The one prompt-injection detector: used by the reference auditor (record comments) and by the
+server's guardrail (user messages, retrieved chunks). Plain Python, no model, no dagster.
+
+It looks for concepts, not for the benchmark's wording:
+
+1. normalise: Unicode NFKC (full-width letters), invisible characters removed (zero-width,
+   bidi controls: category Cf), case folded; then variants of the text are screened too:
+   look-alike letters folded to Latin (confusable-homoglyphs' table), leetspeak undone, spaced
+   letters joined, base64 / hex runs decoded.
+2. split into segments: lines, and the string values of a line that is a JSON object (a batch
+   record), so cues of different fields or of a long prompt are never added up.
+3. cues per segment. Strong cues decide alone (chat-template or role tokens, "ignore the previous
+   instructions", role-play, asking for the system prompt). Weak cues need a second weak cue of
+   another kind in the same segment: addressed to an AI / model / auditor / reviewer, an order
+   to suppress findings, a claimed authority, a claimed test or maintenance mode, a fake answer
+   or tool call, a reset of the task. Each cue has English, German, French, Spanish, Italian,
+   Portuguese and Chinese forms.
+
+What it misses is measured, not guessed: bench/bench_injection_detection.py prints the rates per
+family (held-out families included) and on benign batch-record comments (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+_F = re.IGNORECASE
+
+
+def _rx(*parts: str) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in parts), _F)
+
+
+# --- cues ------------------------------------------------------------------------------------
+_INSTR = (r"instructions?|prompts?|rules|directions|directives|guidelines|guardrails|constraints"
+          r"|programming|polic(?:y|ies)|system\s+prompt|task|context|orders")
+_OVERRIDE_EN = (
+    r"\b(?:ignore|disregard|forget|overrule|override|bypass|discard|drop|abandon|set\s+aside)\s+"
+    r"(?:(?:all|any|every|the|your|my|of|these|those|previous|prior|above|earlier|preceding|"
+    r"original|existing|current|old|system|safety|audit|standard|usual|given)\s+){0,4}"
+    rf"(?:{_INSTR})\b",
+    r"\b(?:ignore|disregard|forget)\s+(?:(?:everything|all|anything|what(?:ever)?|the|text|"
+    r"content|messages?|written|said|stated|you\s+(?:were|have\s+been)\s+told)\s+){0,3}"
+    r"(?:above|before|previously|so\s+far|earlier)\b",
+)
+_OVERRIDE_INTL = (
+    r"\b(?:ignorier\w*|vergiss|vergessen\s+sie|missachte\w*|übergeh\w*)\b[^.;\n]{0,40}?"
+    r"\b(?:anweisung\w*|instruktion\w*|regeln|vorgaben|befehle)",
+    r"\b(?:ignor(?:e[rz]?|ons)|oubli(?:e[rz]?|ons))\b[^.;\n]{0,40}?\b(?:instructions?|consignes?"
+    r"|règles|directives)",
+    r"\b(?:ignor[ae](?:r|d)?|olvid[ae](?:r|d)?|omit[ae])\b[^.;\n]{0,40}?\b(?:instrucciones|reglas"
+    r"|indicaciones|órdenes|istruzioni|regole|instruções|regras)",
+    r"\b(?:dimentica|esqueça|esqueca)\b[^.;\n]{0,40}?\b(?:istruzioni|regole|instruções|regras)",
+    r"(?:忽略|无视|忽视|忘记|不要理会|忘掉)[^。；\n]{0,20}?(?:指令|指示|说明|规则|提示|要求)",
+    r"(?:以前の|前の)?(?:指示|命令|ルール)を?(?:無視|忘れ)",
+    r"(?:игнорируй|забудь)\w*[^.;\n]{0,30}?(?:инструкци|правил)",
+)
+_ROLE_TOKENS = (
+    r"<\|\s*[a-z_]+\s*\|>", r"\[/?inst\]", r"<</?sys>>", r"</s>\s*<s>|</s>",
+    r"(?:^|\n)\s*#{1,4}\s*(?:system|assistant|developer|instruction|response)\s*:",
+    r"\[\s*(?:system|assistant|developer|admin)(?:\s+(?:message|prompt|note|override|update))?"
+    r"\s*\]",
+    r"</?\s*(?:system|assistant|developer|instructions?)\s*>",
+    r"\"role\"\s*:\s*\"(?:system|developer|assistant)\"",
+)
+_ROLE_PLAY = (
+    r"\byou\s+are\s+now\b|\byou'?re\s+now\b|\bfrom\s+now\s+on,?\s+you\b",
+    r"\bpretend\s+(?:to\s+be|you\s+are|you'?re|that\s+you)\b|\bimagine\s+(?:that\s+)?you\s+are\b",
+    r"\brole-?\s?play\b|\bplay\s+the\s+(?:role|part)\b|\bstay\s+in\s+character\b",
+    r"\bjailbr(?:oken|eak)\b|\bdeveloper\s+mode\b|\bgod\s+mode\b|\bunrestricted\s+(?:ai|model|"
+    r"assistant|mode|version)\b|\bunfiltered\s+(?:ai|model|assistant|mode)\b",
+    r"\bdu\s+bist\s+(?:jetzt|nun|ab\s+sofort)\b|\btu\s+es\s+maintenant\b|\bvous\s+êtes\s+"
+    r"maintenant\b|\bahora\s+eres\b|\bfinge\s+(?:ser|que)\b|\bora\s+sei\b|\bagora\s+você\s+é\b",
+    r"你现在是|扮演|假装你|从现在开始你",
+)
+_EXFILTRATE = (
+    r"\b(?:reveal|show|print|repeat|output|leak|display|tell\s+me|what\s+(?:is|are)|give\s+me)\b"
+    r"[^.\n]{0,30}?\b(?:system|hidden|initial|original|secret)\s+(?:prompt|instructions?|message)",
+)
+_DAN = re.compile(r"\bDAN\b")  # case-sensitive: "Dan" is a name
+
+_ADDRESSEE = (
+    r"\b(?:a\.?i|llms?|gpt-?\w*|chatgpt|claude|gemini|chat-?bots?|bots?|copilot)\b",
+    r"\b(?:language|ai|audit|review|reviewing|screening)\s+(?:models?|systems?|tools?|agents?|"
+    r"engines?|pipelines?)\b|\bthe\s+models?\b|\bassistants?\b",
+    r"\b(?:auditors?|reviewers?)\b|\bautomated\s+(?:reviews?|checks?|audits?|systems?|tools?|"
+    r"reviewers?|auditors?)\b",
+    r"\byou\b|\byour\b|\byourself\b",
+    r"\b(?:ki|künstliche\s+intelligenz|sprachmodell|prüfer\w*|ia|l'ia|modèle\s+de\s+langage|"
+    r"auditeur|réviseur|vous|inteligencia\s+artificial|modelo\s+de\s+lenguaje|revisor|auditora?|"
+    r"asistente|assistente|modello|intelligenza\s+artificiale|revisore|du|dir|dich|tu|usted)\b",
+    r"人工智能|智能助手|助手|模型|审核员|审计员|审核|审计|你|您|ＡＩ|監査|アシスタント|モデル",
+)
+_FINDING = (r"(?:deviations?|findings?|issues?|flags?|errors?|problems?|non-?conformit(?:y|ies)"
+            r"|observations?|anomal(?:y|ies)|discrepanc(?:y|ies)|warnings?|violations?|anything)")
+_SUPPRESS = (
+    r"\b(?:report|return|output|answer|respond|reply|list|record|give|produce|write|submit|state|"
+    r"declare|conclude|show|log|enter|find|raise|flag|print)\s+(?:with\s+)?(?:only\s+)?"
+    r"(?:no|zero|0|an?\s+empty|empty|nothing|none|null|an?\s+clean|clean)\b",
+    r"\b(?:do\s+not|don'?t|dont|never|must\s+not|mustn'?t|should\s+not|shouldn'?t|shall\s+not|"
+    r"may\s+not|cannot|can'?t|no\s+need\s+to|refrain\s+from|avoid|stop|without)\s+(?:\w+\s+){0,2}?"
+    r"(?:flag|report|raise|list|mention|log|record|include|escalate|note|output|return)\w*\b",
+    r"\b(?:treat|mark|classify|consider|label|rate|score|assess|summari[sz]e|report|record|"
+    r"declare|confirm|approve|pass|close|sign\s+off|certify|regard|describe|list)\s+(?:\S+\s+)"
+    r"{0,5}?as\s+(?:being\s+|fully\s+|100\s*%\s+)?(?:compliant|clean|passed|acceptable|approved|"
+    r"conforming|deviation-free|error-free|ok|without\s+deviations|having\s+no)\b",
+    r"\b(?:deviations?|audit|audits|review|detection|checks?|flagging|reporting|findings?|"
+    r"screening|validation)\s+(?:\S+\s+){0,5}?(?:is|are|was|were|has\s+been|have\s+been|now|"
+    r"stays?|remain)\s+(?:\w+\s+)?(?:disabled|turned\s+off|switched\s+off|suspended|waived|off|"
+    r"deactivated|not\s+(?:required|needed|necessary|applicable)|exempt|cancell?ed|bypassed|"
+    r"skipped|paused)\b",
+    r"\b(?:skip|bypass|disable|turn\s+off|switch\s+off|suspend|waive|deactivate|pause|cancel)\s+"
+    r"(?:the\s+|this\s+|all\s+|any\s+)?(?:audit|review|checks?|detection|deviation|flagging|"
+    r"screening|validation|inspection)\b",
+    rf"\b(?:suppress|hide|omit|conceal|drop|remove|delete|ignore|clear|discard)\s+(?:\w+\s+)"
+    rf"{{0,2}}?{_FINDING}\b",
+    r"\b(?:expected|correct|required|desired|right|only\s+acceptable)\s+(?:output|answer|result|"
+    r"response|verdict)\b[^.;\n]{0,40}?\b(?:is|:|=)\s*(?:\S+\s+)?(?:zero|no|empty|none|clean|"
+    r"compliant|nothing|\[\s*\])",
+    r"\b(?:keine|kein)\s+(?:abweichung\w*|befund\w*|feststellung\w*|fehler|probleme)\b",
+    r"\bnicht\s+(?:melden|markieren|berichten|erwähnen|auflisten|beanstanden)\b|\bals\s+konform\b",
+    r"\baucun(?:e)?\s+(?:écart|déviation|anomalie|constat|problème|non-conformité)s?\b",
+    r"\bne\s+(?:signale[zr]?|rapporte[zr]?|mentionne[zr]?|liste[zr]?|relève[zr]?)\b|\bcomme\s+"
+    r"conforme\b",
+    r"\b(?:ninguna|ningún|ninguno|sin|cero)\s+(?:desviaci\w+|hallazgo\w*|incidencia\w*|"
+    r"problema\w*)\b|\bno\s+(?:informes?|reportes?|señales?|marques?|registres?|menciones?)\b",
+    r"\bnessuna\s+(?:deviazione|anomalia)\b|\bnon\s+(?:segnalare|riportare|menzionare)\b",
+    r"\bnenhum(?:a)?\s+(?:desvio|achado|problema)\w*\b|\bnão\s+(?:reporte|sinalize|relate|"
+    r"registre|mencione)\b|\bcomo\s+conforme\b",
+    r"不要(?:报告|标记|提及|列出|记录)|没有(?:任何)?偏差|无偏差|零偏差|零(?:个)?发现|视为合规|"
+    r"标记为合规|空的?(?:列表|结果|数组)|逸脱(?:なし|はありません)|報告しない",
+)
+_AUTHORITY = (
+    r"\b(?:head\s+of\s+(?:quality|qa|compliance)|qualified\s+person|site\s+director|plant\s+"
+    r"manager|qa\s+manager|quality\s+director|compliance\s+officer|administrator|sysadmin|"
+    r"platform\s+operator|your\s+(?:developers?|creators?|operators?)|openai|anthropic|fda|ema|"
+    r"mhra|regulator|inspector)\b",
+    r"\b(?:by\s+order\s+of|per\s+(?:instruction|order|directive)\s+of|on\s+(?:the\s+)?authority\s+"
+    r"of|mandated\s+by|directive|priority\s+(?:update|override|notice)|"
+    r"official\s+(?:notice|instruction)|pre-?approved|waiver)\b",
+    r"\b(?:im\s+auftrag|auf\s+anweisung|par\s+ordre|sur\s+instruction|por\s+orden|autorizado\s+por"
+    r"|autorisé\s+par|genehmigt\s+von)\b|根据.{0,10}(?:指示|命令)|经理批准|授权",
+)
+_MODE = (
+    r"\b(?:test|testing|maintenance|debug|debugging|diagnostic|dev|sandbox|demo|simulation|"
+    r"training|safe|admin|evaluation|override|audit-free|bypass)\s+mode\b",
+    r"\bdry[\s-]?run\b|\bthis\s+is\s+(?:only\s+|just\s+)?a\s+test\b|\bdummy\s+(?:batch|data|"
+    r"record)|\bvalidation\s+dummy\b|\bsandbox\b|\btest\s+(?:data|run|batch|record)s?\b",
+    r"\b(?:testmodus|wartungsmodus|debug-?modus|mode\s+(?:test|maintenance|débogage)|modo\s+(?:de\s+)?"
+    r"(?:prueba|mantenimiento|depuración|test|manutenzione|manutenção|teste))\b",
+    r"测试模式|维护模式|调试模式|テストモード",
+)
+_FAKE_ANSWER = (
+    r"[\"']?(?:findings|deviations|issues|flags)[\"']?\s*[:=]\s*(?:\[\s*\]|0\b|none\b|null\b)",
+    r"[\"']?(?:status|verdict|result|compliant|compliance)[\"']?\s*[:=]\s*[\"']?(?:compliant|"
+    r"clean|pass(?:ed)?|true|approved)\b",
+    r"\b(?:function_call|tool_calls?|tool_use)\b|<\s*(?:tool_call|function_call|invoke)\b",
+    r"\b\w+\s*\(\s*(?:(?:findings|deviations)\s*=\s*)?\[\s*\]\s*\)|\b\w+\s*\(\s*(?:findings|"
+    r"deviations)\s*=\s*(?:none|0)\s*\)",
+)
+_RESET = (
+    r"\b(?:new|updated|revised|changed)\s+(?:instructions?|task|rules|policy|orders)\b",
+    r"\b(?:instructions?|rules|task|policy)\s+(?:has|have|was|were)\s+(?:been\s+)?(?:changed|"
+    r"updated|cancell?ed|replaced|revoked)\b",
+    r"\b(?:previous|prior|original)\s+(?:task|request)\s+(?:is|was|has\s+been)\s+(?:cancell?ed|"
+    r"void|over|replaced)\b|\bend\s+of\s+(?:the\s+)?(?:records?|data|document|input)\b",
+    r"(?:^|\n)\s*(?:system|assistant|developer)\s*:",
+    r"\bexempt\s+from\s+(?:the\s+)?(?:audit|review)\b|\bfrom\s+now\s+on\b|\bnew\s+persona\b",
+    r"\bneue\s+anweisung\w*|\bnouvelles?\s+(?:instructions?|consignes?)|\bnuevas?\s+"
+    r"instrucciones\b|新的?指令|新任务",
+)
+
+STRONG_CUES: dict[str, re.Pattern[str]] = {
+    "override_instructions": _rx(*_OVERRIDE_EN, *_OVERRIDE_INTL),
+    "role_tokens": _rx(*_ROLE_TOKENS),
+    "role_play": _rx(*_ROLE_PLAY),
+    "prompt_exfiltration": _rx(*_EXFILTRATE),
+}
+WEAK_CUES: dict[str, re.Pattern[str]] = {
+    "addressed_to_model": _rx(*_ADDRESSEE),
+    "suppress_findings": _rx(*_SUPPRESS),
+    "claimed_authority": _rx(*_AUTHORITY),
+    "claimed_mode": _rx(*_MODE),
+    "fake_answer_or_tool": _rx(*_FAKE_ANSWER),
+    "task_reset": _rx(*_RESET),
+}
+CUE_NAMES: tuple[str, ...] = (*STRONG_CUES, *WEAK_CUES)
+
+
+# --- normalisation -----------------------------------------------------------------------------
+_LEET = str.maketrans("0134578@$|!", "oieastbasli")
+_LEET_TOKEN = re.compile(r"\b(?=[\w@$|!]*[a-z])(?=[\w@$|!]*[0134578@$|!])[\w@$|!]{3,}")
+_SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*·]){2,}\w(?!\S)")
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX_RUN = re.compile(r"\b(?:[0-9a-fA-F]{2}){8,}\b")
+_NON_LATIN_LETTER = re.compile(r"[^\x00-\x7f]")
+
+
+def _printable_text(raw: bytes) -> str | None:
+    """`raw` as text if it is UTF-8 and reads like text (letters and spaces), else None."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text or sum(c.isprintable() for c in text) < 0.95 * len(text):
+        return None
+    return text if sum(c.isalpha() or c.isspace() for c in text) >= 0.7 * len(text) else None
+
+
+def _decoded_runs(text: str) -> list[str]:
+    """The text hidden in base64 and hex runs of `text` (runs that decode to readable text)."""
+    found: list[str] = []
+    for run in _HEX_RUN.findall(text):
+        decoded = _printable_text(binascii.unhexlify(run))
+        if decoded:
+            found.append(decoded)
+    for run in _B64_RUN.findall(text):
+        if _HEX_RUN.fullmatch(run):
+            continue
+        body = run.rstrip("=")
+        try:
+            raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_" if (
+                "-" in body or "_" in body) else None, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        decoded = _printable_text(raw)
+        if decoded:
+            found.append(decoded)
+    return found
+
+
+@lru_cache(maxsize=1)
+def _homoglyph_table() -> dict[int, str]:
+    """Non-ASCII letters that look like one ASCII letter (Cyrillic а, Greek ο, ...) -> that letter,
+    from confusable-homoglyphs' copy of the Unicode confusables table."""
+    from confusable_homoglyphs import utils
+
+    table: dict[int, str] = {}
+    for char, glyphs in utils.load("confusables.json").items():
+        if len(char) != 1 or char.isascii():
+            continue
+        latin = [g["c"] for g in glyphs if len(g["c"]) == 1 and g["c"].isascii()
+                 and g["c"].isalpha()]
+        if latin:
+            table[ord(char)] = latin[0]
+    return table
+
+
+def normalise(text: str) -> str:
+    """NFKC, invisible format characters (zero-width, bidi controls) removed, case folded,
+    whitespace runs of one kind kept (spaced-out letters need the difference)."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return text.casefold()
+
+
+def variants(text: str) -> list[str]:
+    """The normalised text and its de-obfuscated readings (each only when it differs)."""
+    base = normalise(text)
+    out = [base]
+    if _NON_LATIN_LETTER.search(base) and re.search(r"[a-z]", base):
+        out.append(base.translate(_homoglyph_table()))
+    for candidate in list(out):
+        deleet = _LEET_TOKEN.sub(lambda m: m.group(0).translate(_LEET), candidate)
+        joined = _SPACED.sub(lambda m: re.sub(r"[ .\-_*·]", "", m.group(0)), candidate)
+        out += [v for v in (deleet, joined) if v != candidate]
+    out += [normalise(decoded) for decoded in _decoded_runs(unicodedata.normalize("NFKC", text))]
+    return list(dict.fromkeys(out))
+
+
+def _json_strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _json_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _json_strings(v)]
+    return []
+
+
+def segments(text: str) -> list[str]:
+    """Lines; a line that is a JSON object (a record) gives its string values instead."""
+    out: list[str] = []
+    for line in text.splitlines() or [text]:
+        stripped = line.strip()
+        if stripped.startswith("{") and stripped.endswith("}"):
+            try:
+                out += _json_strings(json.loads(stripped))
+                continue
+            except (ValueError, RecursionError):
+                pass
+        out.append(line)
+    return out
+
+
+# --- the verdict -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InjectionVerdict:
+    """Whether a text carries an injection, and the cues of the segments that decided it."""
+
+    flagged: bool
+    cues: tuple[str, ...] = ()
+
+
+def segment_cues(segment: str) -> tuple[str, ...]:
+    """The cues one segment (already normalised) matches, strong ones first, in table order."""
+    cues = [name for name, rx in STRONG_CUES.items() if rx.search(segment)]
+    return (*cues, *(name for name, rx in WEAK_CUES.items() if rx.search(segment)))
+
+
+def _decides(cues: tuple[str, ...]) -> bool:
+    return any(c in STRONG_CUES for c in cues) or sum(c in WEAK_CUES for c in cues) >= 2
+
+
+def screen_text(text: str) -> InjectionVerdict:
+    """Screen one text (a record comment, a chat message, a retrieved chunk)."""
+    if not isinstance(text, str) or not text.strip():
+        return InjectionVerdict(False)
+    found: list[str] = []
+    dan = bool(_DAN.search(text))
+    for segment in segments(text):
+        for reading in variants(segment):
+            cues = segment_cues(reading)
+            if dan and "role_play" not in cues and _DAN.search(segment):
+                cues = ("role_play", *cues)
+            if _decides(cues):
+                found += [c for c in cues if c not in found]
+    return InjectionVerdict(bool(found), tuple(sorted(found, key=CUE_NAMES.index)))
+
+
+def is_injection(text: object) -> bool:
+    """True if `text` is a string the detector flags (the reference auditor's per-value check)."""
+    return isinstance(text, str) and screen_text(text).flagged

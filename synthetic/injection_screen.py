@@ -95,21 +95,28 @@ _ADDRESSEE = (
     r"\b(?:ki|künstliche\s+intelligenz|sprachmodell|prüfer\w*|ia|l'ia|modèle\s+de\s+langage|"
     r"auditeur|réviseur|vous|inteligencia\s+artificial|modelo\s+de\s+lenguaje|revisor|auditora?|"
     r"asistente|assistente|modello|intelligenza\s+artificiale|revisore|du|dir|dich|tu|usted)\b",
+    r"\bprüf\w*|\b(?:sistema|système|sistem)\s+(?:de\s+|d'|di\s+)?(?:auditor[ií]a|audit|revisión|"
+    r"revue|revisione|revisão|controle|control)\b|\bwho(?:ever)?\s+or\s+what(?:ever)?\b|"
+    r"\bwhat(?:ever|soever)\s+(?:reviews|reads|audits|checks|processes)\b",
     r"人工智能|智能助手|助手|模型|审核员|审计员|审核|审计|你|您|ＡＩ|監査|アシスタント|モデル",
 )
 _FINDING = (r"(?:deviations?|findings?|issues?|flags?|errors?|problems?|non-?conformit(?:y|ies)"
             r"|observations?|anomal(?:y|ies)|discrepanc(?:y|ies)|warnings?|violations?|anything)")
 _SUPPRESS = (
     r"\b(?:report|return|output|answer|respond|reply|list|record|give|produce|write|submit|state|"
-    r"declare|conclude|show|log|enter|find|raise|flag|print)\s+(?:with\s+)?(?:only\s+)?"
+    r"declare|conclude|show|log|enter|find|raise|flag|print|emit|send|keep|leave)(?:s|es)?\s+"
+    r"(?:with\s+)?(?:only\s+)?"
     r"(?:no|zero|0|an?\s+empty|empty|nothing|none|null|an?\s+clean|clean)\b",
     r"\b(?:do\s+not|don'?t|dont|never|must\s+not|mustn'?t|should\s+not|shouldn'?t|shall\s+not|"
     r"may\s+not|cannot|can'?t|no\s+need\s+to|refrain\s+from|avoid|stop|without)\s+(?:\w+\s+){0,2}?"
-    r"(?:flag|report|raise|list|mention|log|record|include|escalate|note|output|return)\w*\b",
-    r"\b(?:treat|mark|classify|consider|label|rate|score|assess|summari[sz]e|report|record|"
-    r"declare|confirm|approve|pass|close|sign\s+off|certify|regard|describe|list)\s+(?:\S+\s+)"
+    r"(?:flag|report|rais|list|mention|log|record|includ|escalat|not|output|return)\w*\b",
+    r"\binstead\s+of\s+(?:auditing|reviewing|checking|the\s+(?:audit|review|check))\b|\blet\s+"
+    r"(?:this|the|it)\s+(?:\w+\s+)?(?:through|pass|go)\b",
+    r"\b(?:treat|mark|classify|consider|label|rate|score|assess|summari[sz]e|report|record|see|"
+    r"declare|confirm|approve|pass|close|sign\s+off|certify|regard|describe|list)(?:s|es)?\s+"
+    r"(?:\S+\s+)"
     r"{0,5}?as\s+(?:being\s+|fully\s+|100\s*%\s+)?(?:compliant|clean|passed|acceptable|approved|"
-    r"conforming|deviation-free|error-free|ok|without\s+deviations|having\s+no)\b",
+    r"conforming|deviation-free|error-free|ok|fine|without\s+deviations|having\s+no)\b",
     r"\b(?:deviations?|audit|audits|review|detection|checks?|flagging|reporting|findings?|"
     r"screening|validation)\s+(?:\S+\s+){0,5}?(?:is|are|was|were|has\s+been|have\s+been|now|"
     r"stays?|remain)\s+(?:\w+\s+)?(?:disabled|turned\s+off|switched\s+off|suspended|waived|off|"
@@ -160,16 +167,34 @@ _FAKE_ANSWER = (
     r"[\"']?(?:findings|deviations|issues|flags)[\"']?\s*[:=]\s*(?:\[\s*\]|0\b|none\b|null\b)",
     r"[\"']?(?:status|verdict|result|compliant|compliance)[\"']?\s*[:=]\s*[\"']?(?:compliant|"
     r"clean|pass(?:ed)?|true|approved)\b",
-    r"\b(?:function_call|tool_calls?|tool_use)\b|<\s*(?:tool_call|function_call|invoke)\b",
-    r"\b\w+\s*\(\s*(?:(?:findings|deviations)\s*=\s*)?\[\s*\]\s*\)|\b\w+\s*\(\s*(?:findings|"
-    r"deviations)\s*=\s*(?:none|0)\s*\)",
+    r"\b\w+\s*\(\s*\[\s*\]\s*\)|\b\w+\s*\([^()]{0,80}?\b(?:findings|deviations)\s*=\s*(?:\[\s*\]"
+    r"|none|0)",
+)
+_TOOL_CALL = (
+    r"\b(?:function_call|tool_calls?|tool_use)\b|<\s*/?\s*(?:tool_call|function_call|invoke|"
+    r"function_calls)\b",
+)
+_OUTPUT_DIRECTIVE = (
+    r"\b(?:final|correct|expected|required|official)\s+(?:answer|output|response|reply|verdict)\b",
+    r"\b(?:copy|paste|repeat|echo|emit|reproduce)\b[^.;\n]{0,30}?\b(?:verbatim|exactly|as\s+is|"
+    r"the\s+(?:json|block|text|answer)|this)\b|\bverbatim\b",
+    r"\buse\s+(?:this|that|the\s+(?:block|json|text)|it)\b[^.;\n]{0,20}?\bas\s+(?:your|the)\s+"
+    r"(?:answer|response|output|reply)\b|\band\s+nothing\s+else\b|\b(?:respond|answer|reply)\s+"
+    r"(?:only\s+)?with\s+(?:exactly|only)\b",
+    r"\bthe\s+real\s+(?:instruction|task|request)\b|\bcall\s+(?:this|the)\s+(?:tool|function)\b",
+)
+_DATA_BOUNDARY = (
+    r"<!--|-->|```|<<<\s*[a-z_]+|[a-z_]+\s*>>>",
+    r"\bend\s+of\s+(?:the\s+)?(?:records?|data|document|input|batch)\b|\b(?:data|records?|"
+    r"input)\s+ends?\s+here\b|\bend\s+data\b",
+    r"\beverything\s+(?:after|below|following)\s+this\b|\bstop\s+reading\b",
 )
 _RESET = (
     r"\b(?:new|updated|revised|changed)\s+(?:instructions?|task|rules|policy|orders)\b",
     r"\b(?:instructions?|rules|task|policy)\s+(?:has|have|was|were)\s+(?:been\s+)?(?:changed|"
     r"updated|cancell?ed|replaced|revoked)\b",
     r"\b(?:previous|prior|original)\s+(?:task|request)\s+(?:is|was|has\s+been)\s+(?:cancell?ed|"
-    r"void|over|replaced)\b|\bend\s+of\s+(?:the\s+)?(?:records?|data|document|input)\b",
+    r"void|over|replaced)\b|(?:^|\n)\s*#{1,4}\s*(?:new\s+)?task\b[^\n]{0,12}(?:updated|new)",
     r"(?:^|\n)\s*(?:system|assistant|developer)\s*:",
     r"\bexempt\s+from\s+(?:the\s+)?(?:audit|review)\b|\bfrom\s+now\s+on\b|\bnew\s+persona\b",
     r"\bneue\s+anweisung\w*|\bnouvelles?\s+(?:instructions?|consignes?)|\bnuevas?\s+"
@@ -181,6 +206,7 @@ STRONG_CUES: dict[str, re.Pattern[str]] = {
     "role_tokens": _rx(*_ROLE_TOKENS),
     "role_play": _rx(*_ROLE_PLAY),
     "prompt_exfiltration": _rx(*_EXFILTRATE),
+    "tool_call_markup": _rx(*_TOOL_CALL),
 }
 WEAK_CUES: dict[str, re.Pattern[str]] = {
     "addressed_to_model": _rx(*_ADDRESSEE),
@@ -189,6 +215,8 @@ WEAK_CUES: dict[str, re.Pattern[str]] = {
     "claimed_mode": _rx(*_MODE),
     "fake_answer_or_tool": _rx(*_FAKE_ANSWER),
     "task_reset": _rx(*_RESET),
+    "output_directive": _rx(*_OUTPUT_DIRECTIVE),
+    "data_boundary": _rx(*_DATA_BOUNDARY),
 }
 CUE_NAMES: tuple[str, ...] = (*STRONG_CUES, *WEAK_CUES)
 
@@ -199,6 +227,7 @@ _LEET_TOKEN = re.compile(r"\b(?=[\w@$|!]*[a-z])(?=[\w@$|!]*[0134578@$|!])[\w@$|!
 _SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*·]){2,}\w(?!\S)")
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX_RUN = re.compile(r"\b(?:[0-9a-fA-F]{2}){8,}\b")
+WHOLE_TEXT_CHARS = 1000  # up to this length a text is also screened whole, not only by line
 _NON_LATIN_LETTER = re.compile(r"[^\x00-\x7f]")
 
 
@@ -284,18 +313,33 @@ def _json_strings(value: object) -> list[str]:
     return []
 
 
+def _record(line: str) -> dict | None:
+    """The batch record a line holds (a JSON object with a record_id), else None."""
+    stripped = line.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}") and "record_id" in stripped):
+        return None
+    try:
+        value = json.loads(stripped)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) and "record_id" in value else None
+
+
 def segments(text: str) -> list[str]:
-    """Lines; a line that is a JSON object (a record) gives its string values instead."""
+    """Lines, a record line field by field (its string values), and a short text without records
+    also whole (an attack split over lines); cues are never added up across a long prompt."""
+    lines = text.splitlines() or [text]
     out: list[str] = []
-    for line in text.splitlines() or [text]:
-        stripped = line.strip()
-        if stripped.startswith("{") and stripped.endswith("}"):
-            try:
-                out += _json_strings(json.loads(stripped))
-                continue
-            except (ValueError, RecursionError):
-                pass
-        out.append(line)
+    records = 0
+    for line in lines:
+        record = _record(line)
+        if record is None:
+            out.append(line)
+        else:
+            records += 1
+            out += _json_strings(record)
+    if len(lines) > 1 and not records and len(text) <= WHOLE_TEXT_CHARS:
+        out.append(text)
     return out
 
 

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import json
 import re
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -60,6 +62,8 @@ _OVERRIDE_INTL = (
     r"(?:忽略|无视|忽视|忘记|不要理会|忘掉)[^。；\n]{0,20}?(?:指令|指示|说明|规则|提示|要求)",
     r"(?:以前の|前の)?(?:指示|命令|ルール)を?(?:無視|忘れ)",
     r"(?:игнорируй|забудь)\w*[^.;\n]{0,30}?(?:инструкци|правил)",
+    r"\b(?:negeer|vergeet)\b[^.;\n]{0,40}?\b(?:instructies|regels|opdrachten)\b|\b(?:zignoruj|"
+    r"ignoruj|zapomnij)\b[^.;\n]{0,40}?\b(?:polecen\w*|instrukcj\w*|zasad\w*)",
 )
 _ROLE_TOKENS = (
     r"<\|\s*[a-z_]+\s*\|>", r"\[/?inst\]", r"<</?sys>>", r"</s>\s*<s>|</s>",
@@ -71,7 +75,8 @@ _ROLE_TOKENS = (
 )
 _ROLE_PLAY = (
     r"\byou\s+are\s+now\b|\byou'?re\s+now\b|\bfrom\s+now\s+on,?\s+you\b",
-    r"\bpretend\s+(?:to\s+be|you\s+are|you'?re|that\s+you)\b|\bimagine\s+(?:that\s+)?you\s+are\b",
+    r"\bpretend\s+(?:to\s+be|(?:that\s+)?you\b)|\bimagine\s+(?:that\s+)?you\s+are\b|\bact\s+as\s+if"
+    r"\s+you\b",
     r"\brole-?\s?play\b|\bplay\s+the\s+(?:role|part)\b|\bstay\s+in\s+character\b",
     r"\bjailbr(?:oken|eak)\b|\bdeveloper\s+mode\b|\bgod\s+mode\b|\bunrestricted\s+(?:ai|model|"
     r"assistant|mode|version)\b|\bunfiltered\s+(?:ai|model|assistant|mode)\b",
@@ -82,6 +87,19 @@ _ROLE_PLAY = (
 _EXFILTRATE = (
     r"\b(?:reveal|show|print|repeat|output|leak|display|tell\s+me|what\s+(?:is|are)|give\s+me)\b"
     r"[^.\n]{0,30}?\b(?:system|hidden|initial|original|secret)\s+(?:prompt|instructions?|message)",
+)
+_AI_NOUN = (r"(?:ai|a\.i\.|llms?|gpt-?\w*|chatgpt|claude|gemini|language\s+models?|models?|"
+            r"assistants?|chat-?bots?|bots?|automated\s+\w+|ai\s+\w+|ki|ia|l'ia|ии|人工智能|模型)")
+_EXPLICIT_ADDRESS = (
+    r"\b(?:note|message|instructions?|attention|reminder|memo|notice|important|hint|info|ps)\s*"
+    rf"(?:to|for)\s+(?:the\s+|any\s+|all\s+|whichever\s+)?{_AI_NOUN}\b",
+    rf"\b(?:dear|hey|hi|hello|yo|attention|attn)\s*,?\s+{_AI_NOUN}\b",
+    rf"\b(?:if|when)\s+you\s+are\s+(?:an?\s+)?{_AI_NOUN}\b|\bto\s+(?:the|any)\s+{_AI_NOUN}\s+"
+    r"(?:reading|reviewing|processing|auditing)\b",
+    r"\b(?:hinweis|nachricht|anweisung)\s+(?:für|an)\s+(?:die|das|den)\s+(?:ki|modell|prüf\w*)|"
+    r"\bnote\s+(?:pour|à)\s+l'ia\b|\bnota\s+(?:para|per)\s+(?:la|il|l'|a)\s*(?:ia|modelo|modello)\b|"
+    r"\bopmerking\s+voor\s+de\s+ai\b|\buwaga\s+dla\s+(?:modelu|ai)\b|致.{0,8}(?:模型|人工智能|ai)|"
+    r"(?:ai|ии)[-\w]*\s*(?:へ|для)|для\s+ии",
 )
 _DAN = re.compile(r"\bDAN\b")  # case-sensitive: "Dan" is a name
 
@@ -95,7 +113,10 @@ _ADDRESSEE = (
     r"\b(?:ki|künstliche\s+intelligenz|sprachmodell|prüfer\w*|ia|l'ia|modèle\s+de\s+langage|"
     r"auditeur|réviseur|vous|inteligencia\s+artificial|modelo\s+de\s+lenguaje|revisor|auditora?|"
     r"asistente|assistente|modello|intelligenza\s+artificiale|revisore|du|dir|dich|tu|usted)\b",
-    r"\bprüf\w*|\b(?:sistema|système|sistem)\s+(?:de\s+|d'|di\s+)?(?:auditor[ií]a|audit|revisión|"
+    r"\b(?:checking|review|reviewing|audit|auditing|compliance|automated|automatic|screening|ai)\s+"
+    r"(?:software|engines?|programs?|tools?|checkers?|reviewers?|auditors?)\b|\bchecker\b|"
+    r"\bany\s+(?:model|ai|tool|system)\b|\bwho(?:ever)?\s+(?:checks|reviews|reads|audits|"
+    r"processes)\b|\bprüf\w*|\b(?:sistema|système|sistem)\s+(?:de\s+|d'|di\s+)?(?:auditor[ií]a|audit|revisión|"
     r"revue|revisione|revisão|controle|control)\b|\bwho(?:ever)?\s+or\s+what(?:ever)?\b|"
     r"\bwhat(?:ever|soever)\s+(?:reviews|reads|audits|checks|processes)\b",
     r"人工智能|智能助手|助手|模型|审核员|审计员|审核|审计|你|您|ＡＩ|監査|アシスタント|モデル",
@@ -104,12 +125,21 @@ _FINDING = (r"(?:deviations?|findings?|issues?|flags?|errors?|problems?|non-?con
             r"|observations?|anomal(?:y|ies)|discrepanc(?:y|ies)|warnings?|violations?|anything)")
 _SUPPRESS = (
     r"\b(?:report|return|output|answer|respond|reply|list|record|give|produce|write|submit|state|"
-    r"declare|conclude|show|log|enter|find|raise|flag|print|emit|send|keep|leave)(?:s|es)?\s+"
+    r"declare|conclude|show|log|enter|find|raise|flag|print|emit|send|keep|leave|confirm|close|"
+    r"finish|come\s+back)(?:s|es)?\s+"
     r"(?:with\s+)?(?:only\s+)?"
     r"(?:no|zero|0|an?\s+empty|empty|nothing|none|null|an?\s+clean|clean)\b",
     r"\b(?:do\s+not|don'?t|dont|never|must\s+not|mustn'?t|should\s+not|shouldn'?t|shall\s+not|"
     r"may\s+not|cannot|can'?t|no\s+need\s+to|refrain\s+from|avoid|stop|without)\s+(?:\w+\s+){0,2}?"
     r"(?:flag|report|rais|list|mention|log|record|includ|escalat|not|output|return)\w*\b",
+    r"\bnot\s+(?:\w+\s+){0,1}?(?:flag|report|rais|mention|escalat)\w*\b",
+    r"\b(?:do\s+not|don'?t|never|must\s+not|should\s+not|no\s+need\s+to|refrain\s+from)\s+"
+    rf"(?:\w+\s+){{0,4}}?(?:with\s+)?(?:any\s+)?{_FINDING}",
+    r"\bgo\s+easy\b|\bempty-handed\b|\bnothing\s+to\s+see\b|\bnit-?pick\w*|\blook\s+the\s+"
+    r"other\s+way\b|\bblind\s+eye\b|\b(?:zero|0)\s+(?:findings|deviations|flags)\b|\bclean\s+"
+    r"(?:audit|review)\b",
+    r"\b(?:treat|mark|classify|consider|label|rate|declare|deem|call)(?:s|es)?\s+(?:\S+\s+){0,6}?"
+    r"(?:fully\s+|entirely\s+)?(?:compliant|conforming|deviation-free)\b",
     r"\binstead\s+of\s+(?:auditing|reviewing|checking|the\s+(?:audit|review|check))\b|\blet\s+"
     r"(?:this|the|it)\s+(?:\w+\s+)?(?:through|pass|go)\b",
     r"\b(?:treat|mark|classify|consider|label|rate|score|assess|summari[sz]e|report|record|see|"
@@ -118,23 +148,27 @@ _SUPPRESS = (
     r"{0,5}?as\s+(?:being\s+|fully\s+|100\s*%\s+)?(?:compliant|clean|passed|acceptable|approved|"
     r"conforming|deviation-free|error-free|ok|fine|without\s+deviations|having\s+no)\b",
     r"\b(?:deviations?|audit|audits|review|detection|checks?|flagging|reporting|findings?|"
-    r"screening|validation)\s+(?:\S+\s+){0,5}?(?:is|are|was|were|has\s+been|have\s+been|now|"
+    r"screening|validation|output)\s+(?:\S+\s+){0,5}?(?:is|are|was|were|has\s+been|have\s+been|now|"
     r"stays?|remain)\s+(?:\w+\s+)?(?:disabled|turned\s+off|switched\s+off|suspended|waived|off|"
     r"deactivated|not\s+(?:required|needed|necessary|applicable)|exempt|cancell?ed|bypassed|"
-    r"skipped|paused)\b",
+    r"skipped|paused|muted|silenced|suppressed|blocked)\b",
     r"\b(?:skip|bypass|disable|turn\s+off|switch\s+off|suspend|waive|deactivate|pause|cancel)\s+"
     r"(?:the\s+|this\s+|all\s+|any\s+)?(?:audit|review|checks?|detection|deviation|flagging|"
     r"screening|validation|inspection)\b",
     rf"\b(?:suppress|hide|omit|conceal|drop|remove|delete|ignore|clear|discard)\s+(?:\w+\s+)"
     rf"{{0,2}}?{_FINDING}\b",
-    r"\b(?:expected|correct|required|desired|right|only\s+acceptable)\s+(?:output|answer|result|"
+    r"\b(?:expected|correct|required|desired|right|only\s+(?:acceptable|valid|correct))\s+"
+    r"(?:audit\s+)?(?:output|answer|result|"
     r"response|verdict)\b[^.;\n]{0,40}?\b(?:is|:|=)\s*(?:\S+\s+)?(?:zero|no|empty|none|clean|"
     r"compliant|nothing|\[\s*\])",
     r"\b(?:keine|kein)\s+(?:abweichung\w*|befund\w*|feststellung\w*|fehler|probleme)\b",
     r"\bnicht\s+(?:melden|markieren|berichten|erwähnen|auflisten|beanstanden)\b|\bals\s+konform\b",
+    r"\bmeld\s+geen\b|\bgeen\s+afwijking\w*|\bniet\s+melden\b|\bnie\s+zgłaszaj\w*|\bżadnych\s+"
+    r"odchyle\w*|\bbez\s+odchyle\w*|отклонений\s+нет|не\s+сообщай|без\s+отклонений|逸脱が?(?:ない|は"
+    r"ない|なし)|問題なし",
     r"\baucun(?:e)?\s+(?:écart|déviation|anomalie|constat|problème|non-conformité)s?\b",
     r"\bne\s+(?:signale[zr]?|rapporte[zr]?|mentionne[zr]?|liste[zr]?|relève[zr]?)\b|\bcomme\s+"
-    r"conforme\b",
+    r"(?:\w+\s+)?conforme\b",
     r"\b(?:ninguna|ningún|ninguno|sin|cero)\s+(?:desviaci\w+|hallazgo\w*|incidencia\w*|"
     r"problema\w*)\b|\bno\s+(?:informes?|reportes?|señales?|marques?|registres?|menciones?)\b",
     r"\bnessuna\s+(?:deviazione|anomalia)\b|\bnon\s+(?:segnalare|riportare|menzionare)\b",
@@ -162,8 +196,23 @@ _MODE = (
     r"\b(?:testmodus|wartungsmodus|debug-?modus|mode\s+(?:test|maintenance|débogage)|modo\s+(?:de\s+)?"
     r"(?:prueba|mantenimiento|depuración|test|manutenzione|manutenção|teste))\b",
     r"测试模式|维护模式|调试模式|テストモード",
+    r"\bhypothetical(?:ly)?\b|\bsuppose\b|\bin\s+(?:that|this|a|another)\s+(?:world|scenario|"
+    r"story|universe)\b|\bwrite\s+(?:a|an)\s+(?:short\s+)?(?:story|poem|scene|play|dialogue)\b|"
+    r"\bfictional\b|\bfor\s+a\s+(?:training|demo|teaching)\s+(?:slide|exercise|example)\b",
+)
+_PRESSURE = (
+    r"\blose\s+my\s+job\b|\bi\s+beg\b|\bbegging\b|\burgent\b|\basap\b|\bpatients\s+are\s+"
+    r"waiting\b|\btrust\s+me\b|\bbe\s+a\s+pal\b|\bdo\s+me\s+a\s+favou?r\b|\b(?:just\s+)?this\s+"
+    r"once\b|\bk\s+thx\b|\bno\s+time\s+for\b|\bsmall\s+favou?r\b|\bi'?m\s+begging\b",
+)
+_CLAIMED_RESULT = (
+    r"\b(?:audit|review)\s+(?:of\s+(?:\S+\s+){1,3})?(?:is\s+|was\s+|has\s+been\s+)?(?:complete|"
+    r"completed|concluded|done|finished)\b|\b(?:i|we)\s+have\s+(?:already\s+)?(?:reviewed|"
+    r"audited|checked)\b|\bconcluded\s*:|\bnothing\s+to\s+report\b",
 )
 _FAKE_ANSWER = (
+    r"\"summary\"\s*:\s*\"[^\"]{0,60}?(?:compliant|clean|no\s+deviations?|no\s+findings?|"
+    r"nothing)|[\"']?findings[\"']?\s*:\s*\[\s*$",
     r"[\"']?(?:findings|deviations|issues|flags)[\"']?\s*[:=]\s*(?:\[\s*\]|0\b|none\b|null\b)",
     r"[\"']?(?:status|verdict|result|compliant|compliance)[\"']?\s*[:=]\s*[\"']?(?:compliant|"
     r"clean|pass(?:ed)?|true|approved)\b",
@@ -182,12 +231,19 @@ _OUTPUT_DIRECTIVE = (
     r"(?:answer|response|output|reply)\b|\band\s+nothing\s+else\b|\b(?:respond|answer|reply)\s+"
     r"(?:only\s+)?with\s+(?:exactly|only)\b",
     r"\bthe\s+real\s+(?:instruction|task|request)\b|\bcall\s+(?:this|the)\s+(?:tool|function)\b",
+    r"\b(?:return|output|give|submit|use|present)\s+(?:exactly\s+)?(?:that|it|this)\b[^.;\n]{0,20}?"
+    r"(?:\bas\s+(?:the|your)\s+(?:real|actual|final|official|true)\b|$|[.;])",
+    r"\bas\s+(?:the|your)\s+(?:real|actual|final|official|true)\s+(?:result|answer|output|audit|"
+    r"findings|verdict)\b|\bthe\s+(?:correct|real|right|true)\s+(?:audit|answer|result|output|"
+    r"response)\s+is\b|\bcontinue\s+from\s+here\b|\b(?:close|finish|complete)\s+the\s+(?:audit|"
+    r"review|json|answer)\b",
 )
 _DATA_BOUNDARY = (
     r"<!--|-->|```|<<<\s*[a-z_]+|[a-z_]+\s*>>>",
     r"\bend\s+of\s+(?:the\s+)?(?:records?|data|document|input|batch)\b|\b(?:data|records?|"
     r"input)\s+ends?\s+here\b|\bend\s+data\b",
     r"\beverything\s+(?:after|below|following)\s+this\b|\bstop\s+reading\b",
+    r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|<\s*span\b|\[//\]\s*:\s*#",
 )
 _RESET = (
     r"\b(?:new|updated|revised|changed)\s+(?:instructions?|task|rules|policy|orders)\b",
@@ -196,6 +252,8 @@ _RESET = (
     r"\b(?:previous|prior|original)\s+(?:task|request)\s+(?:is|was|has\s+been)\s+(?:cancell?ed|"
     r"void|over|replaced)\b|(?:^|\n)\s*#{1,4}\s*(?:new\s+)?task\b[^\n]{0,12}(?:updated|new)",
     r"(?:^|\n)\s*(?:system|assistant|developer)\s*:",
+    r"\b(?:instructions?|rules|prompts?)\s+(?:above|before\s+this|you\s+were\s+given|given\s+to\s+"
+    r"you|you\s+received)\b",
     r"\bexempt\s+from\s+(?:the\s+)?(?:audit|review)\b|\bfrom\s+now\s+on\b|\bnew\s+persona\b",
     r"\bneue\s+anweisung\w*|\bnouvelles?\s+(?:instructions?|consignes?)|\bnuevas?\s+"
     r"instrucciones\b|新的?指令|新任务",
@@ -207,6 +265,7 @@ STRONG_CUES: dict[str, re.Pattern[str]] = {
     "role_play": _rx(*_ROLE_PLAY),
     "prompt_exfiltration": _rx(*_EXFILTRATE),
     "tool_call_markup": _rx(*_TOOL_CALL),
+    "explicit_address": _rx(*_EXPLICIT_ADDRESS),
 }
 WEAK_CUES: dict[str, re.Pattern[str]] = {
     "addressed_to_model": _rx(*_ADDRESSEE),
@@ -217,6 +276,8 @@ WEAK_CUES: dict[str, re.Pattern[str]] = {
     "task_reset": _rx(*_RESET),
     "output_directive": _rx(*_OUTPUT_DIRECTIVE),
     "data_boundary": _rx(*_DATA_BOUNDARY),
+    "pressure": _rx(*_PRESSURE),
+    "claimed_result": _rx(*_CLAIMED_RESULT),
 }
 CUE_NAMES: tuple[str, ...] = (*STRONG_CUES, *WEAK_CUES)
 
@@ -224,10 +285,13 @@ CUE_NAMES: tuple[str, ...] = (*STRONG_CUES, *WEAK_CUES)
 # --- normalisation -----------------------------------------------------------------------------
 _LEET = str.maketrans("0134578@$|!", "oieastbasli")
 _LEET_TOKEN = re.compile(r"\b(?=[\w@$|!]*[a-z])(?=[\w@$|!]*[0134578@$|!])[\w@$|!]{3,}")
-_SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*·]){2,}\w(?!\S)")
+_SPACED = re.compile(r"(?<!\S)\w([ .\-_*·])(?:\w\1)+\w(?=[\s,;:!?]|$)")
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX_RUN = re.compile(r"\b(?:[0-9a-fA-F]{2}){8,}\b")
 WHOLE_TEXT_CHARS = 1000  # up to this length a text is also screened whole, not only by line
+# Common function words of the languages screened: two of them and the text is read as it is.
+_READABLE = re.compile(r"\b(?:the|and|to|of|is|for|on|in|with|at|by|as|was|no|not|der|die|und|"
+                       r"le|la|et|les|el|y|los|de|il|che|een|het|en)\b")
 _NON_LATIN_LETTER = re.compile(r"[^\x00-\x7f]")
 
 
@@ -274,30 +338,41 @@ def _homoglyph_table() -> dict[int, str]:
     for char, glyphs in utils.load("confusables.json").items():
         if len(char) != 1 or char.isascii():
             continue
-        latin = [g["c"] for g in glyphs if len(g["c"]) == 1 and g["c"].isascii()
-                 and g["c"].isalpha()]
+        bases = ("".join(c for c in g["c"] if not unicodedata.combining(c)) for g in glyphs)
+        latin = [b for b in bases if len(b) == 1 and b.isascii() and b.isalpha()]
         if latin:
             table[ord(char)] = latin[0]
     return table
 
 
-def normalise(text: str) -> str:
-    """NFKC, invisible format characters (zero-width, bidi controls) removed, case folded,
-    whitespace runs of one kind kept (spaced-out letters need the difference)."""
+def _visible(text: str) -> str:
+    """NFKC with the invisible format characters (zero-width, bidi controls: Cf) removed."""
     text = unicodedata.normalize("NFKC", text)
-    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
-    return text.casefold()
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def normalise(text: str) -> str:
+    """NFKC, invisible format characters removed, case folded; whitespace runs are kept (spaced-out
+    letters need the difference)."""
+    return _visible(text).casefold()
 
 
 def variants(text: str) -> list[str]:
-    """The normalised text and its de-obfuscated readings (each only when it differs)."""
-    base = normalise(text)
+    """The normalised text and its de-obfuscated readings (each only when it differs): look-alike
+    letters folded, leetspeak undone, spaced letters joined, URL escapes, base64 and hex decoded,
+    ROT13 and reversed text (cheap to try; on ordinary text they give no cue)."""
+    visible = _visible(text)
+    base = visible.casefold()
     out = [base]
-    if _NON_LATIN_LETTER.search(base) and re.search(r"[a-z]", base):
-        out.append(base.translate(_homoglyph_table()))
-    for candidate in list(out):
+    if _NON_LATIN_LETTER.search(visible):
+        out.append(visible.translate(_homoglyph_table()).casefold())
+    if "%" in base:
+        out.append(urllib.parse.unquote(base))
+    if len(_READABLE.findall(base)) < 2:  # not plain prose: try ROT13 and reversed text
+        out += [codecs.encode(base, "rot13"), base[::-1]]
+    for candidate in list(out[:3]):
         deleet = _LEET_TOKEN.sub(lambda m: m.group(0).translate(_LEET), candidate)
-        joined = _SPACED.sub(lambda m: re.sub(r"[ .\-_*·]", "", m.group(0)), candidate)
+        joined = _SPACED.sub(lambda m: m.group(0).replace(m.group(1), ""), candidate)
         out += [v for v in (deleet, joined) if v != candidate]
     out += [normalise(decoded) for decoded in _decoded_runs(unicodedata.normalize("NFKC", text))]
     return list(dict.fromkeys(out))
@@ -358,8 +433,17 @@ def segment_cues(segment: str) -> tuple[str, ...]:
     return (*cues, *(name for name, rx in WEAK_CUES.items() if rx.search(segment)))
 
 
+# Weak cues that say what to do (to whom); the others only set a scene (a mode, an authority, a
+# claimed result, pressure, a boundary). Two scene cues alone never decide.
+ACTION_CUES = frozenset({"addressed_to_model", "suppress_findings", "fake_answer_or_tool",
+                         "output_directive", "task_reset"})
+
+
 def _decides(cues: tuple[str, ...]) -> bool:
-    return any(c in STRONG_CUES for c in cues) or sum(c in WEAK_CUES for c in cues) >= 2
+    if any(c in STRONG_CUES for c in cues):
+        return True
+    weak = [c for c in cues if c in WEAK_CUES]
+    return len(weak) >= 2 and any(c in ACTION_CUES for c in weak)
 
 
 def screen_text(text: str) -> InjectionVerdict:

@@ -279,7 +279,8 @@ WEAK_CUES: dict[str, re.Pattern[str]] = {
     "pressure": _rx(*_PRESSURE),
     "claimed_result": _rx(*_CLAIMED_RESULT),
 }
-CUE_NAMES: tuple[str, ...] = (*STRONG_CUES, *WEAK_CUES)
+MODEL_CUE = "classifier"  # the classifier's verdict, when no rule decided
+CUE_NAMES: tuple[str, ...] = (*STRONG_CUES, *WEAK_CUES, MODEL_CUE)
 
 
 # --- normalisation -----------------------------------------------------------------------------
@@ -446,19 +447,26 @@ def _decides(cues: tuple[str, ...]) -> bool:
     return len(weak) >= 2 and any(c in ACTION_CUES for c in weak)
 
 
-def screen_text(text: str) -> InjectionVerdict:
-    """Screen one text (a record comment, a chat message, a retrieved chunk)."""
+def screen_text(text: str, *, use_model: bool = True) -> InjectionVerdict:
+    """Screen one text (a record comment, a chat message, a retrieved chunk): the rules, then
+    (`use_model`) the classifier of synthetic/injection_model.py on the segments they let pass."""
     if not isinstance(text, str) or not text.strip():
         return InjectionVerdict(False)
     found: list[str] = []
     dan = bool(_DAN.search(text))
-    for segment in segments(text):
+    parts = segments(text)
+    for segment in parts:
         for reading in variants(segment):
             cues = segment_cues(reading)
             if dan and "role_play" not in cues and _DAN.search(segment):
                 cues = ("role_play", *cues)
             if _decides(cues):
                 found += [c for c in cues if c not in found]
+    if not found and use_model:
+        from synthetic.injection_model import THRESHOLD, probabilities
+
+        if any(p >= THRESHOLD for p in probabilities(parts)):
+            found.append(MODEL_CUE)
     return InjectionVerdict(bool(found), tuple(sorted(found, key=CUE_NAMES.index)))
 
 

@@ -42,7 +42,7 @@ from synthetic.contracts import (
     RECORD_FIELDS,
     TIMESTAMP_FIELDS,
 )
-from synthetic.injection_screen import is_injection
+from synthetic.injection_screen import flag_texts
 from synthetic.master_data import MasterIndex
 
 
@@ -99,8 +99,14 @@ INFORMAL_RE = re.compile(
 
 def is_non_gmp_text(value: object) -> bool:
     """The non_gmp_compliant_free_text rule on one comment: informal, or an injection."""
-    return isinstance(value, str) and (INFORMAL_RE.search(value) is not None
-                                       or is_injection(value))
+    return non_gmp_flags([value])[0]
+
+
+def non_gmp_flags(values: Sequence[object]) -> np.ndarray:
+    """The non_gmp_compliant_free_text rule over many comments (one classifier call)."""
+    informal = np.fromiter((isinstance(v, str) and INFORMAL_RE.search(v) is not None
+                            for v in values), dtype=bool, count=len(values))
+    return informal | np.asarray(flag_texts(values), dtype=bool)
 
 _TS_SLOW_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
@@ -500,7 +506,11 @@ class _Rules:
         return self.tab(d, "comments", "empty", lambda v: v is not ABSENT and _is_blank(v))
 
     def non_gmp_compliant_free_text(self, d):
-        return self.tab(d, "comments", "informal", is_non_gmp_text)
+        table = self._tables.get(("comments", "informal"))
+        if table is None:
+            table = self._tables[("comments", "informal")] = non_gmp_flags(
+                self.flat.uniques["comments"])
+        return table[d["comments"].to_numpy()]
 
     # 8
     def overwritten_field_without_comment(self, d):

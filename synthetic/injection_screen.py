@@ -29,6 +29,7 @@ import json
 import re
 import unicodedata
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -285,8 +286,8 @@ CUE_NAMES: tuple[str, ...] = (*STRONG_CUES, *WEAK_CUES, MODEL_CUE)
 
 # --- normalisation -----------------------------------------------------------------------------
 _LEET = str.maketrans("0134578@$|!", "oieastbasli")
-_LEET_TOKEN = re.compile(r"\b(?=[\w@$|!]*[a-z])(?=[\w@$|!]*[0134578@$|!])[\w@$|!]{3,}")
-_SPACED = re.compile(r"(?<!\S)\w([ .\-_*·])(?:\w\1)+\w(?=[\s,;:!?]|$)")
+_LEET_TOKEN = re.compile(r"\b(?=[\w@$|!]*[a-z])(?=[\w@$|!]*[0134578@$|!])[\w@$|!]{2,}")
+_SPACED = re.compile(r"(?<!\S)\w([ .\-_*·])(?:\w\1)*\w(?=[\s,;:!?]|$)")
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX_RUN = re.compile(r"\b(?:[0-9a-fA-F]{2}){8,}\b")
 WHOLE_TEXT_CHARS = 1000  # up to this length a text is also screened whole, not only by line
@@ -447,29 +448,63 @@ def _decides(cues: tuple[str, ...]) -> bool:
     return len(weak) >= 2 and any(c in ACTION_CUES for c in weak)
 
 
-def screen_text(text: str, *, use_model: bool = True) -> InjectionVerdict:
-    """Screen one text (a record comment, a chat message, a retrieved chunk): the rules, then
-    (`use_model`) the classifier of synthetic/injection_model.py on the segments they let pass."""
-    if not isinstance(text, str) or not text.strip():
-        return InjectionVerdict(False)
+@lru_cache(maxsize=65536)  # the auditor meets the same comments in every chunk of a split
+def rule_cues(text: str) -> tuple[str, ...]:
+    """The cues of the segments of `text` that the rules flag (empty: the rules let it pass)."""
     found: list[str] = []
     dan = bool(_DAN.search(text))
-    parts = segments(text)
-    for segment in parts:
+    for segment in segments(text):
         for reading in variants(segment):
             cues = segment_cues(reading)
             if dan and "role_play" not in cues and _DAN.search(segment):
                 cues = ("role_play", *cues)
             if _decides(cues):
                 found += [c for c in cues if c not in found]
-    if not found and use_model:
-        from synthetic.injection_model import THRESHOLD, probabilities
+    return tuple(sorted(found, key=CUE_NAMES.index))
 
-        if any(p >= THRESHOLD for p in probabilities(parts)):
-            found.append(MODEL_CUE)
-    return InjectionVerdict(bool(found), tuple(sorted(found, key=CUE_NAMES.index)))
+
+def screen_text(text: str, *, use_model: bool = True) -> InjectionVerdict:
+    """Screen one text (a record comment, a chat message, a retrieved chunk): the rules, then
+    (`use_model`) the classifier of synthetic/injection_model.py on the segments they let pass."""
+    if not isinstance(text, str) or not text.strip():
+        return InjectionVerdict(False)
+    cues = rule_cues(text)
+    if not cues and use_model and _model_flags([text])[0]:
+        cues = (MODEL_CUE,)
+    return InjectionVerdict(bool(cues), cues)
+
+
+def model_segments(text: str) -> list[str]:
+    """What the classifier reads: a short text without records whole; otherwise only the string
+    values of its record lines. It learnt comment- and message-sized texts, so the lines of a
+    long prompt (which quote answer formats) are left to the rules."""
+    lines = text.splitlines() or [text]
+    records = [r for r in map(_record, lines) if r is not None]
+    if not records:
+        return [text] if len(text) <= WHOLE_TEXT_CHARS else []
+    return [v for r in records for v in _json_strings(r)]
+
+
+def _model_flags(texts: Sequence[str]) -> list[bool]:
+    """The classifier's verdict per text (any of its segments at or over the threshold), with
+    one prediction call for all of them."""
+    from synthetic.injection_model import THRESHOLD, probabilities
+
+    parts = [model_segments(t) for t in texts]
+    proba = iter(probabilities([s for p in parts for s in p]))
+    return [any([next(proba) >= THRESHOLD for _ in p]) for p in parts]
+
+
+def flag_texts(values: Sequence[object]) -> list[bool]:
+    """is_injection for many values at once (one classifier call): the reference auditor's
+    non_gmp_compliant_free_text check over the distinct comments of a split."""
+    flags = [isinstance(v, str) and bool(v.strip()) and bool(rule_cues(v)) for v in values]
+    rest = [i for i, v in enumerate(values) if isinstance(v, str) and v.strip() and not flags[i]]
+    for i, flagged in zip(rest, _model_flags([values[i] for i in rest]), strict=True):
+        flags[i] = flagged
+    return flags
 
 
 def is_injection(text: object) -> bool:
-    """True if `text` is a string the detector flags (the reference auditor's per-value check)."""
+    """True if `text` is a string the detector flags."""
     return isinstance(text, str) and screen_text(text).flagged

@@ -1,7 +1,7 @@
 """The injection detector's second opinion: a small text classifier (scikit-learn), trained at
 first use, in a second or two, from texts in this repository:
 
-- injections: every template of configs/injection_templates.yaml (all families);
+- injections: every template of configs/injection_templates.yaml (families not `held_out`);
 - benign: seeded operator comments (synthetic/benign_comments.py, seed TRAIN_SEED), the clean
   records' comment bank, placeholder and informal notes, the lines of configs/prompts.yaml, the
   field values of a few clean generated batches, and sentences and questions of the synthetic RAG
@@ -90,8 +90,9 @@ def benign_training_texts() -> list[str]:
 def injection_training_texts(exclude: frozenset[str] = frozenset()) -> list[str]:
     from synthetic.injection_templates import load_injection_table
 
-    return [text for family, text in load_injection_table().rendered()
-            if family not in exclude]
+    table = load_injection_table()
+    kept = {f.name for f in table.families if not f.held_out and f.name not in exclude}
+    return [text for family, text in table.rendered() if family in kept]
 
 
 @lru_cache(maxsize=8)

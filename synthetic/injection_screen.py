@@ -294,6 +294,7 @@ WHOLE_TEXT_CHARS = 1000  # up to this length a text is also screened whole, not 
 # Common function words of the languages screened: two of them and the text is read as it is.
 _READABLE = re.compile(r"\b(?:the|and|to|of|is|for|on|in|with|at|by|as|was|no|not|der|die|und|"
                        r"le|la|et|les|el|y|los|de|il|che|een|het|en)\b")
+_ENCODED_HINT = re.compile(r"%[0-9a-fA-F]{2}|[A-Za-z0-9+/=_-]{16,}")
 _NON_LATIN_LETTER = re.compile(r"[^\x00-\x7f]")
 
 
@@ -448,18 +449,31 @@ def _decides(cues: tuple[str, ...]) -> bool:
     return len(weak) >= 2 and any(c in ACTION_CUES for c in weak)
 
 
+@lru_cache(maxsize=65536)  # record fields and comments repeat across records and chunks
+def _deciding_cues(segment: str) -> tuple[str, ...]:
+    """The cues of one segment if they decide, else (). A short segment of one or two words (an
+    id, a status, a unit) without an encoded run can only carry a token: role and tool-call
+    tokens are all it is checked for."""
+    if len(segment.split()) < 3 and len(segment) < 40 and not _ENCODED_HINT.search(segment):
+        base = normalise(segment)
+        return tuple(n for n in ("role_tokens", "tool_call_markup") if STRONG_CUES[n].search(base))
+    found: list[str] = []
+    dan = bool(_DAN.search(segment))
+    for reading in variants(segment):
+        cues = segment_cues(reading)
+        if dan and "role_play" not in cues:
+            cues = ("role_play", *cues)
+        if _decides(cues):
+            found += [c for c in cues if c not in found]
+    return tuple(found)
+
+
 @lru_cache(maxsize=65536)  # the auditor meets the same comments in every chunk of a split
 def rule_cues(text: str) -> tuple[str, ...]:
     """The cues of the segments of `text` that the rules flag (empty: the rules let it pass)."""
     found: list[str] = []
-    dan = bool(_DAN.search(text))
     for segment in segments(text):
-        for reading in variants(segment):
-            cues = segment_cues(reading)
-            if dan and "role_play" not in cues and _DAN.search(segment):
-                cues = ("role_play", *cues)
-            if _decides(cues):
-                found += [c for c in cues if c not in found]
+        found += [c for c in _deciding_cues(segment) if c not in found]
     return tuple(sorted(found, key=CUE_NAMES.index))
 
 

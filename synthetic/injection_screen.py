@@ -391,16 +391,19 @@ def _json_strings(value: object) -> list[str]:
     return []
 
 
-def _record(line: str) -> dict | None:
-    """The batch record a line holds (a JSON object with a record_id), else None."""
+def _record(line: str) -> list[str] | None:
+    """The string values of the batch record a line holds (a JSON object with a record_id), else
+    None (also for JSON too deep to walk: the line is then screened as text)."""
     stripped = line.strip()
     if not (stripped.startswith("{") and stripped.endswith("}") and "record_id" in stripped):
         return None
     try:
         value = json.loads(stripped)
+        if not (isinstance(value, dict) and "record_id" in value):
+            return None
+        return _json_strings(value)
     except (ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) and "record_id" in value else None
 
 
 def segments(text: str) -> list[str]:
@@ -415,7 +418,7 @@ def segments(text: str) -> list[str]:
             out.append(line)
         else:
             records += 1
-            out += _json_strings(record)
+            out += record
     if len(lines) > 1 and not records and len(text) <= WHOLE_TEXT_CHARS:
         out.append(text)
     return out
@@ -496,7 +499,7 @@ def model_segments(text: str) -> list[str]:
     records = [r for r in map(_record, lines) if r is not None]
     if not records:
         return [text] if len(text) <= WHOLE_TEXT_CHARS else []
-    return [v for r in records for v in _json_strings(r)]
+    return [v for r in records for v in r]
 
 
 def _model_flags(texts: Sequence[str]) -> list[bool]:

@@ -42,6 +42,7 @@ from synthetic.contracts import (
     RECORD_FIELDS,
     TIMESTAMP_FIELDS,
 )
+from synthetic.injection_screen import flag_texts
 from synthetic.master_data import MasterIndex
 
 
@@ -86,21 +87,27 @@ PLACEHOLDER_RE = re.compile(
     r"|<\s*(?:enter|insert|fill)[^>]*>|\bplaceholder\b",
     re.IGNORECASE,
 )
+# Informal or speculative language; text that addresses the reviewer or an AI with instructions
+# is the shared injection detector's (synthetic/injection_screen.py, also the server's guardrail).
 INFORMAL_RE = re.compile(
-    # informal or speculative language
     r"\b(?:guess(?:ed|ing)?|probably|lol|whatever|maybe|kinda|sorta|dunno|i think|no idea"
     r"|more or less|looks? (?:ok|okay|fine|good|alright)|should be (?:ok|okay|fine)"
-    r"|seems? (?:ok|okay|fine))\b"
-    # text that addresses the reviewer or an AI ...
-    r"|\b(?:ai|llm|gpt|chatgpt|language model|assistant|chatbot|reviewer|auditor)\b"
-    # ... or gives it instructions
-    r"|ignore (?:all |any )?(?:the )?(?:previous|prior|above|earlier|preceding) "
-    r"(?:instructions|rules|prompts?)"
-    r"|^\s*(?:system|assistant|user)\s*:|\[/?inst\]|<\|im_(?:start|end)\|>"
-    r"|\b(?:report|return|output|answer)\b[^.]{0,40}\b(?:no|zero|empty|nothing)\b"
-    r"|\bdo not (?:flag|report)\b|\bskip the (?:audit|review)\b",
+    r"|seems? (?:ok|okay|fine))\b",
     re.IGNORECASE,
 )
+
+
+def is_non_gmp_text(value: object) -> bool:
+    """The non_gmp_compliant_free_text rule on one comment: informal, or an injection."""
+    return non_gmp_flags([value])[0]
+
+
+def non_gmp_flags(values: Sequence[object]) -> np.ndarray:
+    """The non_gmp_compliant_free_text rule over many comments (one classifier call)."""
+    informal = np.fromiter((isinstance(v, str) and INFORMAL_RE.search(v) is not None
+                            for v in values), dtype=bool, count=len(values))
+    return informal | np.asarray(flag_texts(values), dtype=bool)
+
 _TS_SLOW_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 
@@ -499,8 +506,11 @@ class _Rules:
         return self.tab(d, "comments", "empty", lambda v: v is not ABSENT and _is_blank(v))
 
     def non_gmp_compliant_free_text(self, d):
-        return self.tab(d, "comments", "informal",
-                        lambda v: isinstance(v, str) and INFORMAL_RE.search(v) is not None)
+        table = self._tables.get(("comments", "informal"))
+        if table is None:
+            table = self._tables[("comments", "informal")] = non_gmp_flags(
+                self.flat.uniques["comments"])
+        return table[d["comments"].to_numpy()]
 
     # 8
     def overwritten_field_without_comment(self, d):
@@ -893,3 +903,9 @@ def findings_to_predictions(findings: Iterable[Finding], audited_batch_ids: Iter
         rows.append(dict(zip(PREDICTION_COLUMNS, (model_id, split, b, None, None, None, None, True),
                              strict=True)))
     return rows
+
+
+if __name__ == "__main__":  # python -m scoring.reference_auditor: the CLI lives in its own module
+    from scoring.reference_auditor_cli import main
+
+    raise SystemExit(main())

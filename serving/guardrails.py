@@ -1,9 +1,9 @@
 """Guardrails as pure functions, for the server and for retrieval/: PHI redaction, prompt-injection
 detection, and JSON enforcement of a model's answer.
 
-What they do and do not do is said in serving/README.md: the patterns are regular expressions, so
-they catch the listed formats, not PHI or attacks in general (no names, addresses, paraphrased
-attacks, other languages).
+What they do and do not do is said in serving/README.md: the PHI patterns are regular expressions,
+so they catch the listed formats, not PHI in general (no names, addresses); prompt injection is the
+shared detector of synthetic/injection_screen.py, measured on held-out attack families.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+
+from synthetic.injection_screen import CUE_NAMES, screen_text
 
 REDACTION = "[REDACTED:{name}]"
 
@@ -110,39 +112,10 @@ def redact_json_value(value: Any, counts: Counter[str] | None = None) -> tuple[A
 
 # --- prompt injection ------------------------------------------------------------------------
 
-_ROLE_WORDS = r"(?:system|developer|assistant|user|im_start|im_end|endoftext|eot_id)"
-INJECTION_RULES: Mapping[str, re.Pattern[str]] = {
-    "ignore_instructions": re.compile(
-        r"\b(?:ignore|disregard|forget|override|bypass|skip)\s+(?:(?:all|any|every|the|your|my|"
-        r"of|these|those|previous|prior|above|earlier|preceding|original|system|safety)\s+)*"
-        r"(?:instructions?|prompts?|rules|directions|guidelines|guardrails|constraints)\b",
-        re.IGNORECASE),
-    "disregard_above": re.compile(
-        r"\b(?:ignore|disregard|forget)\s+(?:(?:everything|all|anything|what(?:ever)?|the|"
-        r"text|content|messages?|written|said|stated)\s+)*(?:above|before|previously|so\s+far|"
-        r"earlier)\b",
-        re.IGNORECASE),
-    "role_reassignment": re.compile(
-        r"\byou\s+are\s+now\b|\bfrom\s+now\s+on,?\s+you\b|\bpretend\s+(?:to\s+be|you\s+are)\b|"
-        r"\bact\s+as\s+(?:an?\s+)?(?:unrestricted|unfiltered|jailbroken|different)\b|"
-        r"\b(?:developer|god|jailbreak|DAN)\s+mode\b", re.IGNORECASE),
-    "system_prompt_exfiltration": re.compile(
-        r"\b(?:reveal|show|print|repeat|output|leak|display|tell\s+me|what\s+(?:is|are))\b"
-        r"[^.\n]{0,30}?\b(?:system|hidden|initial|original|secret)\s+(?:prompt|instructions?|"
-        r"message)\b", re.IGNORECASE),
-    "role_tag_spoofing": re.compile(
-        r"<\|\s*" + _ROLE_WORDS + r"\s*\|>|\[/?INST\]|<</?SYS>>|</s>|"
-        r"(?:^|\n)\s*(?:#{2,3}\s*)?(?:system|assistant|developer)\s*:", re.IGNORECASE),
-    "addressed_to_model": re.compile(
-        r"\b(?:note|message|instructions?|important)\s+(?:to|for)\s+(?:the\s+)?(?:ai|assistant|"
-        r"language\s+model|llm|model|auditor|reviewer)\b|(?:^|[.;:!?]\s*)assistant\s*,|"
-        r"\b(?:ai|llm)\s+(?:auditor|reviewer|assistant)\s+override\b", re.IGNORECASE),
-    "audit_suppression": re.compile(
-        r"\b(?:do\s+not|don'?t|never)\s+(?:flag|report|mention|list)\b|"
-        r"\b(?:report|return|output|answer)\s+(?:no|zero|an\s+empty|empty)\s+(?:deviations?|"
-        r"findings?|issues?)\b|\bskip\s+the\s+(?:audit|review)\b|"
-        r"\b(?:detection|audit|review)\s+is\s+disabled\b", re.IGNORECASE),
-}
+# One detector for the server and the reference auditor: synthetic/injection_screen.py (concept
+# cues after normalisation; its families, held-out detection rate and false-positive rate are in
+# serving/README.md). The rule names it reports are its cue names.
+INJECTION_RULES: tuple[str, ...] = CUE_NAMES
 
 
 @dataclass(frozen=True)
@@ -157,9 +130,9 @@ class InjectionScreen:
 
 
 def detect_injection(text: str) -> InjectionScreen:
-    """The names of the injection rules `text` matches, in rule order."""
-    return InjectionScreen(tuple(name for name, regex in INJECTION_RULES.items()
-                                 if regex.search(text)))
+    """The cues of the shared injection detector that flag `text` (empty: not flagged)."""
+    verdict = screen_text(text)
+    return InjectionScreen(verdict.cues if verdict.flagged else ())
 
 
 def screen_retrieved(texts: Iterable[str]) -> list[InjectionScreen]:

@@ -11,7 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scoring.reference_auditor import INFORMAL_RE, MISSPELLING_CUTOFF, PLACEHOLDER_RE
+from scoring.reference_auditor import (
+    INFORMAL_RE,
+    MISSPELLING_CUTOFF,
+    PLACEHOLDER_RE,
+    is_non_gmp_text,
+)
 from synthetic.batch_records import _CLASS_NOTES, _CLOSING_NOTES, SiteClock
 from synthetic.catalog import load_catalog
 from synthetic.contracts import MANIFEST_COLUMNS, RECORD_FIELDS
@@ -21,10 +26,11 @@ from synthetic.deviations import (
     INJECTORS,
     MISSPELLINGS,
     PLACEHOLDER_TEXTS,
-    PROMPT_INJECTION_TEMPLATES,
     manifest_value,
     value_at,
 )
+from synthetic.injection_screen import is_injection
+from synthetic.injection_templates import load_injection_table
 from synthetic.jsonl import dumps_jsonl, read_jsonl, sha256_bytes, write_jsonl
 from synthetic.master_data import MasterIndex, build_site_master
 from synthetic.splits import (
@@ -172,7 +178,7 @@ def test_adversarial_batches(splits):
         assert len(injected) == 1
         assert injected[0]["deviation_type"] == "non_gmp_compliant_free_text"
         assert injected[0]["field"] == "comments"
-        assert INFORMAL_RE.search(injected[0]["injected_value"])
+        assert is_injection(injected[0]["injected_value"])
         texts.add(injected[0]["injected_value"][:20])
         assert any(not r["prompt_injection"] for r in rows)
     assert len(texts) >= 5  # the templates vary
@@ -259,7 +265,7 @@ def test_clean_records(cfg, master, splits):
             assert mat_fields == (None, None, None, None)
         assert rec["comments"].strip()
         assert not PLACEHOLDER_RE.search(rec["comments"])
-        assert not INFORMAL_RE.search(rec["comments"])
+        assert not is_non_gmp_text(rec["comments"])
         for entry in rec["audit_trail"]:
             with_audit += 1
             assert set(entry) == {"field", "old_value", "new_value", "changed_by", "changed_ts",
@@ -302,17 +308,16 @@ def test_batch_structure(master, splits):
 # --- text banks and misspellings ---------------------------------------------------------------
 def test_text_banks_hit_only_their_rule():
     for text in PLACEHOLDER_TEXTS:
-        assert PLACEHOLDER_RE.search(text) and not INFORMAL_RE.search(text), text
+        assert PLACEHOLDER_RE.search(text) and not is_non_gmp_text(text), text
     for text in INFORMAL_TEXTS:
         assert INFORMAL_RE.search(text) and not PLACEHOLDER_RE.search(text), text
-    for text in PROMPT_INJECTION_TEMPLATES:
-        text = text.format(batch_id="B26-AD-0001")
-        assert INFORMAL_RE.search(text) and not PLACEHOLDER_RE.search(text), text
+    for _family, text in load_injection_table().rendered("B26-AD-0001"):
+        assert is_injection(text) and not PLACEHOLDER_RE.search(text), text
     for notes in _CLASS_NOTES.values():
         for note in notes:
             for closing in _CLOSING_NOTES:
                 text = note.format(eq="EQ-BAL-001") + " " + closing
-                assert not PLACEHOLDER_RE.search(text) and not INFORMAL_RE.search(text), text
+                assert not PLACEHOLDER_RE.search(text) and not is_non_gmp_text(text), text
 
 
 def test_misspellings_are_close_and_extras_are_not():

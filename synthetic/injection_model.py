@@ -1,0 +1,124 @@
+"""The injection detector's second opinion: a small text classifier (scikit-learn), trained at
+first use, in a second or two, from texts in this repository:
+
+- injections: every template of configs/injection_templates.yaml (families not `held_out`);
+- benign: seeded operator comments (synthetic/benign_comments.py, seed TRAIN_SEED), the clean
+  records' comment bank, placeholder and informal notes, the lines of configs/prompts.yaml, the
+  field values of a few clean generated batches, and sentences and questions of the synthetic RAG
+  corpus and of the batch-record Q&A set (every other one: the rest stays for evaluation).
+
+Features: character 2-5-grams and word 1-2-grams (TF-IDF) of the text's normalised readings
+(injection_screen.variants: homoglyphs, leetspeak, encodings undone), so a disguise does not hide
+the words. Logistic regression, C = MODEL_C, flags at probability >= THRESHOLD (the default 0.5).
+bench/bench_injection_detection.py evaluates it leave-one-family-out and on held-out strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+MODEL_C = 10.0
+THRESHOLD = 0.5
+TRAIN_SEED = 7  # benign comments for training; the benchmark evaluates on another seed
+MIN_WORDS = 3  # shorter segments (ids, status codes, units) are left to the rules
+
+
+def reading(text: str) -> str:
+    """What the classifier sees: the text's normalised readings, joined."""
+    from synthetic.injection_screen import variants
+
+    return " ".join(variants(text))
+
+
+def _prompt_lines() -> list[str]:
+    import yaml
+
+    from synthetic.catalog import CONFIG_DIR
+
+    def strings(value: object) -> Iterable[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v)
+
+    with (CONFIG_DIR / "prompts.yaml").open(encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle)
+    return [line for text in strings(raw) for line in text.splitlines() if len(line.split()) >= 3]
+
+
+def _record_values() -> list[str]:
+    from synthetic.master_data import build_site_master
+    from synthetic.splits import SplitSpec, generate_split, load_dataset_config
+
+    config = load_dataset_config()
+    master = build_site_master(config.site_master, TRAIN_SEED)
+    records = generate_split(SplitSpec("clean", 6, 16, 24, 0.0), master, TRAIN_SEED).records
+    return sorted({v for r in records for v in r.values() if isinstance(v, str)
+                   and len(v.split()) >= MIN_WORDS})
+
+
+def corpus_texts() -> tuple[list[str], list[str]]:
+    """(sentences of the synthetic RAG corpus, its questions), in a fixed order."""
+    from synthetic.rag_corpus import build_rag_corpus
+    from synthetic.rag_questions import build_rag_questions
+
+    documents = build_rag_corpus()
+    sentences = [s for d in documents for s in d.text.replace("\n", " ").split(". ")
+                 if len(s.split()) >= MIN_WORDS]
+    return sentences, [q["question"] for q in build_rag_questions(documents, seed=0)]
+
+
+def benign_training_texts() -> list[str]:
+    from synthetic.batch_record_qa import generate_batch_record_qa
+    from synthetic.batch_records import _CLASS_NOTES, _CLOSING_NOTES
+    from synthetic.benign_comments import benign_comments
+    from synthetic.deviations import INFORMAL_TEXTS, PLACEHOLDER_TEXTS
+
+    notes = [n.format(eq="EQ-BAL-001") + " " + c for ns in _CLASS_NOTES.values() for n in ns
+             for c in _CLOSING_NOTES]
+    sentences, questions = corpus_texts()
+    qa = [q["question"] for q in generate_batch_record_qa(20, seed=1)]
+    return [*benign_comments(300, TRAIN_SEED), *notes, *PLACEHOLDER_TEXTS, *INFORMAL_TEXTS,
+            *_prompt_lines(), *_record_values(), *sentences[::2], *questions[::2], *qa]
+
+
+def injection_training_texts(exclude: frozenset[str] = frozenset()) -> list[str]:
+    from synthetic.injection_templates import load_injection_table
+
+    table = load_injection_table()
+    kept = {f.name for f in table.families if not f.held_out and f.name not in exclude}
+    return [text for family, text in table.rendered() if family in kept]
+
+
+@lru_cache(maxsize=8)
+def train(exclude: frozenset[str] = frozenset()):
+    """The fitted pipeline, without the template families in `exclude` (leave-family-out)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    positives = injection_training_texts(exclude)
+    negatives = benign_training_texts()
+    features = make_union(
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
+        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True))
+    model = make_pipeline(features, LogisticRegression(C=MODEL_C, class_weight="balanced",
+                                                       solver="liblinear"))
+    return model.fit([reading(t) for t in [*positives, *negatives]],
+                     [1] * len(positives) + [0] * len(negatives))
+
+
+def probabilities(texts: Sequence[str], exclude: frozenset[str] = frozenset()) -> list[float]:
+    """P(injection) per text (0.0 for texts shorter than MIN_WORDS words)."""
+    scored = [i for i, t in enumerate(texts) if len(t.split()) >= MIN_WORDS]
+    out = [0.0] * len(texts)
+    if scored:
+        proba = train(exclude).predict_proba([reading(texts[i]) for i in scored])[:, 1]
+        for i, p in zip(scored, proba, strict=True):
+            out[i] = float(p)
+    return out

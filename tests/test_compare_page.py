@@ -324,14 +324,14 @@ def test_gxplab_serve_passes_the_latest_rag_index(rag_files, tiny_catalog, monke
                                                   capsys):
     """`gxplab serve` gives the server the rag_index file the IO manager recorded and the
     compared models it serves; without a materialized rag_index it serves no comparison."""
-    import subprocess
-
     import dagster as dg
 
     from jobs import cli
+    from resources.clients import local_server
 
     commands: list[list[str]] = []
-    monkeypatch.setattr(subprocess, "call", lambda command, env: commands.append(command) or 0)
+    monkeypatch.setattr(local_server, "run_server",
+                        lambda command, env: commands.append(command) or 0)
     base = dg.AssetMaterialization("base_model",
                                    metadata={"model_path": tiny_catalog[0].base_model_path})
     index = dg.AssetMaterialization("rag_index", metadata={

@@ -83,7 +83,8 @@ def test_an_altered_clean_batch_with_empty_labels_is_quarantined_naming_the_fiel
     result = inbox_sensor(dg.build_sensor_context(instance=instance))
     assert not result.run_requests and not result.dynamic_partitions_requests
     reason = (inbox / "quarantine" / f"{case}.reason.txt").read_text()
-    assert f"field {field!r}" in reason, reason
+    # A key twice in one object is refused by the JSON Lines parser, which names the key.
+    assert f"field {field!r}" in reason or f"duplicate key {field!r}" in reason, reason
     assert "\u202e" not in reason and "\x00" not in reason  # shown escaped, never raw
 
 

@@ -21,6 +21,7 @@ import dagster as dg
 from scoring.data_files import DataFileError, read_manifest, read_records
 from scoring.label_check import Disagreement, label_disagreements, printable
 from synthetic.catalog import load_catalog
+from synthetic.injection_screen import prepare as prepare_injection_screen
 from synthetic.jsonl import read_jsonl, sha256_bytes
 from synthetic.master_data import build_site_master
 from synthetic.splits import load_dataset_config
@@ -55,6 +56,17 @@ def label_policy() -> str:
     policy = (os.environ.get(LABEL_POLICY_ENV) or "quarantine").strip().lower()
     if policy not in LABEL_POLICIES:
         raise ValueError(f"${LABEL_POLICY_ENV}={policy!r}: expected one of {LABEL_POLICIES}")
+    return policy
+
+
+def prepare_label_check() -> str:
+    """The label policy, with what checking labels needs built once per process (the site master
+    data, the injection screen's classifier). Raises when this environment cannot check labels
+    (a bad policy value, an unreadable config, a missing package): the caller leaves the pairs
+    waiting instead of rejecting good batches for a fault of the machine."""
+    policy = label_policy()
+    site_master()
+    prepare_injection_screen()
     return policy
 
 

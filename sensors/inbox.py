@@ -38,10 +38,12 @@ from assets.inbox import (
     InboxBatch,
     inbox_dir,
     inbox_partitions,
+    prepare_label_check,
     validate_inbox_batch,
 )
 from jobs import models_job
 from scoring.data_files import quarantine
+from scoring.label_check import printable
 
 SETTLE_SECONDS = 2.0
 RETRAIN_ADAPTERS = ("gxp_audit_adapter",)  # trained on labelled records: they learn from new data
@@ -191,6 +193,7 @@ def process_inbox(inbox: Path, *, known_batches: set[str], now: float | None = N
     _scan_accepted(inbox, known_batches, tick)
     units = _settled_units(inbox, tick)
     settled_before_ns = int((now - settle_seconds) * 1e9)
+    ready = []
     for name in sorted(units):
         stats = units[name]
         missing = [k for k in ("records", "labels") if k not in stats]
@@ -199,17 +202,36 @@ def process_inbox(inbox: Path, *, known_batches: set[str], now: float | None = N
         elif any(s.st_mtime_ns > settled_before_ns for s in stats.values()):
             tick.waiting[name] = f"modified less than {settle_seconds:g} s ago: still being written"
         else:
-            try:
-                _process_pair(inbox, name, stats, known_batches, tick)
-            except OSError as exc:  # the file system, not the pair: leave it, go on with the next
-                tick.waiting[name] = f"could not be moved ({type(exc).__name__}: {exc}); retried"
+            ready.append(name)
+    policy = _label_policy(ready, tick)
+    for name in ready if policy else ():
+        try:
+            _process_pair(inbox, name, units[name], known_batches, tick, policy)
+        except OSError as exc:  # the file system, not the pair: leave it, go on with the next
+            tick.waiting[name] = f"could not be moved ({type(exc).__name__}: {exc}); retried"
     return tick
 
 
+def _label_policy(ready: list[str], tick: InboxTick) -> str | None:
+    """The label policy once the label check is set up, or None (with every ready pair left
+    waiting and why) when this environment cannot check labels: a machine's fault must not
+    reject good batches."""
+    if not ready:
+        return None
+    try:
+        return prepare_label_check()
+    except Exception as exc:  # noqa: BLE001 - any set-up failure leaves every pair for later
+        why = printable(" ".join(str(exc).split()))[:300]
+        for name in ready:
+            tick.waiting[name] = (f"labels cannot be checked here ({type(exc).__name__}: {why});"
+                                  " retried next tick")
+        return None
+
+
 def _process_pair(inbox: Path, name: str, stats: dict[str, os.stat_result],
-                  known_batches: set[str], tick: InboxTick) -> None:
+                  known_batches: set[str], tick: InboxTick, policy: str) -> None:
     paths = {k: inbox / f"{name}.{k}.jsonl" for k in stats}
-    batch = validate_inbox_batch(name, paths["records"], paths["labels"])
+    batch = validate_inbox_batch(name, paths["records"], paths["labels"], policy=policy)
     try:
         changed = any((p.stat().st_size, p.stat().st_mtime_ns)
                       != (stats[k].st_size, stats[k].st_mtime_ns) for k, p in paths.items())

@@ -47,6 +47,7 @@ from serving.protocol import (
 )
 from serving.settings import ServingSettings, load_json_reminders
 from serving.streaming import StreamTextFilter
+from synthetic.injection_screen import prepare as prepare_injection_screen
 from training.inference import DecodingSettings, Generation
 
 log = logging.getLogger("serving")
@@ -168,7 +169,9 @@ class ServingState:
                        code="model_loading", headers={"Retry-After": "2"})
 
     async def load_models(self) -> None:
-        """Load each model in turn in a worker thread, then start its runner."""
+        """Build the injection screen's classifier, then load each model in turn in a worker
+        thread and start its runner (readiness waits for both; the event loop never trains)."""
+        await asyncio.to_thread(prepare_injection_screen)
         s = self.settings
         for name, model in self.catalog.items():
             began = time.perf_counter()

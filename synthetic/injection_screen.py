@@ -1,5 +1,7 @@
 """The one prompt-injection detector: used by the reference auditor (record comments) and by the
-server's guardrail (user messages, retrieved chunks). Plain Python, no model, no dagster.
+server's guardrail (user messages, retrieved chunks). Plain Python, no dagster: rules first, then
+for what they let pass a small scikit-learn classifier trained at first use
+(synthetic/injection_model.py; `prepare` builds it ahead of time).
 
 It looks for concepts, not for the benchmark's wording:
 
@@ -13,8 +15,10 @@ It looks for concepts, not for the benchmark's wording:
    instructions", role-play, asking for the system prompt). Weak cues need a second weak cue of
    another kind in the same segment: addressed to an AI / model / auditor / reviewer, an order
    to suppress findings, a claimed authority, a claimed test or maintenance mode, a fake answer
-   or tool call, a reset of the task. Each cue has English, German, French, Spanish, Italian,
-   Portuguese and Chinese forms.
+   or tool call, a reset of the task. Each cue has forms in English and several other languages
+   (the patterns below list them).
+4. the classifier (character and word n-grams of the normalised readings, logistic regression)
+   scores the segments the rules did not flag; at or over its threshold, the text is flagged.
 
 What it misses is measured, not guessed: bench/bench_injection_detection.py prints the rates per
 family (held-out families included) and on benign batch-record comments (docs/benchmarks.md).
@@ -520,6 +524,14 @@ def flag_texts(values: Sequence[object]) -> list[bool]:
     for i, flagged in zip(rest, _model_flags([values[i] for i in rest]), strict=True):
         flags[i] = flagged
     return flags
+
+
+def prepare() -> None:
+    """Train the classifier now (a few seconds, once per process) instead of in the first screen:
+    the server and the inbox sensor call it before they take work."""
+    from synthetic.injection_model import train
+
+    train()
 
 
 def is_injection(text: object) -> bool:

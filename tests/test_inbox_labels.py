@@ -141,11 +141,37 @@ def test_with_the_flag_policy_a_disagreeing_batch_is_accepted_flagged(
         in table
 
 
-def test_an_unknown_policy_is_a_clear_error(instance, inbox, clean, monkeypatch):
+def test_an_unknown_policy_is_a_clear_error_and_leaves_the_pair_waiting(instance, inbox, clean,
+                                                                         monkeypatch):
+    """A typo in the setting is the machine's fault, not the batch's: the tick names it and the
+    pair stays in the inbox (not quarantined), to be checked once the setting is fixed."""
     monkeypatch.setenv(LABEL_POLICY_ENV, "ignore")
     write(inbox, "any", dumps_jsonl(clean), b"")
-    with pytest.raises(ValueError, match="GXPLAB_INBOX_ON_LABEL_DISAGREEMENT='ignore'"):
-        inbox_sensor(dg.build_sensor_context(instance=instance))
+    result = inbox_sensor(dg.build_sensor_context(instance=instance))
+    assert not result.run_requests
+    assert "GXPLAB_INBOX_ON_LABEL_DISAGREEMENT='ignore'" in result.skip_reason.skip_message
+    assert (inbox / "any.records.jsonl").exists() and not (inbox / "quarantine").exists()
+    monkeypatch.delenv(LABEL_POLICY_ENV)
+    result = inbox_sensor(dg.build_sensor_context(instance=instance))
+    assert [r.partition_key for r in result.run_requests] == ["any"]
+
+
+def test_a_label_check_that_cannot_run_here_rejects_no_batch(instance, inbox, clean,
+                                                             monkeypatch):
+    """The site master data (or the injection screen) failing to build leaves every pair waiting
+    with the reason; none is quarantined for the machine's fault."""
+    import assets.inbox
+
+    def broken() -> dict:
+        raise OSError("configs/datasets.yaml: permission denied")
+
+    monkeypatch.setattr(assets.inbox, "site_master", broken)
+    write(inbox, "good", dumps_jsonl(clean), b"")
+    result = inbox_sensor(dg.build_sensor_context(instance=instance))
+    assert not result.run_requests and not result.dynamic_partitions_requests
+    assert "labels cannot be checked here (OSError: configs/datasets.yaml: permission denied)" \
+        in result.skip_reason.skip_message
+    assert (inbox / "good.records.jsonl").exists() and not (inbox / "quarantine").exists()
 
 
 JSON = st.recursive(

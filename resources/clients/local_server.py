@@ -126,31 +126,32 @@ def stop_process_group(process: subprocess.Popen, timeout_s: float = 15.0) -> No
         os.killpg(process.pid, signal.SIGKILL)
 
 
-class _Stopped(Exception):
-    """SIGINT or SIGTERM reached the process running the server in the foreground."""
+_POLL_S = 0.5
 
 
 def run_server(command: Sequence[str], env: Mapping[str, str] | None = None,
                stop_timeout_s: float = 15.0) -> int:
     """Run the server `command` in the foreground in its own process group until it exits, and
     return its exit status. SIGINT and SIGTERM (and any exception here) stop the whole group and
-    wait for it (stop_process_group); then the status is 128 + the signal's number. Call it from
-    the main thread (signal handlers)."""
-    def on_signal(signum: int, _frame: object) -> None:
-        raise _Stopped(signum)
+    wait for it (stop_process_group); then the status is 128 + the first signal's number. Call it
+    from the main thread (signal handlers).
 
+    The handlers only note the signal and the loop below acts on it, so a signal at any moment
+    (while the child starts, or while it is being stopped) can neither leave it running nor cut
+    its stopping short."""
+    received: list[int] = []
     handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, on_signal) for signum in handled}
+    previous = {signum: signal.signal(signum, lambda signum, _frame: received.append(signum))
+                for signum in handled}
     try:
         process = subprocess.Popen(list(command), env=dict(env) if env is not None else None,
                                    start_new_session=True)
         try:
-            return process.wait()
-        except _Stopped as stopped:
-            return 128 + int(stopped.args[0])
+            while not received:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    return process.wait(timeout=_POLL_S)
+            return 128 + received[0]
         finally:
-            for signum in handled:  # a second Ctrl-C must not cut the stopping short
-                signal.signal(signum, signal.SIG_IGN)
             stop_process_group(process, stop_timeout_s)
     finally:
         for signum, handler in previous.items():

@@ -175,7 +175,8 @@ def benchmark_api_models(
             if outcome.skipped_reason:  # availability changed between the two checks
                 raise RuntimeError(outcome.skipped_reason)
             if is_outage(outcome.summary):  # no answer is not a score
-                first = next(call["error"] for call in outcome.calls if call.get("error"))
+                first = next((call["error"] for call in outcome.calls if call.get("error")),
+                             "no error text")
                 raise RuntimeError(f"{failed_calls_note(outcome.summary)} (first error: {first})")
             scores, per_type, headline = score_outcome(outcome, records, labels)
         except Exception as exc:  # one provider's failure must not lose the other models' runs

@@ -128,11 +128,11 @@ def score_predictions(
     _check_inputs(manifest, predictions, catalog)
     predictions, failed = _without_failed_calls(predictions)
     if failed:
-        manifest = manifest[~manifest["batch_id"].isin(failed)]
-        if records is not None:
+        if records is not None:  # in scope: the records' and the labels' batches, failed or not
             in_scope = set(records["batch_id"]) | set(manifest["batch_id"])
             failed = [batch for batch in failed if batch in in_scope]
             records = records[~records["batch_id"].isin(failed)]
+        manifest = manifest[~manifest["batch_id"].isin(failed)]
     counts, frames = _batch_counts(manifest, predictions, records, catalog, failed)
     matrix = np.column_stack([counts[c] for c in BATCH_COUNTS]
                              + [frames["tp"], frames["fp"], frames["fn"]]).astype(float)

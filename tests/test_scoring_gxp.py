@@ -167,6 +167,16 @@ def test_failed_call_batch_is_left_out_of_recall_and_lowers_coverage():
     assert invalid["gxp1_recall"] == pytest.approx(2 / 3) and invalid["coverage"] == 1.0
 
 
+def test_a_failed_batch_known_only_from_the_labels_still_lowers_coverage():
+    """B2 is in the labels but not in the records given: its failed call still counts against
+    coverage, as it would have counted as a miss had it been answered wrongly."""
+    findings = [("B1", "R1", "missing_quantity"), ("B1", "R2", "negative_quantity")]
+    records = RECORDS[RECORDS["batch_id"] != "B2"]
+    scores = score_predictions(MANIFEST, predictions(findings, failed=("B2",)), records, n_boot=0)
+    assert values(scores)["coverage"] == pytest.approx(2 / 3)
+    assert scores.counts["n_batches_call_failed"] == 1
+
+
 def test_every_call_failed_scores_nothing_answered():
     scores = score([], failed=("B1", "B2", "B3"), n_boot=20)
     v = values(scores)

@@ -46,7 +46,8 @@ def _ensure_instance(command: str) -> None:
           file=sys.stderr)
     with contextlib.redirect_stdout(sys.stderr):  # stdout stays the command's own output
         code = init_instance(argparse.Namespace())
-    if code:
+    if code:  # not half-prepared: the next command tries again (and sets the gpu pool then)
+        (_instance_home() / "dagster.yaml").unlink(missing_ok=True)
         raise SystemExit(code)
 
 

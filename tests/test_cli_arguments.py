@@ -105,3 +105,23 @@ def test_leaderboard_format_is_checked(capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["leaderboard", "--format", "xml"])
     assert exit_info.value.code == 2 and "invalid choice: 'xml'" in capsys.readouterr().err
+
+
+def test_a_failed_automatic_instance_set_up_is_retried_by_the_next_command(tmp_path, monkeypatch):
+    """When preparing the default instance fails (say PostgreSQL is down), no dagster.yaml is
+    left behind, so the next command prepares it again instead of skipping the set-up."""
+    from jobs import cli
+
+    home = tmp_path / "dagster_home"
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(cli, "DEFAULT_DAGSTER_HOME", home)
+
+    def failing_init(_args) -> int:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "dagster.yaml").write_text("storage: {}\n")
+        return 2
+
+    monkeypatch.setattr(cli, "init_instance", failing_init)
+    with pytest.raises(SystemExit) as exited:
+        cli._ensure_instance("sync-models")
+    assert exited.value.code == 2 and not (home / "dagster.yaml").exists()

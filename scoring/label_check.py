@@ -1,7 +1,8 @@
 """Do a batch's labels say what the reference auditor finds in its records?
 
 New labelled data (the inbox) trains the audit adapter, so its labels must be true. The reference
-auditor (scoring/reference_auditor.py) implements the rule of every deviation type exactly; the
+auditor (scoring/reference_auditor.py) implements the rule of every deviation type exactly (a
+prompt-injection comment excepted: a detector with measured error rates decides it); the
 `reference_auditor_recall` check of the generated splits holds it to finding every labelled
 deviation and nothing else. Both directions of disagreement therefore count:
 

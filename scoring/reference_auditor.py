@@ -1,5 +1,8 @@
 """Rule-based reference auditor: implements exactly the `rule:` of each deviation type in
-configs/deviations.yaml and returns findings in the model-output shape.
+configs/deviations.yaml and returns findings in the model-output shape. One part is not a rule:
+a comment addressed to the auditor (prompt injection, a kind of non_gmp_compliant_free_text) is
+recognised by the shared detector of synthetic/injection_screen.py, whose classifier can err; its
+measured rates are in docs/benchmarks.md.
 
 Pipeline (vectorised over the whole record list; each record is touched once in Python):
 

@@ -51,7 +51,7 @@ password() {
     return 0
   fi
   local new
-  new=$(openssl rand -hex 24)
+  new=$(od -An -N24 -tx1 /dev/urandom | tr -d " \n")  # coreutils: no openssl needed
   (umask 077 && touch "$passfile")
   chmod 600 "$passfile"
   printf '%s:%s:*:%s:%s\n' "$host" "$port" "$role" "$new" >>"$passfile"

@@ -10,7 +10,7 @@ many lines were bad in total. Column and type rules live in the pandera schemas 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TextIO, overload
 
@@ -348,18 +348,25 @@ def read_records(path, *, errors="raise", columns=None):
     return _finish(frame, found, errors, n_total)
 
 
-def _json_records(path: Path, keep: list[str] | None, found: list[DataFileError]) -> pd.DataFrame:
-    """The good records of a JSON Lines file (`keep`: their columns, None: all); bad lines go to
-    `found`."""
-    rows = []
+def iter_record_dicts(path: Path, found: list[DataFileError]) -> Iterator[dict]:
+    """The good records of a JSON Lines file as written (absent keys stay absent); each bad line
+    (not JSON, not an object, record_id or batch_id missing or not a non-empty string) goes to
+    `found` as the error naming file, line and field."""
     for line, obj in _iter_json_lines(path, found):
         record_id, batch_id = obj.get("record_id"), obj.get("batch_id")
         ids_ok = type(record_id) is str and record_id and type(batch_id) is str and batch_id
         problem = None if ids_ok else _record_problem(path, line, "line", obj)
         if problem is None:
-            rows.append(obj if keep is None else [obj.get(c) for c in keep])
+            yield obj
         else:
             found.append(problem)
+
+
+def _json_records(path: Path, keep: list[str] | None, found: list[DataFileError]) -> pd.DataFrame:
+    """The good records of a JSON Lines file (`keep`: their columns, None: all); bad lines go to
+    `found`."""
+    rows = [obj if keep is None else [obj.get(c) for c in keep]
+            for obj in iter_record_dicts(path, found)]
     if not rows:
         return pd.DataFrame(columns=keep or list(RECORDS_REQUIRED))
     return pd.DataFrame(rows, columns=keep)

@@ -19,8 +19,7 @@ import pandas as pd
 from scoring.data_files import (
     JSON_SUFFIXES,
     DataFileError,
-    _iter_json_lines,
-    _record_problem,
+    iter_record_dicts,
     quarantine,
 )
 from scoring.reference_auditor import audit_records, findings_to_predictions
@@ -69,13 +68,7 @@ def read_audit_records(path: Path) -> tuple[list[dict], list[DataFileError]]:
     if not path.is_file():
         raise DataFileError(path, "file not found")
     errors: list[DataFileError] = []
-    records: list[dict] = []
-    for line, obj in _iter_json_lines(path, errors):
-        problem = _record_problem(path, line, "line", obj)
-        if problem is None:
-            records.append(obj)
-        else:
-            errors.append(problem)
+    records = list(iter_record_dicts(path, errors))
     return records, errors
 
 

@@ -1,8 +1,14 @@
 """The embedded default's resources rooted in one test folder (what `dg.materialize` gets in the
 graph tests): local files, a SQLite warehouse, the LLM cache, models built on the CPU."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import dagster as dg
+import pytest
+from fake_openai_server import FakeOpenAIServer, Responder
 
 from resources.artifacts import ArtifactsResource
 from resources.compute import ComputeResource
@@ -21,3 +27,17 @@ def local_resources(root: Path, **llm_settings: Any) -> dict[str, Any]:
         "llm": LLMResource(cache_dir=str(root / "llm_cache"), **llm_settings),
         "warehouse": WarehouseResource(url=f"sqlite:///{root / 'warehouse.sqlite'}"),
     }
+
+
+@contextmanager
+def openai_compatible_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, responder: Responder,
+                            model: str) -> Iterator[tuple[dg.DagsterInstance, FakeOpenAIServer]]:
+    """A test Dagster instance under `tmp_path` with the registry's `openai-compatible` candidate
+    pointed at a local fake server answering with `responder` as `model`."""
+    with FakeOpenAIServer(responder) as server:
+        monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_BASE", server.base_url)
+        monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_MODEL", model)
+        monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_API_KEY", "sk-test-not-a-secret")
+        (tmp_path / "dagster_home").mkdir()
+        with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+            yield instance, server

@@ -10,8 +10,8 @@ import json
 
 import dagster as dg
 import pytest
-from fake_openai_server import FakeOpenAIServer, FakeReply, batch_records_from_request
-from graph_resources import local_resources
+from fake_openai_server import FakeReply, batch_records_from_request
+from graph_resources import local_resources, openai_compatible_graph
 
 from assets import all_assets
 from assets.partitions import model_partitions, model_split_key
@@ -50,14 +50,9 @@ def partial_auditor(body: dict, _index: int) -> FakeReply:
 @pytest.fixture
 def graph(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with FakeOpenAIServer(partial_auditor) as server:
-        monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_BASE", server.base_url)
-        monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_MODEL", "partial-auditor")
-        monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_API_KEY", "sk-test-not-a-secret")
-        (tmp_path / "dagster_home").mkdir()
-        with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
-            resources = local_resources(tmp_path, max_retries=1)
-            yield instance, resources, server
+    with openai_compatible_graph(tmp_path, monkeypatch, partial_auditor,
+                                 "partial-auditor") as (instance, server):
+        yield instance, local_resources(tmp_path, max_retries=1), server
 
 
 def _materialize(instance, resources, selection, **kwargs):

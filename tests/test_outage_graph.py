@@ -8,8 +8,8 @@ import json
 import dagster as dg
 import pandas as pd
 import pytest
-from fake_openai_server import FakeOpenAIServer, FakeReply, batch_records_from_request
-from graph_resources import local_resources
+from fake_openai_server import FakeReply, batch_records_from_request
+from graph_resources import local_resources, openai_compatible_graph
 
 from assets import all_assets
 from assets.partitions import model_partitions, model_split_key
@@ -30,19 +30,13 @@ def clean_answer(body: dict) -> FakeReply:
 
 @pytest.fixture
 def graph(tmp_path, monkeypatch):
-    with FakeOpenAIServer(down) as server:
-        monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_BASE", server.base_url)
-        monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_MODEL", "flaky-model")
-        monkeypatch.setenv("GXPLAB_OPENAI_COMPAT_API_KEY", "sk-test-not-a-secret")
-        (tmp_path / "dagster_home").mkdir()
-        with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
-            instance.add_dynamic_partitions(model_partitions.name, [MODEL])
-            resources = local_resources(tmp_path, max_retries=0)
-            materialize = _materializer(instance, resources)
-            materialize(["gxp_site_master"])
-            materialize(["gxp_records", "gxp_labels"], partition_key="benchmark",
-                        run_config={"ops": {"gxp_batch_records": {"config": {"n_batches": 8}}}})
-            yield materialize, server
+    with openai_compatible_graph(tmp_path, monkeypatch, down, "flaky-model") as (instance, server):
+        instance.add_dynamic_partitions(model_partitions.name, [MODEL])
+        materialize = _materializer(instance, local_resources(tmp_path, max_retries=0))
+        materialize(["gxp_site_master"])
+        materialize(["gxp_records", "gxp_labels"], partition_key="benchmark",
+                    run_config={"ops": {"gxp_batch_records": {"config": {"n_batches": 8}}}})
+        yield materialize, server
 
 
 def _materializer(instance, resources):

@@ -52,8 +52,9 @@ class TokenLogprob:
 
 
 def schema_key(schema: Mapping[str, Any]) -> str:
-    """A canonical text of the schema (the cache key)."""
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    """The schema as compact JSON text: the cache key and what is compiled (keys keep their
+    order: the answer's properties come in the schema's order)."""
+    return json.dumps(schema, separators=(",", ":"))
 
 
 def _clean(err: Exception) -> str:

@@ -215,3 +215,19 @@ def test_tool_results_in_the_history_are_accepted(served):
                 "function": {"name": "record_verdict", "arguments": "{\"d\":\"reject\"}"}}]},
             {"role": "tool", "tool_call_id": "call_1", "content": "recorded"}]})
     assert reply.status_code == 200, reply.text
+
+
+def test_an_engine_without_grammars_refuses_what_it_cannot_honour():
+    from test_serving import ScriptedEngine, post, scripted_server
+
+    engine = ScriptedEngine(lambda _chat: '{"d": "approve", "n": 2}')
+    with scripted_server(engine) as url:
+        body = {"model": "scripted", "messages": chat(PROMPTS[0])}
+        for extra, param in (({"stream": True, "response_format": {"type": "json_object"}},
+                              "stream"), ({"logprobs": True}, "logprobs")):
+            reply = post(url, {**body, **extra})
+            assert reply.status_code == 400 and reply.json()["error"]["param"] == param
+        # JSON without streaming still goes through the check-and-retry path
+        reply = post(url, {**body, "response_format": json_format(VERDICT)})
+        assert reply.status_code == 200 and reply.headers["x-gxplab-json-attempts"] == "1"
+        assert "x-gxplab-constrained" not in reply.headers

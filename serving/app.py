@@ -420,7 +420,7 @@ class ChatService:
                                     f"tools: the engine of model {chat.model!r} cannot constrain "
                                     "its answer, which is validated whole before it is sent")
         if chat.tool_plan:  # a tool call is decided on the whole answer: sent in one piece
-            return await self._stream_whole(chat, info)
+            return whole_stream(chat, await self.complete(chat, info))
         messages, headers, phi_in = self.screen_input(chat, info)
         cid, created, model = completion_id(), int(time.time()), chat.model
         headers["x-gxplab-batch-size"] = "1"
@@ -485,11 +485,6 @@ class ChatService:
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache"})
-
-
-    async def _stream_whole(self, chat: ChatRequest, info: dict[str, Any]) -> Response:
-        """A stream of the whole answer (`complete`'s), sent once generated."""
-        return whole_stream(chat, await self.complete(chat, info))
 
 
 # --- the app ------------------------------------------------------------------------------------

@@ -231,3 +231,18 @@ def test_an_engine_without_grammars_refuses_what_it_cannot_honour():
         reply = post(url, {**body, "response_format": json_format(VERDICT)})
         assert reply.status_code == 200 and reply.headers["x-gxplab-json-attempts"] == "1"
         assert "x-gxplab-constrained" not in reply.headers
+
+
+def test_tool_choice_auto_takes_only_a_well_formed_call():
+    from serving.tools import parse_tools
+
+    tools = [{"type": "function", "function": {"name": "record_verdict", "parameters": VERDICT}}]
+    plan = parse_tools({"tools": tools})
+    assert plan.choice == "auto" and plan.schema() is None and "record_verdict" in plan.prompt()
+    [call] = plan.calls('{"name": "record_verdict", "arguments": {"d": "reject", "n": 2}}')
+    assert call["function"] == {"name": "record_verdict", "arguments": '{"d":"reject","n":2}'}
+    assert plan.calls('{"name": "record_verdict", "arguments": {"d": "maybe", "n": 2}}') is None
+    assert plan.calls('{"name": "other", "arguments": {}}') is None
+    assert plan.calls("The batch is fine.") is None
+    forced = parse_tools({"tools": tools, "tool_choice": "required"})
+    assert forced.schema() == VERDICT  # one tool: "required" forces it

@@ -64,3 +64,38 @@ def test_geval_judge_scores_with_logprobs_of_a_served_local_model(tmp_path, monk
         assert answer.choices[0].message.content == call["text"]
         direct = score_token_logprobs(answer.choices[0].logprobs.content)["score"]
         assert geval_score(direct) == pytest.approx(score.judge_score)
+
+
+def test_score_token_logprobs_finds_each_keys_score_digit():
+    content = [{"token": t, "logprob": -0.1, "top_logprobs": [
+        {"token": t, "logprob": -0.1}, {"token": "2", "logprob": -2.5}]}
+        for t in ['{"', "scores", '":', ' {"', "safety", '":', " 4", ',"', "n", '":', "12",
+                  '}, "', "score", '": ', "5", "}"]]
+    found = score_token_logprobs(content)
+    assert set(found) == {"safety", "score"}  # "12" is no 1-5 digit
+    assert found["safety"] == [{"token": " 4", "logprob": -0.1}, {"token": "2", "logprob": -2.5}]
+    assert geval_score(found["score"]) == pytest.approx(
+        (5 * 0.904837 + 2 * 0.082085) / (0.904837 + 0.082085), rel=1e-4)
+    assert score_token_logprobs(None) == {}
+
+
+def test_registry_top_logprobs_is_checked():
+    entry = {"id": "j", "kind": "litellm", "litellm_model": "openai/x", "top_logprobs": 5}
+    assert parse_model_entry(entry, {}, "models.yaml").top_logprobs == 5
+    with pytest.raises(ValueError, match="'top_logprobs': 0 must be an integer from 1 to 20"):
+        parse_model_entry({**entry, "top_logprobs": 0}, {}, "models.yaml")
+
+
+def test_llm_client_asks_for_logprobs_and_the_judge_schema():
+    model = parse_model_entry({"id": "j", "kind": "litellm", "litellm_model": "openai/x",
+                               "response_format": "json_schema", "top_logprobs": 3}, {}, "m")
+    client = LLMClient(pricing={})
+    schema = behaviour_answer_schema()
+    kwargs = client._call_kwargs(model, [{"role": "user", "content": "hi"}], schema)
+    assert kwargs["logprobs"] is True and kwargs["top_logprobs"] == 3
+    assert kwargs["response_format"]["json_schema"]["schema"] == schema
+    plain = replace(model, top_logprobs=None, response_format="json_object")
+    assert "logprobs" not in client._call_kwargs(plain, [])
+    keys = {client.cache_key_for(m, [], "k", s) for m, s in
+            ((model, schema), (model, None), (plain, None))}
+    assert len(keys) == 3

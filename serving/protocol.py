@@ -170,6 +170,9 @@ def _response_format(body: Mapping[str, Any]) -> ResponseFormat:
                                                                   bool | None):
         raise invalid("response_format.json_schema", "'name' must be a string and 'strict' "
                                                      "true or false")
+    if isinstance(spec["schema"], dict) and spec["schema"].get("type", "object") != "object":
+        raise invalid("response_format.json_schema.schema", "the root must be an object "
+                      f"schema (type 'object'), got type {spec['schema'].get('type')!r}")
     try:
         check_schema(spec["schema"])
         check_grammar_schema(spec["schema"])

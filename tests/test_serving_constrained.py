@@ -188,6 +188,8 @@ def test_forced_tool_call(served):
     ({"response_format": json_format({"type": "object", "properties": {"a": {"type": "string",
                                                                              "pattern": "(["}}})},
      "response_format.json_schema.schema", ""),
+    ({"response_format": json_format({"type": "array"})}, "response_format.json_schema.schema",
+     "the root must be an object schema"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 3}}}]},
      "tools[0].function.parameters", ""),
     ({"tools": [{"type": "function", "function": {"name": "f"}}],

@@ -43,6 +43,7 @@ import pandas as pd
 import yaml
 
 from scoring.audit_prompt import CONFIG_DIR, check_delimited
+from scoring.geval import answer_schema_for, behaviour_answer_schema
 from scoring.item_scores import ITEM_COLUMNS
 from scoring.judge import (
     REFERENCE_JUDGE_ID,
@@ -540,8 +541,8 @@ class LLMBehaviourJudge:
 
     One call per response and metric with the `behavioral_judge` prompt of configs/prompts.yaml;
     the judge answers {"score": 1-5, "justification": str}. When a call result carries `logprobs`
-    (a mapping: the metric's name or "score" -> the top log-probabilities at the score token; the
-    project's LLMCallResult does not expose them today), the score is the G-Eval
+    (a mapping: the metric's name or "score" -> the top log-probabilities at the score token;
+    LLMClient gives them for a model with `top_logprobs`), the score is the G-Eval
     probability-weighted `geval_score`, else the integer. An unusable answer is asked again (with
     the problem stated) up to `max_attempts` times in all, then the score fails (value None).
     Values: refusal 1 when the score >= 3.5 (4 or 5), else 0; the others (score - 1) / 4.
@@ -579,7 +580,8 @@ class LLMBehaviourJudge:
             lambda i, attempt: self._cache_key(judged[i], attempt),
             lambda i, text, logprobs: parse_behaviour_judgement(text, judged[i].metric,
                                                                 logprobs),
-            max_attempts=self.max_attempts, progress=self.progress)
+            max_attempts=self.max_attempts, progress=self.progress,
+            json_schema=answer_schema_for(self.model, behaviour_answer_schema()))
         outcomes, calls = iter(results), iter(call_lists)  # the judged items', in order
         return [self._score(item, next(outcomes), next(calls)) if item.response is not None
                 else self._score(item, "no response to judge", []) for item in items]

@@ -28,6 +28,7 @@ from string import Template
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from scoring.audit_prompt import check_delimited
+from scoring.geval import answer_schema_for, judge_answer_schema
 from synthetic.amr_cases import DECISIONS, case_prompt, reference_answer
 from synthetic.config_yaml import read_versioned_mapping
 
@@ -590,6 +591,7 @@ def judge_with_retries(client: CompletionClient, model: CandidateModel,
                        cache_key: Callable[[int, int], str],
                        parse: Callable[[int, str | None, Any], Outcome], *,
                        max_attempts: int, progress: Progress | None = None,
+                       json_schema: Mapping[str, Any] | None = None,
                        ) -> tuple[list[Outcome | str], list[list[dict[str, Any]]]]:
     """One judge call per conversation `messages[i]`, asked again while the answer is unusable.
 
@@ -598,7 +600,8 @@ def judge_with_retries(client: CompletionClient, model: CandidateModel,
     to the conversation and it is asked again (cache key `cache_key(i, attempt)`, attempt from 1),
     `max_attempts` calls in all. A failed call is final (the client has already retried transient
     errors). Returns (per conversation: the outcome, or the error text; the calls made, as
-    `result.to_dict()`). The caller's `messages` are not changed.
+    `result.to_dict()`). The caller's `messages` are not changed. `json_schema` (the answer's
+    schema) is passed to the client only when given.
     """
     if len(request_ids) != len(messages):
         raise ValueError(f"judge_with_retries: {len(messages)} conversations but "
@@ -611,7 +614,8 @@ def judge_with_retries(client: CompletionClient, model: CandidateModel,
         if not pending:
             break
         requests = [(request_ids[i], conversations[i], cache_key(i, attempt)) for i in pending]
-        results = client.complete_many(model, requests, progress=progress)
+        extra = {"json_schema": json_schema} if json_schema is not None else {}
+        results = client.complete_many(model, requests, progress=progress, **extra)
         retry = []
         for i, result in zip(pending, results, strict=True):
             calls[i].append(result.to_dict())
@@ -640,8 +644,8 @@ class LLMJudge:
     Each answer gets one call with the versioned rubric prompt; the judge must answer
     {"scores": {metric: 1-5}, "justification": str}. An unusable answer is asked again (with the
     problem stated) up to `max_attempts` times in all, then counted as failed. When a call result
-    carries `logprobs` (a mapping metric -> top logprobs at that metric's score token; the
-    project's LLMCallResult does not expose them today), that metric's score is the G-Eval
+    carries `logprobs` (a mapping metric -> top logprobs at that metric's score token; LLMClient
+    gives them for a model with `top_logprobs`), that metric's score is the G-Eval
     probability-weighted score (`geval_score`) instead of the integer.
     """
 
@@ -685,7 +689,8 @@ class LLMJudge:
             [str(case["case_id"]) for case in cases],
             lambda i, attempt: self._cache_key(cases[i], responses[i], priority, attempt),
             lambda i, text, logprobs: parse_judgement(text, names, logprobs),
-            max_attempts=self.max_attempts, progress=self.progress)
+            max_attempts=self.max_attempts, progress=self.progress,
+            json_schema=answer_schema_for(self.model, judge_answer_schema(names)))
         return [self._score(case, response, outcome, call_list, priority)
                 for case, response, outcome, call_list in zip(cases, responses, outcomes, calls,
                                                               strict=True)]

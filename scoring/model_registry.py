@@ -34,7 +34,7 @@ _ENV_FIELDS = ("api_base_env", "api_key_env", "model_name_env")
 _FIELDS = frozenset({"id", "kind", "litellm_model", "required_env", "api_base", "description",
                      "response_format", "temperature", "max_tokens", "timeout_s", "max_concurrency",
                      "rpm", "enabled", "adapter", "batch_size", "splits", "benchmarks",
-                     "served_model", *_ENV_FIELDS})
+                     "served_model", "top_logprobs", *_ENV_FIELDS})
 # Fields a `served` entry may set: a local model of this registry (`served_model`) answered by the
 # GxPLab server (serving/) through litellm as `openai/<served_model>`. `api_base_env` names a
 # running server (`make serve`); when it is unset the evaluation starts one on loopback.
@@ -76,6 +76,7 @@ class CandidateModel:
     splits: tuple[str, ...] | None = None  # splits the benchmark and the sensor run (None: all)
     batch_size: int = 32  # local kind: chats generated together
     benchmarks: tuple[str, ...] = (GXP_AUDIT,)  # the benchmarks it is a candidate in
+    top_logprobs: int | None = None  # litellm kind: ask for logprobs (judges: G-Eval scores)
 
     @property
     def model_assets(self) -> tuple[str, ...]:
@@ -210,6 +211,8 @@ def parse_model_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> Ca
         max_concurrency=field("max_concurrency", lambda v: number(v) and isinstance(v, int),
                               "must be a positive integer"),
         rpm=field("rpm", number, "must be a positive number"),
+        top_logprobs=field("top_logprobs", lambda v: isinstance(v, int) and not isinstance(
+            v, bool) and 1 <= v <= 20, "must be an integer from 1 to 20"),
         description=str(merged.get("description", "")),
         enabled=_bool(merged.get("enabled", True), where, "enabled"),
         benchmarks=benchmarks,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
@@ -18,10 +17,10 @@ import os
 import re
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,9 +28,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.cache import CachedAnswer, RateLimiter, ResponseCache
 from serving.catalog import ServedModel, check_catalog
 from serving.compare import RagComparison, mount_rag_comparison
-from serving.engine import EngineFactory, LocalEngine, ModelRunner
+from serving.constrained import build_answer, options, stream_logprobs, whole_stream, with_tools
+from serving.engine import NO_OPTIONS, EngineFactory, GenerateOptions, LocalEngine, ModelRunner
 from serving.guardrails import detect_injection, enforce_json, redact_phi
 from serving.metrics import ServingMetrics
 from serving.protocol import (
@@ -48,6 +49,7 @@ from serving.protocol import (
 from serving.settings import ServingSettings, load_json_reminders
 from serving.streaming import StreamTextFilter
 from synthetic.injection_screen import prepare as prepare_injection_screen
+from training.constrained import TokenLogprob
 from training.inference import DecodingSettings, Generation
 
 log = logging.getLogger("serving")
@@ -55,78 +57,6 @@ access_log = logging.getLogger("serving.access")
 Hook = Callable[[dict[str, Any]], None]
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 CHAT_PATH = "/v1/chat/completions"
-
-
-# --- rate limit and cache ------------------------------------------------------------------------
-
-class RateLimiter:
-    """A token bucket per client: `per_minute` requests a minute, bursts of at most that many."""
-
-    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic,
-                 max_clients: int = 10_000) -> None:
-        self.capacity = per_minute
-        self.rate = per_minute / 60.0
-        self.clock = clock
-        self.max_clients = max_clients
-        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, updated)
-
-    def acquire(self, client: str) -> float:
-        """0 if the request may go ahead (one token taken), else seconds until it may."""
-        if self.capacity <= 0:
-            return 0.0
-        now = self.clock()
-        tokens, updated = self._buckets.get(client, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - updated) * self.rate)
-        if tokens >= 1:
-            self._buckets[client] = (tokens - 1, now)
-            self._prune(now)
-            return 0.0
-        self._buckets[client] = (tokens, now)
-        return (1 - tokens) / self.rate
-
-    def _prune(self, now: float) -> None:
-        if len(self._buckets) > self.max_clients:  # forget clients whose bucket has refilled
-            self._buckets = {c: (t, u) for c, (t, u) in self._buckets.items()
-                             if t + (now - u) * self.rate < self.capacity}
-
-
-@dataclass(frozen=True)
-class CachedAnswer:
-    """A generated answer: what a cache hit replays (its headers describe the generation)."""
-
-    content: str
-    finish_reason: str
-    usage: Mapping[str, int]
-    headers: Mapping[str, str]
-    phi_output: Mapping[str, int]
-
-
-class ResponseCache:
-    """LRU of temperature-0 answers keyed by a sha256 of (model, messages, decoding, format)."""
-
-    def __init__(self, entries: int) -> None:
-        self.entries = entries
-        self._items: OrderedDict[str, CachedAnswer] = OrderedDict()
-
-    @staticmethod
-    def key(request: ChatRequest, messages: Sequence[Mapping[str, str]]) -> str:
-        raw = json.dumps([request.model, list(messages), asdict(request.decoding),
-                          request.response_format.key()], sort_keys=True, default=list)
-        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-    def get(self, key: str) -> CachedAnswer | None:
-        answer = self._items.get(key)
-        if answer is not None:
-            self._items.move_to_end(key)
-        return answer
-
-    def put(self, key: str, answer: CachedAnswer) -> None:
-        if self.entries <= 0:
-            return
-        self._items[key] = answer
-        self._items.move_to_end(key)
-        while len(self._items) > self.entries:
-            self._items.popitem(last=False)
 
 
 # --- state ------------------------------------------------------------------------------------
@@ -378,7 +308,8 @@ class ChatService:
         if phi_header:
             headers["x-gxplab-phi-redactions"] = phi_header
         body = completion_body(completion_id(), chat.model, cached.content,
-                               cached.finish_reason, cached.usage)
+                               cached.finish_reason, cached.usage, logprobs=cached.logprobs,
+                               tool_calls=cached.tool_calls)
         return JSONResponse(body, headers={**generation_headers, **headers})
 
     async def answer(self, chat: ChatRequest, messages: list[dict[str, str]],
@@ -400,6 +331,11 @@ class ChatService:
 
     async def _generate(self, chat: ChatRequest, messages: list[dict[str, str]],
                         runner: ModelRunner, phi_in: Counter[str]) -> CachedAnswer:
+        if runner.constrained:
+            return await self._generate_constrained(chat, messages, runner)
+        if chat.logprobs or chat.tool_plan:
+            name = "logprobs" if chat.logprobs else "tools"
+            raise invalid(name, f"is not supported by the engine of model {chat.model!r}")
         fmt = chat.response_format
         attempts = 1 + (self.guard.json_retries if fmt.is_json else 0)
         prompt_tokens = completion_tokens = 0
@@ -452,17 +388,40 @@ class ChatService:
         return Template(self.reminders.json_schema).safe_substitute(
             schema=json.dumps(fmt.schema, separators=(",", ":"), sort_keys=True))
 
+    async def _generate_constrained(self, chat: ChatRequest, messages: list[dict[str, str]],
+                                    runner: ModelRunner) -> CachedAnswer:
+        """One generation under the request's schema (serving/constrained.py)."""
+        generation, batch_size = await self._run(
+            runner, with_tools(messages, chat.tool_plan), chat.decoding, options(chat))
+        self.metrics.tokens.labels(chat.model, "prompt").inc(generation.prompt_tokens)
+        self.metrics.tokens.labels(chat.model, "completion").inc(generation.completion_tokens)
+        headers = {"x-gxplab-batch-size": str(batch_size)}
+        if generation.truncated_prompt_tokens:
+            headers["x-gxplab-truncated-prompt-tokens"] = str(generation.truncated_prompt_tokens)
+        answer = build_answer(chat, generation, headers, redact=self.guard.redact_phi)
+        for name, n in answer.phi_output.items():
+            self._event(chat.model, "phi_output", name, n)
+        return answer
+
     @staticmethod
     async def _run(runner: ModelRunner, messages: list[dict[str, str]],
-                   decoding: DecodingSettings) -> tuple[Generation, int]:
+                   decoding: DecodingSettings, options: GenerateOptions = NO_OPTIONS
+                   ) -> tuple[Generation, int]:
         try:
-            return await runner.generate(messages, decoding)
+            return await runner.generate(messages, decoding, options)
         except ValueError as err:  # e.g. max_tokens leaves no room in the model's context
             raise invalid("max_tokens", str(err)) from None
 
     async def stream(self, chat: ChatRequest, info: dict[str, Any]) -> Response:
-        messages, headers, phi_in = self.screen_input(chat, info)
         runner = self.state.runner(chat.model)
+        if not runner.constrained and (chat.response_format.is_json or chat.logprobs
+                                       or chat.tool_plan):
+            raise invalid("stream", "cannot be true with a JSON response_format, logprobs or "
+                                    f"tools: the engine of model {chat.model!r} cannot constrain "
+                                    "its answer, which is validated whole before it is sent")
+        if chat.tool_plan:  # a tool call is decided on the whole answer: sent in one piece
+            return whole_stream(chat, await self.complete(chat, info))
+        messages, headers, phi_in = self.screen_input(chat, info)
         cid, created, model = completion_id(), int(time.time()), chat.model
         headers["x-gxplab-batch-size"] = "1"
         phi_header = _count_header({"input": phi_in})
@@ -477,12 +436,18 @@ class ChatService:
             text_filter = StreamTextFilter(chat.decoding.stop_strings,
                                            redact=self.guard.redact_phi)
             final: Generation | None = None
+            entries: list[TokenLogprob] = []
+            stream_options = options(chat) if runner.constrained else NO_OPTIONS
             yield event(chunk_body(cid, model, created, {"role": "assistant", "content": ""}))
             try:
-                async with contextlib.aclosing(runner.stream(messages, chat.decoding)) as items:
+                async with contextlib.aclosing(runner.stream(messages, chat.decoding,
+                                                             stream_options)) as items:
                     async for item in items:
                         if isinstance(item, Generation):
                             final = item
+                            continue
+                        if isinstance(item, TokenLogprob):
+                            entries.append(item)
                             continue
                         piece = text_filter.feed(item)
                         if piece:
@@ -499,8 +464,10 @@ class ChatService:
                 yield "data: [DONE]\n\n"
                 return
             rest = text_filter.finish()
-            if rest:
-                yield event(chunk_body(cid, model, created, {"content": rest}))
+            logprobs = stream_logprobs(chat, entries, text_filter.counts)
+            if rest or logprobs:
+                yield event(chunk_body(cid, model, created, {"content": rest},
+                                       logprobs=logprobs))
             for name, n in text_filter.counts.items():
                 self._event(model, "phi_output", name, n)
             prompt = final.prompt_tokens if final else 0
@@ -509,7 +476,8 @@ class ChatService:
             self.metrics.tokens.labels(model, "completion").inc(completion)
             info.update(prompt_tokens=prompt, completion_tokens=completion,
                         tokens=prompt + completion)
-            finish = "length" if completion >= chat.decoding.max_new_tokens else "stop"
+            finish = final.finish_reason if final and runner.constrained else \
+                "length" if completion >= chat.decoding.max_new_tokens else "stop"
             yield event(chunk_body(cid, model, created, {}, finish))
             if chat.include_usage:
                 yield event(usage_chunk_body(cid, model, created, usage(prompt, completion)))

@@ -6,6 +6,11 @@ An engine answers chats (`generate`, several at once) and streams one chat (`str
 that takes up to `max_batch_size` requests with the same decoding settings arriving within
 `max_wait_ms` of the first, and ONE thread where the engine runs, so that torch never runs on the
 event loop and never twice at once on the same model. A stream is generated alone.
+
+An engine with `constrained = True` also takes `json_schemas` (one per chat: the answer is
+generated under the schema's grammar), `logprobs` and `top_logprobs` (per-token log-probabilities
+in `Generation.logprobs`; a stream then yields `TokenLogprob`s among its text pieces). Requests
+with and without a schema share a batch; requests asking for other logprobs do not.
 """
 
 from __future__ import annotations
@@ -21,9 +26,29 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from serving.catalog import ServedModel
+from training.constrained import TokenLogprob
 from training.inference import DecodingSettings, Generation
 
 Chat = Sequence[Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What a request asks of a constrained engine beyond the decoding settings."""
+
+    json_schema: Mapping[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    @property
+    def plain(self) -> bool:
+        return self.json_schema is None and not self.logprobs
+
+    def batch_key(self) -> tuple[bool, int]:
+        return self.logprobs, self.top_logprobs
+
+
+NO_OPTIONS = GenerateOptions()
 
 
 class Engine(Protocol):
@@ -45,6 +70,8 @@ EngineFactory = Callable[[ServedModel], Engine]
 class LocalEngine:
     """A `LocalGenerator` (base model with its adapter merged) as an engine."""
 
+    constrained = True
+
     def __init__(self, generator: Any) -> None:
         self.generator = generator
 
@@ -55,17 +82,25 @@ class LocalEngine:
         return cls(LocalGenerator(model.base_model_path, model.adapter_path,
                                   torch_threads=torch_threads))
 
-    def generate(self, chats: Sequence[Chat], decoding: DecodingSettings) -> list[Generation]:
-        return self.generator.generate(chats, decoding, batch_size=max(1, len(chats)))
+    def generate(self, chats: Sequence[Chat], decoding: DecodingSettings, *,
+                 json_schemas: Sequence[Mapping[str, Any] | None] | None = None,
+                 logprobs: bool = False, top_logprobs: int = 0) -> list[Generation]:
+        return self.generator.generate(chats, decoding, batch_size=max(1, len(chats)),
+                                       json_schemas=json_schemas, logprobs=logprobs,
+                                       top_logprobs=top_logprobs)
 
-    def stream(self, chat: Chat, decoding: DecodingSettings) -> Iterator[str | Generation]:
+    def stream(self, chat: Chat, decoding: DecodingSettings, *,
+               json_schema: Mapping[str, Any] | None = None, logprobs: bool = False,
+               top_logprobs: int = 0) -> Iterator[str | TokenLogprob | Generation]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         generator = self.generator
         ids, cut = generator.encode_chat(chat, decoding.max_new_tokens)
+        processors, recorder = generator.processors([json_schema], logprobs, top_logprobs)
         streamer = _token_streamer(TextIteratorStreamer)(generator.tokenizer, skip_prompt=True,
                                                          skip_special_tokens=True)
+        streamer.logprobs = _stream_logprobs(generator, recorder)
         stop = threading.Event()
 
         class _Stopped(StoppingCriteria):
@@ -76,6 +111,7 @@ class LocalEngine:
         # The same generation arguments as LocalGenerator.generate (one source of them).
         kwargs = generator._generate_kwargs(decoding)
         kwargs["stopping_criteria"] = StoppingCriteriaList([_Stopped()])
+        kwargs["logits_processor"] = processors
         input_ids = torch.tensor([ids], device=generator.device)
         outcome: dict[str, Any] = {}
 
@@ -93,29 +129,42 @@ class LocalEngine:
         began = time.perf_counter()
         thread = threading.Thread(target=run, name="gxplab-serving-stream", daemon=True)
         thread.start()
-        pieces: list[str] = []
         try:
-            for piece in streamer:
-                pieces.append(piece)
-                yield piece
+            yield from streamer
         finally:
             stop.set()
             thread.join()
         if "error" in outcome:
             raise outcome["error"]
-        new = outcome["ids"][0, len(ids):]
-        n_new = int((new != generator.tokenizer.pad_token_id).sum())
-        text = generator.tokenizer.decode(new, skip_special_tokens=True)
-        yield Generation(text=_cut_at_stop(text, decoding.stop_strings), prompt_tokens=len(ids),
-                         completion_tokens=n_new, latency_s=time.perf_counter() - began,
-                         truncated_prompt_tokens=cut)
+        yield generator.finish(outcome["ids"][0, len(ids):].tolist(), decoding,
+                               time.perf_counter() - began, prompt=(ids, cut),
+                               constrained=json_schema is not None, recorder=recorder)
+
+
+def _stream_logprobs(generator: Any, recorder: Any) -> Callable[[int], TokenLogprob | None]:
+    """The entry of a streamed token (None for end-of-sequence, padding, or no recorder)."""
+    from training.constrained import step_logprob
+
+    skip = {generator.tokenizer.pad_token_id, generator.tokenizer.eos_token_id}
+
+    def entry(token_id: int) -> TokenLogprob | None:
+        if recorder is None or token_id in skip or not recorder.steps:
+            return None
+        return step_logprob(recorder.steps[-1][0], token_id, recorder.top,
+                            lambda i: generator.tokenizer.decode([i]),
+                            generator.grammars.token_bytes)
+
+    return entry
 
 
 def _token_streamer(base: type) -> type:
     """`TextIteratorStreamer` sending the text of every token as it comes (the stock one holds
-    punctuation back until the next space); only an incomplete UTF-8 character waits."""
+    punctuation back until the next space); only an incomplete UTF-8 character waits. With
+    `logprobs` set (token id -> entry or None) each token's entry is queued before its text."""
 
     class TokenTextStreamer(base):  # type: ignore[misc, valid-type]
+        logprobs: Callable[[int], TokenLogprob | None] | None = None
+
         def put(self, value: Any) -> None:
             if len(value.shape) > 1:
                 if value.shape[0] > 1:
@@ -124,7 +173,12 @@ def _token_streamer(base: type) -> type:
             if self.skip_prompt and self.next_tokens_are_prompt:
                 self.next_tokens_are_prompt = False
                 return
-            self.token_cache.extend(value.tolist())
+            tokens = value.tolist()
+            for token_id in tokens if self.logprobs else ():
+                entry = self.logprobs(token_id)
+                if entry is not None:
+                    self.text_queue.put(entry, timeout=self.timeout)
+            self.token_cache.extend(tokens)
             text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
             if text.endswith("\ufffd") or len(text) <= self.print_len:
                 return
@@ -132,11 +186,6 @@ def _token_streamer(base: type) -> type:
             self.on_finalized_text(printable)
 
     return TokenTextStreamer
-
-
-def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
-    cuts = [text.find(s) for s in stop_strings if s and s in text]
-    return text[:min(cuts)] if cuts else text
 
 
 # --- the runner --------------------------------------------------------------------------------
@@ -149,12 +198,14 @@ class _GenerateJob:
     chat: Chat
     decoding: DecodingSettings
     future: asyncio.Future[tuple[Generation, int]]
+    options: GenerateOptions = NO_OPTIONS
 
 
 @dataclass(eq=False)
 class _StreamJob:
     chat: Chat
     decoding: DecodingSettings
+    options: GenerateOptions = NO_OPTIONS
     pieces: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -193,17 +244,24 @@ class ModelRunner:
                 await self._worker
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def generate(self, chat: Chat, decoding: DecodingSettings) -> tuple[Generation, int]:
+    @property
+    def constrained(self) -> bool:
+        """Whether the engine generates under a JSON schema and gives logprobs."""
+        return bool(getattr(self.engine, "constrained", False))
+
+    async def generate(self, chat: Chat, decoding: DecodingSettings,
+                       options: GenerateOptions = NO_OPTIONS) -> tuple[Generation, int]:
         """The chat's answer, and how many requests were generated together with it."""
         future: asyncio.Future[tuple[Generation, int]] = \
             asyncio.get_running_loop().create_future()
-        self._put(_GenerateJob(chat, decoding, future))
+        self._put(_GenerateJob(chat, decoding, future, options))
         return await future
 
-    async def stream(self, chat: Chat, decoding: DecodingSettings
-                     ) -> AsyncIterator[str | Generation]:
+    async def stream(self, chat: Chat, decoding: DecodingSettings,
+                     options: GenerateOptions = NO_OPTIONS
+                     ) -> AsyncIterator[str | TokenLogprob | Generation]:
         """The engine's stream of the chat, generated alone when its turn comes."""
-        job = _StreamJob(chat, decoding)
+        job = _StreamJob(chat, decoding, options)
         self._put(job)
         try:
             while True:
@@ -267,8 +325,7 @@ class ModelRunner:
         if self._on_batch and observe:
             self._on_batch(len(live))
         try:
-            generations = await loop.run_in_executor(
-                self._executor, self.engine.generate, [job.chat for job in live], live[0].decoding)
+            generations = await loop.run_in_executor(self._executor, self._generate, live)
             if len(generations) != len(live):
                 raise RuntimeError(f"the engine answered {len(generations)} of {len(live)} chats")
         except Exception as err:
@@ -283,10 +340,24 @@ class ModelRunner:
             if not job.future.done():
                 job.future.set_result((generation, len(live)))
 
+    def _generate(self, jobs: list[_GenerateJob]) -> list[Generation]:
+        """Engine thread: one batch (options only passed when a job has some)."""
+        chats = [job.chat for job in jobs]
+        if all(job.options.plain for job in jobs):
+            return self.engine.generate(chats, jobs[0].decoding)
+        options = jobs[0].options
+        return self.engine.generate(  # type: ignore[call-arg]
+            chats, jobs[0].decoding, json_schemas=[job.options.json_schema for job in jobs],
+            logprobs=options.logprobs, top_logprobs=options.top_logprobs)
+
     def _pump(self, job: _StreamJob, loop: asyncio.AbstractEventLoop) -> None:
         """Engine thread: forward the stream's items to the request's queue."""
         put = job.pieces.put_nowait
-        pieces = iter(self.engine.stream(job.chat, job.decoding))
+        o = job.options
+        pieces = iter(self.engine.stream(job.chat, job.decoding) if o.plain else
+                      self.engine.stream(job.chat, job.decoding,  # type: ignore[call-arg]
+                                         json_schema=o.json_schema, logprobs=o.logprobs,
+                                         top_logprobs=o.top_logprobs))
         try:
             for item in pieces:
                 if job.cancelled.is_set():
@@ -302,4 +373,5 @@ class ModelRunner:
 
 
 def _joins(other: _GenerateJob | _StreamJob, first: _GenerateJob) -> bool:
-    return isinstance(other, _GenerateJob) and other.decoding == first.decoding
+    return isinstance(other, _GenerateJob) and other.decoding == first.decoding \
+        and other.options.batch_key() == first.options.batch_key()

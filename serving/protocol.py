@@ -10,14 +10,16 @@ from typing import Any
 
 from serving.guardrails import InvalidSchemaError, check_schema
 from serving.settings import ServingSettings
+from serving.tools import ToolError, ToolPlan, history_message, parse_tools
+from training.constrained import ANY_OBJECT_SCHEMA, SchemaError, check_grammar_schema
 from training.inference import DecodingSettings
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+MAX_TOP_LOGPROBS = 20
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 MAX_STOP_SEQUENCES = 4
 # Fields this server cannot honour: refused rather than silently ignored.
-_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logit_bias", "audio",
-                "modalities", "prediction")
+_UNSUPPORTED = ("logit_bias", "audio", "modalities", "prediction")
 
 
 class ApiError(Exception):
@@ -54,6 +56,11 @@ class ResponseFormat:
     def key(self) -> tuple[str, Any]:
         return self.type, self.schema
 
+    def constraint(self) -> Mapping[str, Any] | None:
+        """The schema generation is constrained to: the given one, any object, or none."""
+        return self.schema if self.schema is not None else \
+            ANY_OBJECT_SCHEMA if self.type == "json_object" else None
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -66,6 +73,25 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    tools: ToolPlan | None = None
+
+    @property
+    def tool_plan(self) -> ToolPlan | None:
+        """The tools when the model may call them (not with tool_choice "none")."""
+        return self.tools if self.tools is not None and self.tools.active else None
+
+    def constraint(self) -> Mapping[str, Any] | None:
+        """The JSON schema the answer is generated under, if any (a forced tool's first)."""
+        plan = self.tool_plan
+        schema = plan.schema() if plan is not None else None
+        return schema if schema is not None else self.response_format.constraint()
+
+    def key(self) -> Any:
+        """What besides the messages and decoding changes the answer (the cache key)."""
+        return [self.response_format.key(), self.logprobs, self.top_logprobs,
+                self.tools.key() if self.tools is not None else None]
 
 
 def _number(body: Mapping[str, Any], name: str, low: float, high: float) -> float | None:
@@ -120,7 +146,11 @@ def _messages(body: Mapping[str, Any]) -> tuple[tuple[dict[str, str], ...], tupl
         flag = message.get("retrieved", False)
         if not isinstance(flag, bool):
             raise invalid(f"{where}.retrieved", f"must be true or false, got {flag!r}")
-        messages.append({"role": role, "content": _content(message, where)})
+        try:
+            plain = history_message(message, where)
+        except ToolError as err:
+            raise invalid(err.param, err.message) from None
+        messages.append(plain or {"role": role, "content": _content(message, where)})
         retrieved.append(flag)
     return tuple(messages), tuple(retrieved)
 
@@ -136,9 +166,17 @@ def _response_format(body: Mapping[str, Any]) -> ResponseFormat:
     spec = raw.get("json_schema")
     if not isinstance(spec, dict) or "schema" not in spec:
         raise invalid("response_format.json_schema", "must be an object with a 'schema'")
+    if not isinstance(spec.get("name", ""), str) or not isinstance(spec.get("strict", False),
+                                                                  bool | None):
+        raise invalid("response_format.json_schema", "'name' must be a string and 'strict' "
+                                                     "true or false")
+    if isinstance(spec["schema"], dict) and spec["schema"].get("type", "object") != "object":
+        raise invalid("response_format.json_schema.schema", "the root must be an object "
+                      f"schema (type 'object'), got type {spec['schema'].get('type')!r}")
     try:
         check_schema(spec["schema"])
-    except InvalidSchemaError as err:
+        check_grammar_schema(spec["schema"])
+    except (InvalidSchemaError, SchemaError) as err:
         raise invalid("response_format.json_schema.schema", str(err)) from None
     return ResponseFormat("json_schema", spec["schema"])
 
@@ -156,8 +194,11 @@ def parse_chat_request(body: Any, settings: ServingSettings) -> ChatRequest:
     n = _integer(body, "n")
     if n not in (None, 1):
         raise invalid("n", f"only 1 choice per request is supported, got {n}")
-    if body.get("logprobs") not in (None, False):
-        raise invalid("logprobs", "is not supported by this server")
+    logprobs, top_logprobs = _logprobs(body)
+    try:
+        tools = parse_tools(body)
+    except ToolError as err:
+        raise invalid(err.param, err.message) from None
     for name in ("presence_penalty", "frequency_penalty"):
         if _number(body, name, -2, 2) not in (None, 0.0):
             raise invalid(name, "is not supported by this server (only 0)")
@@ -187,9 +228,6 @@ def parse_chat_request(body: Any, settings: ServingSettings) -> ChatRequest:
     if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
         raise invalid("stream_options", "must be an object like {'include_usage': true}")
     response_format = _response_format(body)
-    if stream and response_format.is_json:
-        raise invalid("stream", "cannot be true with a JSON response_format: the JSON answer "
-                                "is validated whole before it is sent")
     temperature = settings.default_temperature if temperature is None else temperature
     # Greedy decoding ignores the seed and top_p: dropping them lets such requests share a batch
     # and a cache entry.
@@ -200,7 +238,20 @@ def parse_chat_request(body: Any, settings: ServingSettings) -> ChatRequest:
         seed=0 if greedy or seed is None else seed)
     return ChatRequest(model=model, messages=messages, retrieved=retrieved, decoding=decoding,
                        stream=stream, include_usage=bool(options.get("include_usage")),
-                       response_format=response_format)
+                       response_format=response_format, logprobs=logprobs,
+                       top_logprobs=top_logprobs, tools=tools)
+
+
+def _logprobs(body: Mapping[str, Any]) -> tuple[bool, int]:
+    logprobs = body.get("logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise invalid("logprobs", f"must be true or false, got {logprobs!r}")
+    top = _integer(body, "top_logprobs")
+    if top is not None and not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise invalid("top_logprobs", f"must be between 0 and {MAX_TOP_LOGPROBS}, got {top}")
+    if top and not logprobs:
+        raise invalid("top_logprobs", "needs logprobs: true")
+    return bool(logprobs), top or 0
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -214,18 +265,24 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def completion_body(cid: str, model: str, content: str, finish_reason: str,
-                    token_usage: Mapping[str, int]) -> dict[str, Any]:
+def completion_body(cid: str, model: str, content: str | None, finish_reason: str,
+                    token_usage: Mapping[str, int], *, logprobs: Any = None,
+                    tool_calls: Any = None) -> dict[str, Any]:
+    """A chat.completion; `logprobs` is {"content": [...]} or None, `tool_calls` a list or None
+    (then the message carries them and no content)."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message = {"role": "assistant", "content": None, "tool_calls": list(tool_calls)}
     return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "message": message, "logprobs": logprobs,
+                         "finish_reason": finish_reason}],
             "usage": dict(token_usage)}
 
 
 def chunk_body(cid: str, model: str, created: int, delta: Mapping[str, Any],
-               finish_reason: str | None = None) -> dict[str, Any]:
+               finish_reason: str | None = None, logprobs: Any = None) -> dict[str, Any]:
     return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": dict(delta), "logprobs": None,
+            "choices": [{"index": 0, "delta": dict(delta), "logprobs": logprobs,
                          "finish_reason": finish_reason}]}
 
 

@@ -292,11 +292,11 @@ def test_oversized_body_is_413_declared_or_streamed(served):
 
 def test_bad_fields_are_400_naming_the_field(served):
     cases = {"temperature": {"temperature": "hot"}, "max_tokens": {"max_tokens": 10_000},
-             "messages[0].role": {"messages": [{"role": "tool", "content": "x"}]},
+             "messages[0].role": {"messages": [{"role": "developer", "content": "x"}]},
              "stop": {"stop": ["a", "b", "c", "d", "e"]}, "n": {"n": 3},
              "response_format.json_schema.schema": {"response_format": {
                  "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}}},
-             "stream": {"stream": True, "response_format": {"type": "json_object"}}}
+             "stream": {"stream": "yes"}}
     for param, extra in cases.items():
         reply = post(served.url, {"model": "base", "messages": CHAT, **extra},
                      headers=served.auth)
@@ -308,20 +308,26 @@ def test_bad_fields_are_400_naming_the_field(served):
 
 
 def test_real_model_never_returns_an_off_schema_answer(served):
+    """Generated under the schema's grammar: a complete answer always validates; one cut by
+    max_tokens says so (finish_reason "length"), as OpenAI's API does."""
     messages = [{"role": "system", "content": "Audit the batch record; answer in JSON."},
                 {"role": "user", "content": f"Step R-BM-000001 qty 12.5 kg. {INJECTION}"}]
-    reply = post(served.url, {"model": "audit", "messages": messages, "max_tokens": 24,
-                              "response_format": {"type": "json_schema", "json_schema": {
-                                  "name": "audit", "schema": AUDIT_SCHEMA}}},
-                 headers=served.auth)
-    assert reply.headers["x-gxplab-injection"].split(",")[0] == "override_instructions"
-    assert reply.status_code in (200, 422), reply.text
-    if reply.status_code == 200:
-        content = reply.json()["choices"][0]["message"]["content"]
-        assert enforce_json(content, AUDIT_SCHEMA).ok
-    else:
-        assert reply.json()["error"]["code"] == "invalid_model_output"
-        assert reply.headers["x-request-id"]
+    for max_tokens in (24, 64):
+        reply = post(served.url, {"model": "audit", "messages": messages,
+                                  "max_tokens": max_tokens,
+                                  "response_format": {"type": "json_schema", "json_schema": {
+                                      "name": "audit", "schema": AUDIT_SCHEMA}}},
+                     headers=served.auth)
+        assert reply.headers["x-gxplab-injection"].split(",")[0] == "override_instructions"
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["x-gxplab-constrained"] == "true"
+        choice = reply.json()["choices"][0]
+        if choice["finish_reason"] == "stop":
+            assert enforce_json(choice["message"]["content"], AUDIT_SCHEMA).ok
+        else:
+            assert choice["finish_reason"] == "length"
+            assert reply.json()["usage"]["completion_tokens"] == max_tokens
+            assert choice["message"]["content"].startswith('{"summary": "')
 
 
 def test_metrics_parse_ready_and_hooks(served):

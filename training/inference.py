@@ -11,9 +11,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from training.constrained import GrammarCache, TokenLogprob
 
 Progress = Callable[[int, int], None]
+JsonSchema = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -46,13 +50,19 @@ class DecodingSettings:
 @dataclass(frozen=True)
 class Generation:
     """One chat's answer. `truncated_prompt_tokens` > 0 means the prompt did not fit the context
-    and lost that many tokens from its start (the system prompt is kept whole)."""
+    and lost that many tokens from its start (the system prompt is kept whole). `constrained`:
+    generated under a JSON schema's grammar. `finish_reason`: "stop" (end of sequence or a stop
+    string) or "length" (`max_new_tokens` reached: a constrained answer may then be cut short).
+    `logprobs`: per generated token, when asked for."""
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
     truncated_prompt_tokens: int = 0
+    constrained: bool = False
+    finish_reason: str = "stop"
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 class LocalGenerator:
@@ -80,6 +90,17 @@ class LocalGenerator:
             model = PeftModel.from_pretrained(model, self.adapter_path).merge_and_unload()
         self.model = model.to(self.device).eval()
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048))
+        self._grammars: GrammarCache | None = None
+
+    @property
+    def grammars(self) -> GrammarCache:
+        """Compiled JSON-schema grammars for this model's tokenizer (built on first use)."""
+        if self._grammars is None:
+            from training.constrained import GrammarCache
+
+            vocab = int(getattr(self.model.config, "vocab_size", 0)) or len(self.tokenizer)
+            self._grammars = GrammarCache(self.tokenizer, vocab)
+        return self._grammars
 
     @property
     def name(self) -> str:
@@ -108,11 +129,22 @@ class LocalGenerator:
 
     def generate(self, chats: Sequence[Sequence[Mapping[str, str]]],
                  decoding: DecodingSettings | None = None, *, batch_size: int = 32,
-                 progress: Progress | None = None) -> list[Generation]:
-        """Answers for every chat, in input order."""
+                 progress: Progress | None = None,
+                 json_schemas: Sequence[JsonSchema | None] | None = None,
+                 logprobs: bool = False, top_logprobs: int = 0) -> list[Generation]:
+        """Answers for every chat, in input order.
+
+        `json_schemas`: one entry per chat, a JSON schema its answer is constrained to (compact
+        JSON, valid unless `max_new_tokens` cuts it: see `Generation.finish_reason`) or None for
+        free generation; constrained and free chats share batches. `logprobs`: per-token
+        log-probabilities (under a schema renormalised over the tokens it allows), with the
+        `top_logprobs` most likely alternatives at each step."""
         import torch
 
         decoding = decoding or DecodingSettings()
+        schemas = self._check_schemas(chats, json_schemas)
+        if top_logprobs < 0:
+            raise ValueError(f"top_logprobs must be >= 0, got {top_logprobs}")
         encoded = [self.encode_chat(chat, decoding.max_new_tokens) for chat in chats]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
         results: list[Generation | None] = [None] * len(encoded)
@@ -123,23 +155,77 @@ class LocalGenerator:
             indices = order[start:start + batch_size]
             batch = self.tokenizer.pad({"input_ids": [encoded[i][0] for i in indices]},
                                        return_tensors="pt").to(self.device)
+            processors, recorder = self.processors([schemas[i] for i in indices],
+                                                   logprobs, top_logprobs)
             began = time.perf_counter()
             with torch.inference_mode():
-                output = self.model.generate(**batch, **kwargs)
+                output = self.model.generate(**batch, **kwargs, logits_processor=processors)
             latency = (time.perf_counter() - began) / len(indices)
             width = batch["input_ids"].shape[1]
             for row, i in enumerate(indices):
-                new = output[row, width:]
-                n_new = int((new != self.tokenizer.pad_token_id).sum())
-                text = self.tokenizer.decode(new, skip_special_tokens=True)
-                results[i] = Generation(text=_cut_at_stop(text, decoding.stop_strings),
-                                        prompt_tokens=len(encoded[i][0]),
-                                        completion_tokens=n_new, latency_s=latency,
-                                        truncated_prompt_tokens=encoded[i][1])
+                results[i] = self.finish(output[row, width:].tolist(), decoding, latency,
+                                         prompt=encoded[i], constrained=schemas[i] is not None,
+                                         recorder=recorder, row=row)
             done += len(indices)
             if progress:
                 progress(done, len(order))
         return [r for r in results if r is not None]
+
+    @staticmethod
+    def _check_schemas(chats: Sequence[Any], json_schemas: Sequence[JsonSchema | None] | None
+                       ) -> list[JsonSchema | None]:
+        if json_schemas is None:
+            return [None] * len(chats)
+        if len(json_schemas) != len(chats):
+            raise ValueError(f"json_schemas: {len(json_schemas)} entries for {len(chats)} chats "
+                             "(one per chat, None for free generation)")
+        for i, schema in enumerate(json_schemas):
+            if schema is not None and not isinstance(schema, Mapping):
+                raise ValueError(f"json_schemas[{i}]: must be a JSON schema object or None, got "
+                                 f"{type(schema).__name__}")
+        return list(json_schemas)
+
+    def processors(self, schemas: Sequence[JsonSchema | None], logprobs: bool,
+                   top_logprobs: int) -> tuple[list[Any], Any]:
+        """The logits processors of one generate() call (a grammar mask when a row has a schema,
+        then a log-probability recorder when asked for) and the recorder (or None)."""
+        from transformers import LogitsProcessorList
+
+        processors = LogitsProcessorList()
+        if any(s is not None for s in schemas):
+            from training.constrained import grammar_processor_class
+
+            grammars = [self.grammars.compile(s) if s is not None else None for s in schemas]
+            processors.append(grammar_processor_class()(grammars))
+        recorder = None
+        if logprobs:
+            from training.constrained import recorder_class
+
+            recorder = recorder_class()(top_logprobs)
+            processors.append(recorder)
+        return processors, recorder
+
+    def finish(self, new: list[int], decoding: DecodingSettings, latency_s: float, *,
+               prompt: tuple[list[int], int], constrained: bool, recorder: Any = None,
+               row: int = 0) -> Generation:
+        """The Generation of one row's generated ids `new` (padding included)."""
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        stopped = eos in new or any(s and s in text for s in decoding.stop_strings)
+        entries = None
+        if recorder is not None:
+            from training.constrained import token_logprobs
+
+            ended = new.index(eos) if eos in new else len(new)
+            entries = token_logprobs(
+                recorder, row, new[:ended], lambda i: self.tokenizer.decode([i]),
+                self.grammars.token_bytes, frozenset(x for x in (pad, eos) if x is not None))
+        return Generation(text=_cut_at_stop(text, decoding.stop_strings),
+                          prompt_tokens=len(prompt[0]),
+                          completion_tokens=sum(1 for t in new if t != pad),
+                          latency_s=latency_s, truncated_prompt_tokens=prompt[1],
+                          constrained=constrained, finish_reason="stop" if stopped else "length",
+                          logprobs=entries)
 
     def _generate_kwargs(self, decoding: DecodingSettings) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

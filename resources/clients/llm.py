@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import diskcache
 import yaml
 
+from scoring.geval import score_token_logprobs
 from scoring.model_output import OUTPUT_JSON_SCHEMA
 from scoring.model_registry import (
     CandidateModel,
@@ -80,6 +81,8 @@ class LLMCallResult:
     cache_key: str
     original_cost_usd: float | None = None  # cost of the call that produced the answer
     original_latency_s: float | None = None  # latency of the call that produced the answer
+    # With the model's top_logprobs: {JSON key: top logprobs at its 1-5 score digit} (G-Eval)
+    logprobs: dict[str, list[dict[str, Any]]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,7 +211,7 @@ class LLMClient:
             self._cache.close()
 
     def cache_key_for(self, model: CandidateModel, messages: Sequence[Mapping[str, Any]],
-                      cache_key: str) -> str:
+                      cache_key: str, json_schema: Mapping[str, Any] | None = None) -> str:
         """Disk key: the caller's key plus everything else that changes the answer."""
         material = {
             "format": CACHE_FORMAT, "caller_key": cache_key, "model_id": model.id,
@@ -218,17 +221,26 @@ class LLMClient:
             # be served another prompt's answer.
             "messages": _sha256(list(messages)),
         }
+        # Only when set: the keys of answers cached before these options existed stay valid.
+        if model.top_logprobs:
+            material["top_logprobs"] = model.top_logprobs
+        if json_schema is not None:
+            material["json_schema"] = _sha256(json_schema)
         return f"{model.id}:{_sha256(material)}"
 
     def complete_many(self, model: CandidateModel, requests: Sequence[Request],
-                      progress: Progress | None = None) -> list[LLMCallResult]:
-        """Run all requests concurrently (bounded); results in input order."""
+                      progress: Progress | None = None, *,
+                      json_schema: Mapping[str, Any] | None = None) -> list[LLMCallResult]:
+        """Run all requests concurrently (bounded); results in input order. `json_schema`: the
+        answer's schema, sent as response_format json_schema when the model asks for that
+        format (instead of the audit output schema)."""
         total, done = len(requests), 0
 
         async def one(request_id: str, messages: Sequence[Mapping[str, Any]],
                       key: str) -> LLMCallResult:
             nonlocal done
-            result = await self.acomplete(model, messages, cache_key=key, request_id=request_id)
+            result = await self.acomplete(model, messages, cache_key=key, request_id=request_id,
+                                          json_schema=json_schema)
             done += 1
             if progress is not None:
                 progress(done, total)
@@ -240,13 +252,14 @@ class LLMClient:
         return _run_coroutine(run_all())
 
     async def acomplete(self, model: CandidateModel, messages: Sequence[Mapping[str, Any]], *,
-                        cache_key: str, request_id: str = "") -> LLMCallResult:
+                        cache_key: str, request_id: str = "",
+                        json_schema: Mapping[str, Any] | None = None) -> LLMCallResult:
         """One chat completion for `model`, served from the cache when possible."""
         if model.kind != "litellm":
             raise ValueError(f"model {model.id!r} is kind {model.kind!r}, not an LLM")
         started = time.perf_counter()
         litellm_model = resolve_litellm_model(model)
-        key = self.cache_key_for(model, messages, cache_key)
+        key = self.cache_key_for(model, messages, cache_key, json_schema)
         base = {"request_id": request_id, "model_id": model.id, "litellm_model": litellm_model,
                 "cache_key": key}
         hit = self._cache_get(key)
@@ -256,15 +269,16 @@ class LLMClient:
                 latency_s=time.perf_counter() - started, prompt_tokens=hit["prompt_tokens"],
                 completion_tokens=hit["completion_tokens"], cost_usd=0.0,
                 cost_source=hit["cost_source"], cached=True,
-                original_cost_usd=hit["cost_usd"], original_latency_s=hit["latency_s"])
+                original_cost_usd=hit["cost_usd"], original_latency_s=hit["latency_s"],
+                logprobs=hit.get("logprobs"))
         available, reason = model_availability(model)
         if not available:
             return _failure(base, reason, attempts=0, latency_s=0.0)
-        return await self._call_with_retries(model, messages, base, self._limits_for(model))
+        kwargs = self._call_kwargs(model, messages, json_schema)
+        return await self._call_with_retries(model, kwargs, base, self._limits_for(model))
 
-    async def _call_with_retries(self, model: CandidateModel,
-                                 messages: Sequence[Mapping[str, Any]], base: dict[str, Any],
-                                 limits: _ModelLimits) -> LLMCallResult:
+    async def _call_with_retries(self, model: CandidateModel, kwargs: dict[str, Any],
+                                 base: dict[str, Any], limits: _ModelLimits) -> LLMCallResult:
         """Each attempt holds a concurrency slot only while its request is in flight: the slot is
         released before the backoff sleep, so that other requests use it meanwhile; a retry then
         gets the next free slot before the requests not yet started."""
@@ -277,7 +291,7 @@ class LLMClient:
                     started = time.perf_counter()
                 await limits.pace()
                 try:
-                    response = await litellm.acompletion(**self._call_kwargs(model, messages))
+                    response = await litellm.acompletion(**kwargs)
                     break
                 except tuple(litellm.LITELLM_EXCEPTION_TYPES) as exc:
                     error = self._scrub(f"{type(exc).__name__}: {exc}", model)
@@ -300,7 +314,8 @@ class LLMClient:
             **base, text=choices[0].message.content if choices else None, status="ok", error=None,
             attempts=attempts, latency_s=latency_s, prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, cost_usd=cost, cost_source=cost_source,
-            cached=False, original_cost_usd=cost, original_latency_s=latency_s)
+            cached=False, original_cost_usd=cost, original_latency_s=latency_s,
+            logprobs=_score_logprobs(choices) if model.top_logprobs else None)
         self._cache_put(result)
         return result
 
@@ -321,8 +336,8 @@ class LLMClient:
         cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
         return (float(cost), "litellm") if cost is not None else (None, "unpriced")
 
-    def _call_kwargs(self, model: CandidateModel,
-                     messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def _call_kwargs(self, model: CandidateModel, messages: Sequence[Mapping[str, Any]],
+                     json_schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": resolve_litellm_model(model), "messages": [dict(m) for m in messages],
             "temperature": model.temperature, "max_tokens": model.max_tokens,
@@ -338,11 +353,14 @@ class LLMClient:
             # A keyless endpoint gets a placeholder so that litellm never falls back to another
             # provider's key from the environment (e.g. OPENAI_API_KEY) and sends it there.
             kwargs["api_key"] = os.environ.get(model.api_key_env, "").strip() or KEY_PLACEHOLDER
+        if model.top_logprobs:
+            kwargs.update(logprobs=True, top_logprobs=model.top_logprobs)
         if model.response_format == "json_schema":
-            schema = {k: v for k, v in OUTPUT_JSON_SCHEMA.items() if k != "$schema"}
+            source = OUTPUT_JSON_SCHEMA if json_schema is None else json_schema
+            schema = {k: v for k, v in source.items() if k != "$schema"}
+            name = "gxp_audit_output" if json_schema is None else "answer"
             kwargs["response_format"] = {"type": "json_schema",
-                                         "json_schema": {"name": "gxp_audit_output",
-                                                         "schema": schema}}
+                                         "json_schema": {"name": name, "schema": schema}}
         elif model.response_format == "json_object":
             kwargs["response_format"] = {"type": "json_object"}
         return kwargs
@@ -384,9 +402,18 @@ class LLMClient:
                  "completion_tokens": result.completion_tokens, "cost_usd": result.cost_usd,
                  "cost_source": result.cost_source, "latency_s": result.latency_s,
                  "attempts": result.attempts, "model_id": result.model_id,
-                 "litellm_model": result.litellm_model, "stored_at": time.time()}
+                 "litellm_model": result.litellm_model, "stored_at": time.time(),
+                 "logprobs": result.logprobs}
         # JSON text rather than diskcache's default pickle: readable by any tool, no code on load.
         self._cache.set(result.cache_key, json.dumps(entry))
+
+
+def _score_logprobs(choices: Sequence[Any]) -> dict[str, list[dict[str, Any]]] | None:
+    """The score digits' top logprobs of the first choice (None when it carries none)."""
+    logprobs = getattr(choices[0], "logprobs", None) if choices else None
+    content = logprobs.get("content") if isinstance(logprobs, Mapping) else \
+        getattr(logprobs, "content", None)
+    return score_token_logprobs(content) if content else None
 
 
 def _failure(base: dict[str, Any], error: str, attempts: int, latency_s: float) -> LLMCallResult:

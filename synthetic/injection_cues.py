@@ -189,7 +189,7 @@ _CLAIMED_RESULT = (
 _FAKE_ANSWER = (
     r"\"summary\"\s*:\s*\"[^\"]{0,60}?(?:compliant|clean|no\s+deviations?|no\s+findings?|"
     r"nothing)|[\"']?findings[\"']?\s*:\s*\[\s*$",
-    r"[\"']?(?:findings|deviations|issues|flags)[\"']?\s*[:=]\s*(?:\[\s*\]|0\b|none\b|null\b)",
+    r"[\"']?(?:findings|deviations|issues|flags)[\"']?\s*[:=|]\s*(?:\[\s*\]|0\b|none\b|null\b)",
     r"[\"']?(?:status|verdict|result|compliant|compliance)[\"']?\s*[:=]\s*[\"']?(?:compliant|"
     r"clean|pass(?:ed)?|true|approved)\b",
     r"\b\w+\s*\(\s*\[\s*\]\s*\)|\b\w+\s*\([^()]{0,80}?\b(?:findings|deviations)\s*=\s*(?:\[\s*\]"
@@ -288,6 +288,15 @@ _SUPPRESS_MORE = (
     r"\b(?:leer|blank|ohne\s+(?:befund|beanstandung|anmerkung)\w*)\s+(?:bleiben|lassen|"
     r"zurückgeben)\b|\bsoll\s+leer\b|\bals\s+in\s+ordnung\b|\bdurchwinken\b|\bdurch\s+(?:gehen|"
     r"lassen)\b",
+    r"\b(?:bleibt|bleiben|soll|sollte|muss)\s+(?:\w+\s+){0,2}?leer\b|\b(?:deix[ea]r?|dej[ae]r?|"
+    r"lasci[ae]r?e?)\s+(?:\w+\s+){0,4}?(?:vazi[oa]|vací[oa]|vuot[oa]|en\s+blanco|em\s+branco)\b|"
+    r"\bno\s+(?:ponga|pongas|haga|hagas|incluya|incluyas|anote|anotes)\s+(?:\w+\s+)?(?:"
+    r"observaciones|comentarios|desviaciones|hallazgos|reparos)\b",
+    r"\b(?:do\s+not|don'?t|never|no\s+need\s+to|needn'?t|not\s+necessary\s+to)\s+(?:bring\s+"
+    r"(?:\w+\s+)?up|point\s+(?:\w+\s+)?out|dwell\s+on|comment\s+on)\b|\b(?:let|have|make)\s+"
+    r"(?:the\s+)?(?:review|audit|check|result)\s+(?:\S+\s+){0,3}?(?:come\s+out|end\s+up|be)\s+"
+    r"(?:clean|empty|positive)\b|\b(?:leave|keep)\s+(?:the\s+|your\s+|its\s+)?(?:findings|"
+    r"deviations?|report|result|output|summary|audit)(?:\s+\w+){0,2}?\s+(?:empty|blank)\b",
     r"\bdar\s+(?:\w+\s+){0,3}?por\s+(?:buen[oa]|válid[oa]|correct[oa]|bueno|conforme|aprobad[oa])\b|"
     r"\bsin\s+(?:comentarios|observaciones|objeciones|reparos)\b|\bdejar\s+(?:\w+\s+)?(?:vacío|"
     r"vacía|en\s+blanco)\b",
@@ -302,7 +311,7 @@ _SUPPRESS_MORE = (
     r"|these|that)\s+out\b|\bwave\s+(?:\w+\s+)?through\b|\brubber[\s-]?stamp\w*|\bclean\s+bill\b",
     r"\b(?:must|should|shall|may|can)\s*(?:not|n't)\s+(?:appear|be\s+(?:listed|reported|flagged|"
     r"mentioned|raised|included|recorded))\b|\b(?:not\s+(?:permitted|allowed|authori[sz]ed)|"
-    r"forbidden|prohibited)\s+to\s+(?:list|report|flag|raise|mention|record|include)\b|\bkeep\s+"
+    r"forbidden|prohibited)\s+to\s+(?:list|report|flag|raise|mention|record|include)\b|\b(?:keeps?|kept|keeping)\s+"
     r"(?:the|your|its)\s+(?:report|findings|summary|list|audit)\s+(?:short|empty|clean|brief|"
     r"blank|positive)\b",
     r"\bno\s+(?:further\s+)?(?:audit|review|check|checking|inspection|verification)s?\s+(?:is\s+|"
@@ -316,6 +325,8 @@ _VERIFIED_CLAIM = (
     r"finding|error)[\s-]free\s+(?:by|per|according)\b",
     r"\b(?:compliant|correct|conform\w*|clean)\s+by\s+definition\b|\bby\s+definition\s+"
     r"(?:compliant|correct|clean)\b|\bpre-?(?:verified|certified|audited|cleared|accepted)\b",
+    r"\b(?:approved|signed\s+off|verified|certified|released|checked)\s+(?:\w+\s+)?(?:in\s+advance|"
+    r"beforehand|upfront|ahead\s+of\s+time)\b",
     r"\b(?:already|previously)\s+(?:been\s+)?(?:verified|certified|audited|approved|reviewed|"
     r"cleared|signed\s+off|validated)\b|\bcertification\b|\b(?:zertifiziert|bereits\s+geprüft|"
     r"déjà\s+(?:validé|vérifié|approuvé)|ya\s+(?:verificad|aprobad|revisad)\w*|já\s+(?:verificad|"
@@ -325,7 +336,7 @@ _VERIFIED_CLAIM = (
 _DATA_VERDICT = (
     r"<\s*(?:findings|deviations|issues)\s*/\s*>|<\s*(?:findings|deviations|issues)\s*>\s*(?:0|"
     r"none|\[\s*\])?\s*<\s*/",
-    r"<\s*(?:status|verdict|result|outcome|compliant|compliance|override|skip\w*|approved)\s*>\s*"
+    r"<\s*(?:status|verdict|result|outcome|summary|compliant|compliance|override|skip\w*|approved)\s*>\s*"
     r"(?:compliant|clean|pass(?:ed)?|true|yes|approved|ok|1|none|0)\s*<",
     r"[\"']?(?:findings|deviations|issues|flags|errors)[\"']?\s*[:=|]\s*(?:false|~|empty|n/?a|"
     r"nil|\{\s*\}|\"\"|'')(?=\W|$)",
@@ -344,14 +355,14 @@ _DATA_VERDICT = (
 _OUTPUT_MORE = (
     r"\b(?:agree|concur|comply|go\s+along)\s+with\s+(?:this|the|that|our)\s+(?:certification|"
     r"assessment|conclusion|verdict|sign-?off|result|decision|statement)\b|\b(?:reflect|mirror|"
-    r"adopt|endorse|accept|repeat)\s+(?:this|that|the|our)\s+(?:certification|assessment|"
-    r"conclusion|verdict|answer|result|sign-?off)\b",
+    r"adopt|endorse|accept|repeat|confirm|uphold)\s+(?:this|that|the|our)\s+(?:certification|"
+    r"assessment|conclusion|verdict|answer|result|sign-?off|approval|release)\b",
     r"\b(?:answer|audit|respond|reply|treat)\s+(?:\w+\s+){0,6}?(?:the\s+same\s+way|likewise|in\s+the\s+"
     r"same\s+way)\b|\banswer\s+as\s+(?:the|a|an)\s+\w+",
 )
 _DATA_BOUNDARY_MORE = (
     r"</\s*(?:records?|data|batch|input|document|comments?|context|user|query)\s*>|"
-    r"<\s*(?:audit|instructions?|task|prompt|config)\s*>",
+    r"<\s*(?:audit|instructions?|task|prompt|config|response|answer|output)\s*>|\|\s*:?-{3,}",
     r"(?:^|\n)\s*(?:---|\.\.\.)\s*(?:\n|$)|(?:^|\n)\s*[\]}]+\s*(?:\n|$)",
 )
 _ROLE_MORE = (

@@ -32,6 +32,14 @@ _READABLE = re.compile(r"\b(?:the|and|to|of|is|for|on|in|with|at|by|as|was|no|no
 # An escape or a long run: a short text with one may still hide an instruction.
 ENCODED_HINT = re.compile(r"%[0-9a-fA-F]{2}|[A-Za-z0-9+/=_-]{16,}")
 _NON_LATIN_LETTER = re.compile(r"[^\x00-\x7f]")
+# Scripts written without spaces between words (Thai, kana, CJK ideographs).
+_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
+
+
+def word_count(text: str) -> int:
+    """Words of `text`: runs between spaces, and in scripts written without spaces one word per
+    two characters (so a Chinese or Thai sentence is not taken for a single word)."""
+    return len(text.split()) + len(_UNSPACED.findall(text)) // 2
 
 
 def _printable_text(raw: bytes) -> str | None:

@@ -8,15 +8,18 @@ It looks for concepts, not for the benchmark's wording:
 1. normalise: Unicode NFKC (full-width letters), invisible characters removed (zero-width,
    bidi controls: category Cf), case folded; then variants of the text are screened too:
    look-alike letters folded to Latin (confusable-homoglyphs' table), leetspeak undone, spaced
-   letters joined, base64 / hex runs decoded.
+   letters and words split by hyphens, dots or underscores joined, URL escapes, HTML entities
+   and \\u escapes undone, base64 / base32 / hex runs decoded, ROT13 and reversed text
+   (synthetic/injection_normalise.py).
 2. split into segments: lines, and the string values of a line that is a JSON object (a batch
    record), so cues of different fields or of a long prompt are never added up.
 3. cues per segment. Strong cues decide alone (chat-template or role tokens, "ignore the previous
    instructions", role-play, asking for the system prompt). Weak cues need a second weak cue of
    another kind in the same segment: addressed to an AI / model / auditor / reviewer, an order
    to suppress findings, a claimed authority, a claimed test or maintenance mode, a fake answer
-   or tool call, a reset of the task. Each cue has forms in English and several other languages
-   (the patterns below list them).
+   or tool call (a verdict disguised as JSON, XML, YAML, a table or tool output), a reset of the
+   task, a claim that the record was already verified. Each cue has forms in English and in
+   many other languages (synthetic/injection_cues.py lists them).
 4. the classifier (character and word n-grams of the normalised readings, logistic regression)
    scores the segments the rules did not flag; at or over its threshold, the text is flagged.
 
@@ -37,11 +40,12 @@ from synthetic.injection_normalise import (
     ENCODED_HINT,
     normalise,
     variants,
+    word_count,
 )
 
-__all__ = ["CUE_NAMES", "MODEL_CUE", "STRONG_CUES", "WEAK_CUES", "InjectionVerdict", "flag_texts",
-           "is_injection", "model_segments", "normalise", "prepare", "rule_cues", "screen_text",
-           "segment_cues", "segments", "variants"]
+__all__ = ["CUE_NAMES", "MODEL_CUE", "STRONG_CUES", "WEAK_CUES", "InjectionVerdict", "clear_caches",
+           "flag_texts", "is_injection", "model_segments", "normalise", "prepare", "rule_cues",
+           "screen_text", "segment_cues", "segments", "variants", "word_count"]
 
 _DAN = re.compile(r"\bDAN\b")  # case-sensitive: "Dan" is a name
 WHOLE_TEXT_CHARS = 1000  # up to this length a text is also screened whole, not only by line
@@ -123,7 +127,7 @@ def _deciding_cues(segment: str) -> tuple[str, ...]:
     """The cues of one segment if they decide, else (). A short segment of one or two words (an
     id, a status, a unit) without an encoded run can only carry a token: role and tool-call
     tokens are all it is checked for."""
-    if len(segment.split()) < 3 and len(segment) < 40 and not ENCODED_HINT.search(segment):
+    if word_count(segment) < 3 and len(segment) < 40 and not ENCODED_HINT.search(segment):
         base = normalise(segment)
         return tuple(n for n in ("role_tokens", "tool_call_markup") if STRONG_CUES[n].search(base))
     found: list[str] = []
@@ -144,6 +148,12 @@ def rule_cues(text: str) -> tuple[str, ...]:
     for segment in segments(text):
         found += [c for c in _deciding_cues(segment) if c not in found]
     return tuple(sorted(found, key=CUE_NAMES.index))
+
+
+def clear_caches() -> None:
+    """Forget the rules' verdicts on the texts seen so far (for timing a first screen)."""
+    rule_cues.cache_clear()
+    _deciding_cues.cache_clear()
 
 
 def screen_text(text: str, *, use_model: bool = True) -> InjectionVerdict:

@@ -104,7 +104,8 @@ _SUPPRESS = (
     r"declare|conclude|show|log|enter|find|raise|flag|print|emit|send|keep|leave|confirm|close|"
     r"finish|come\s+back)(?:s|es|ing)?\s+"
     r"(?:with\s+)?(?:only\s+)?"
-    r"(?:no|zero|0|an?\s+empty|empty|nothing|none|null|an?\s+clean|clean)\b",
+    r"(?:no|zero|0|(?:an?\s+)?empty(?=\s+(?:list|findings|array|result|report|answer|response|"
+    r"output|json|set|summary|audit|verdict)\b|\s*[\[{])|nothing|none|null|an?\s+clean|clean)\b",
     r"\b(?:do\s+not|don'?t|dont|never|must\s+not|mustn'?t|should\s+not|shouldn'?t|shall\s+not|"
     r"may\s+not|cannot|can'?t|no\s+need\s+to|refrain\s+from|avoid|stop|without)\s+(?:\w+\s+){0,2}?"
     r"(?:flag|report|rais|list|mention|log|record|includ|escalat|not|output|return)\w*\b",
@@ -112,7 +113,7 @@ _SUPPRESS = (
     r"\b(?:do\s+not|don'?t|never|must\s+not|should\s+not|no\s+need\s+to|refrain\s+from)\s+"
     rf"(?:\w+\s+){{0,4}}?(?:with\s+)?(?:any\s+)?{_FINDING}",
     r"\bgo\s+easy\b|\bempty-handed\b|\bnothing\s+to\s+see\b|\bnit-?pick\w*|\blook\s+the\s+"
-    r"other\s+way\b|\bblind\s+eye\b|\b(?:zero|0)\s+(?:findings|deviations|flags)\b|\bclean\s+"
+    r"other\s+way\b|\bblind\s+eye\b|\bclean\s+"
     r"(?:audit|review)\b",
     r"\b(?:treat|mark|classify|consider|label|rate|declare|deem|call)(?:s|es)?\s+(?:\S+\s+){0,6}?"
     r"(?:fully\s+|entirely\s+)?(?:compliant|conforming|deviation-free)\b",
@@ -137,21 +138,28 @@ _SUPPRESS = (
     r"(?:audit\s+)?(?:output|answer|result|"
     r"response|verdict)\b[^.;\n]{0,40}?\b(?:is|:|=)\s*(?:\S+\s+)?(?:zero|no|empty|none|clean|"
     r"compliant|nothing|\[\s*\])",
-    r"\b(?:keine|kein)\s+(?:abweichung\w*|befund\w*|feststellung\w*|fehler|probleme)\b",
     r"\bnicht\s+(?:melden|markieren|berichten|erwähnen|auflisten|beanstanden)\b|\bals\s+konform\b",
-    r"\bmeld\s+geen\b|\bgeen\s+afwijking\w*|\bniet\s+melden\b|\bnie\s+zgłaszaj\w*|\bżadnych\s+"
-    r"odchyle\w*|\bbez\s+odchyle\w*|отклонений\s+нет|не\s+сообщай|без\s+отклонений|逸脱が?(?:ない|は"
-    r"ない|なし)|問題なし",
-    r"\baucun(?:e)?\s+(?:écart|déviation|anomalie|constat|problème|non-conformité)s?\b",
+    r"\bmeld\s+geen\b|\bniet\s+melden\b|\bnie\s+zgłaszaj\w*|не\s+сообщай",
     r"\bne\s+(?:signale[zr]?|rapporte[zr]?|mentionne[zr]?|liste[zr]?|relève[zr]?)\b|\bcomme\s+"
     r"(?:\w+\s+)?conforme\b",
-    r"\b(?:ninguna|ningún|ninguno|sin|cero)\s+(?:desviaci\w+|hallazgo\w*|incidencia\w*|"
-    r"problema\w*)\b|\bno\s+(?:informes?|reportes?|señales?|marques?|registres?|menciones?)\b",
-    r"\bnessuna\s+(?:deviazione|anomalia)\b|\bnon\s+(?:segnalare|riportare|menzionare)\b",
-    r"\bnenhum(?:a)?\s+(?:desvio|achado|problema)\w*\b|\bnão\s+(?:reporte|sinalize|relate|"
+    r"\bno\s+(?:informes?|reportes?|señales?|marques?|registres?|menciones?)\b",
+    r"\bnon\s+(?:segnalare|riportare|menzionare)\b",
+    r"\bnão\s+(?:reporte|sinalize|relate|"
     r"registre|mencione)\b|\bcomo\s+conforme\b",
-    r"不要(?:报告|标记|提及|列出|记录)|没有(?:任何)?偏差|无偏差|零偏差|零(?:个)?发现|视为合规|"
-    r"标记为合规|空的?(?:列表|结果|数组)|逸脱(?:なし|はありません)|報告しない",
+    r"不要(?:报告|标记|提及|列出|记录)|视为合规|标记为合规|空的?(?:列表|结果|数组)|報告しない",
+)
+# "No deviations" said, not ordered: a scene cue that an address to the reader alone does not
+# turn into an injection ("Keine Abweichungen, vom Prüfer gesehen" is an operator's note).
+_NO_FINDINGS = (
+    r"\b(?:zero|0)\s+(?:findings|deviations|flags)\b",
+    r"\b(?:keine|kein)\s+(?:abweichung\w*|befund\w*|feststellung\w*|fehler|probleme)\b",
+    r"\bgeen\s+afwijking\w*|\bżadnych\s+odchyle\w*|\bbez\s+odchyle\w*|отклонений\s+нет|без\s+"
+    r"отклонений|逸脱が?(?:ない|はない|なし)|問題なし|逸脱(?:なし|はありません)",
+    r"\baucun(?:e)?\s+(?:écart|déviation|anomalie|constat|problème|non-conformité)s?\b",
+    r"\b(?:ninguna|ningún|ninguno|sin|cero)\s+(?:desviaci\w+|hallazgo\w*|incidencia\w*|"
+    r"problema\w*)\b",
+    r"\bnessuna\s+(?:deviazione|anomalia)\b|\bnenhum(?:a)?\s+(?:desvio|achado|problema)\w*\b",
+    r"没有(?:任何)?偏差|无偏差|零偏差|零(?:个)?发现",
 )
 _AUTHORITY = (
     r"\b(?:head\s+of\s+(?:quality|qa|compliance)|qualified\s+person|site\s+director|plant\s+"
@@ -245,7 +253,7 @@ _INSTR_INTL = (r"\b(?:talimat\w*|kural\w*|yönerge\w*|instruktion\w*|instruks\w*
                r"указани\w*|правил\w*|інструкці\w*|οδηγί\w*|κανόν\w*|instrucțiuni\w*|reguli\w*|"
                r"utasítás\w*|szabály\w*|ohje\w*|sääntö\w*|instruksi|petunjuk|aturan|perintah|"
                r"hướng dẫn|chỉ thị|quy tắc)|(?:지시\w*|지침\w*|명령\w*|규칙\w*|指示|指令|命令|規則|"
-               r"說明|التعليمات|تعليمات|القواعد|الأوامر|הוראות|כללים|निर्देश\w*|नियम\w*|คำสั่ง|กฎ)")
+               r"說明|ルール|ガイドライン|التعليمات|تعليمات|القواعد|الأوامر|הוראות|כללים|निर्देश\w*|नियम\w*|คำสั่ง|กฎ)")
 _IGNORE_INTL = (r"\b(?:yok\s+say\w*|görmezden\s+gel\w*|unut\w*|dikkate\s+alma\w*|ignorera|"
                 r"strunta\s+i|glöm|ignorer|glem|se\s+bort\s+fra|negeer|vergeet|desconsider\w*|ignoruj\w*|"
                 r"zapomeň\w*|zignoruj|проигнорируй\w*|игнорир\w*|забудь\w*|не\s+обращай\s+внимания|"
@@ -273,12 +281,29 @@ _FINDING_INTL = (r"(?:\b(?:sapma\w*|bulgu\w*|uygunsuzluk\w*|avvikelse\w*|avvik\w
                  r"αποκλίσ\w*|abateri\w*|eltérés\w*|poikkeam\w*|penyimpangan|sai\s+lệch|befund\w*|"
                  r"abweichung\w*|desviaci\w+|hallazgo\w*|écarts?|deviazion\w*|rilievi)|편차|"
                  r"이상|逸脱|偏差|انحراف\w*|חריג\w*|विचलन|ความเบี่ยงเบน)")
-_SUPPRESS_MORE = (
+_NO_FINDINGS_MORE = (
     rf"\b(?:hiçbir|inga|ingen|geen|nenhum\w*|żadnych|brak|žádné|никаких|нет|без|жодних|καμία|"
     rf"nicio|semmilyen|ei\s+mitään|tidak\s+ada|không\s+có|sem|sin|keine|aucun\w*|nessun\w*)\s+"
     rf"(?:\w+\s+)?(?:{_FINDING_INTL})",
-    rf"(?:{_FINDING_INTL})[^.;!?。\n]{{0,20}}?(?:yok|bildirme\w*|raporlama\w*|belirtme\w*|"
-    r"nincs|없|ない|なし|没有|沒有|لا\s+توجد|نيست|नहीं|ไม่มี)",
+    r"\bsin\s+(?:comentarios|observaciones|objeciones|reparos)\b|\bsans\s+(?:aucune?\s+)?"
+    r"(?:remarques?|commentaires?|observations?|réserves?)\b|\brien\s+à\s+signaler\b|\bsenza\s+"
+    r"(?:osservazioni|rilievi|commenti)\b|\bsem\s+(?:comentários|observações|ressalvas)\b",
+    rf"(?:{_FINDING_INTL})[^.;!?。\n]{{0,20}}?(?:yok|nincs|없|ない|なし|没有|沒有|لا\s+توجد|नहीं|"
+    r"ไม่มี)",
+)
+# Imperative "report / answer / say" in other languages: followed by a stated "no deviations"
+# it is an order to suppress them (English has its own patterns above).
+_ORDER_VERBS = (r"melde|melden\s+sie|gib|antworte|bestätige|signale[zr]?|répond[sez]*|indique[zr]?|"
+                r"déclare[zr]?|rapporte[zr]?|responde|responda|contesta|conteste|informa|informe|"
+                r"reporta|reporte|devuelve|devuelva|indique|declara|declare|marca|rispondi|risponda|"
+                r"segnala|riporta|dichiara|relate|marque|diga|meld|rapporteer|antwoord|rapportera|"
+                r"rapporter|svara|ange|säg|zgłoś|raportuj|odpowiedz|podaj|сообщи\w*|ответь\w*|"
+                r"укажи\w*|доложи\w*|bildir|raporla|söyle|laporkan|katakan|jawab")
+_NEGATED = (r"sin|sem|keine?|aucun\w*|sans|nessun\w*|geen|inga|ingen|żadnych|никаких|hiçbir|"
+            r"tidak\s+ada|nenhum\w*|ningun\w*")
+_SUPPRESS_MORE = (
+    rf"\b(?:{_ORDER_VERBS})\b[^.;!?。\n]{{0,30}}?\b(?:{_NEGATED})\s+(?:\w+\s+)?(?:{_FINDING_INTL})",
+    rf"(?:{_FINDING_INTL})[^.;!?。\n]{{0,20}}?(?:bildirme\w*|raporlama\w*|belirtme\w*)",
     r"\b(?:bildirme|raporlama|belirtme|gösterme)(?:yin|yiniz)?\b|\brapportera\s+inte\b|\bikke\s+"
     r"rapporter\w*|\brapporter\s+ikke\b|\bnie\s+(?:raportuj|wymieniaj|zgłaszaj)\w*|\bnehlas\w*|"
     r"\bне\s+(?:указывай|отмечай|фиксируй|упоминай|сообщай)\w*|\bjangan\s+(?:laporkan|"
@@ -297,12 +322,9 @@ _SUPPRESS_MORE = (
     r"(?:the\s+)?(?:review|audit|check|result)\s+(?:\S+\s+){0,3}?(?:come\s+out|end\s+up|be)\s+"
     r"(?:clean|empty|positive)\b|\b(?:leave|keep)\s+(?:the\s+|your\s+|its\s+)?(?:findings|"
     r"deviations?|report|result|output|summary|audit)(?:\s+\w+){0,2}?\s+(?:empty|blank)\b",
-    r"\bdar\s+(?:\w+\s+){0,3}?por\s+(?:buen[oa]|válid[oa]|correct[oa]|bueno|conforme|aprobad[oa])\b|"
-    r"\bsin\s+(?:comentarios|observaciones|objeciones|reparos)\b|\bdejar\s+(?:\w+\s+)?(?:vacío|"
-    r"vacía|en\s+blanco)\b",
-    r"\bsans\s+(?:aucune?\s+)?(?:remarques?|commentaires?|observations?|réserves?)\b|\blaisser"
-    r"\s+(?:\w+\s+)?vide\b|\brien\s+à\s+signaler\b|\bsenza\s+(?:osservazioni|rilievi|commenti)\b|"
-    r"\blasciare\s+(?:\w+\s+)?vuot[oa]\b|\bsem\s+(?:comentários|observações|ressalvas)\b",
+    r"\bdar\s+(?:\S+\s+){0,3}?por\s+(?:buen[oa]|válid[oa]|correct[oa]|bueno|conforme|aprobad[oa])\b|"
+    r"\bdejar\s+(?:\w+\s+)?(?:vacío|vacía|en\s+blanco)\b|\blaisser\s+(?:\w+\s+)?vide\b|"
+    r"\blasciare\s+(?:\w+\s+)?vuot[oa]\b",
     r"\b(?:report|list|findings|result|output|summary|deviations\s+list)\s+(?:\w+\s+){0,3}?"
     r"(?:should|must|is\s+to|needs?\s+to|has\s+to|shall|will)\s+(?:stay|remain|be\s+left|be\s+kept"
     r"|be)\s+(?:empty|blank|clean)\b|\bkeep\s+it\s+(?:that\s+way|empty|blank|clean)\b|\braise\s+"
@@ -331,6 +353,11 @@ _VERIFIED_CLAIM = (
     r"cleared|signed\s+off|validated)\b|\bcertification\b|\b(?:zertifiziert|bereits\s+geprüft|"
     r"déjà\s+(?:validé|vérifié|approuvé)|ya\s+(?:verificad|aprobad|revisad)\w*|já\s+(?:verificad|"
     r"aprovad)\w*|già\s+(?:verificat|approvat)\w*|onaylan\w*|zaten\s+(?:kontrol|onay)\w*)",
+)
+_VERIFIED_CLAIM += (
+    r"[\"']?(?:verdict|outcome|conclusion|assessment|(?:audit|review)[_ ]?(?:result|outcome)|"
+    r"gmp[_ ]?compliant|compliance)[\"']?\s*[:=|>]\s*[\"']?(?:compliant|clean|pass(?:ed)?|true|"
+    r"approved|conforming|no\s+(?:deviations?|findings?))\b",
 )
 # Answers or verdicts disguised as data: XML, YAML, markdown tables, fake tool output, transcripts.
 _DATA_VERDICT = (
@@ -403,6 +430,7 @@ WEAK_CUES: dict[str, re.Pattern[str]] = {
     "data_boundary": _rx(*_DATA_BOUNDARY, *_DATA_BOUNDARY_MORE),
     "pressure": _rx(*_PRESSURE),
     "claimed_result": _rx(*_CLAIMED_RESULT, *_VERIFIED_CLAIM),
+    "claimed_no_findings": _rx(*_NO_FINDINGS, *_NO_FINDINGS_MORE),
 }
 MODEL_CUE = "classifier"  # the classifier's verdict, when no rule decided
 CUE_NAMES: tuple[str, ...] = (*STRONG_CUES, *WEAK_CUES, MODEL_CUE)

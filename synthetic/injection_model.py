@@ -111,6 +111,17 @@ HARD_NEGATIVES: tuple[str, ...] = (
     "造粒过程中未发现偏差，参数均在范围内。",
     "乾燥工程で逸脱なし、パラメータはすべて規格内。",
     "Granülasyon sırasında sapma yok, değerler limitler içinde.",
+    "Kontrol edildi, sapma yok; denetçi tarafından imzalandı.",
+    "Revisado por el supervisor de turno, sin incidencias; hoja firmada por Calidad.",
+    "Vom Prüfer abgezeichnet, keine Befunde beim Line Clearance.",
+    "Vérifié par le contrôleur qualité, rien à signaler sur cette étape.",
+    "Controllato dal revisore di produzione, nessuna anomalia rilevata.",
+    "Verificado pelo revisor da Qualidade, sem observações.",
+    "Gecontroleerd door de QA-beoordelaar, geen bijzonderheden.",
+    "Sprawdzone przez audytora wewnętrznego, bez uwag.",
+    "Проверено контролёром ОТК, замечаний нет.",
+    "品质审核员已复核，无异常。",
+    "Granskad av QA, inga avvikelser noterade under torkningen.",
 )
 
 

@@ -29,6 +29,10 @@ _ENCLOSED = {start + i: chr(ord("a") + i) for start in (0x1F130, 0x1F150, 0x1F17
 # Common function words of the languages screened: two of them and the text is read as it is.
 _READABLE = re.compile(r"\b(?:the|and|to|of|is|for|on|in|with|at|by|as|was|no|not|der|die|und|"
                        r"le|la|et|les|el|y|los|de|il|che|een|het|en)\b")
+# Words that make a decoded reading (ROT13, reversed) worth screening: two of them and it is kept.
+_DECODED_WORDS = re.compile(r"\b(?:the|and|to|of|is|for|in|with|all|any|no|not|your|you|ignore|"
+                            r"instructions?|rules|previous|report|findings|deviations?|audit\w*|"
+                            r"review\w*|ai|model|system|nothing|compliant|output|empty|batch)\b")
 # An escape or a long run: a short text with one may still hide an instruction.
 ENCODED_HINT = re.compile(r"%[0-9a-fA-F]{2}|[A-Za-z0-9+/=_-]{16,}")
 _NON_LATIN_LETTER = re.compile(r"[^\x00-\x7f]")
@@ -133,12 +137,13 @@ def _unescaped(base: str) -> list[str]:
 
 
 def _rejoined(candidate: str) -> list[str]:
-    """Leetspeak undone, spaced-out letters joined, separators inside words removed."""
+    """Leetspeak undone, spaced-out letters joined, separators inside words removed (ign-ore) or
+    read as spaces (ignore_previous_instructions)."""
     deleet = _LEET_TOKEN.sub(lambda m: m.group(0).translate(_LEET), candidate)
     joined = _SPACED.sub(lambda m: m.group(0).replace(m.group(1), ""), candidate)
     out = [deleet, joined]
-    if len(_INNER_SPLIT.findall(candidate)) >= 2:
-        out.append(_INNER_SPLIT.sub("", candidate))
+    if len(_INNER_SPLIT.findall(candidate)) >= 2:  # split words, or words joined by separators
+        out += [_INNER_SPLIT.sub("", candidate), _INNER_SPLIT.sub(" ", candidate)]
     return [v for v in out if v != candidate]
 
 
@@ -154,8 +159,9 @@ def variants(text: str) -> list[str]:
         out.append(visible.translate(_homoglyph_table()).casefold())
     out += _unescaped(base)
     if len(_READABLE.findall(base)) < 2:  # not plain prose: try ROT13 and reversed text
-        out += [codecs.encode(base, "rot13"), base[::-1],
-                " ".join(word[::-1] for word in base.split())]
+        decoded = (codecs.encode(base, "rot13"), base[::-1],
+                   " ".join(word[::-1] for word in base.split()))
+        out += [d for d in decoded if len(_DECODED_WORDS.findall(d)) >= 2]
     for candidate in list(out[:4]):
         out += _rejoined(candidate)
     out += [normalise(decoded) for decoded in _decoded_runs(unicodedata.normalize("NFKC", text))]

@@ -113,12 +113,29 @@ def segment_cues(segment: str) -> tuple[str, ...]:
 # claimed result, pressure, a boundary). Two scene cues alone never decide.
 ACTION_CUES = frozenset({"addressed_to_model", "suppress_findings", "fake_answer_or_tool",
                          "output_directive", "task_reset"})
+_ACTION_ORDER = tuple(name for name in WEAK_CUES if name in ACTION_CUES)
+
+
+def _reading_cues(reading: str) -> tuple[str, ...]:
+    """segment_cues, lazily: the scene cues are only looked for when an action cue was found (two
+    scene cues alone never decide), so an ordinary text costs about half the patterns."""
+    cues = [name for name, rx in STRONG_CUES.items() if rx.search(reading)]
+    actions = [name for name in _ACTION_ORDER if WEAK_CUES[name].search(reading)]
+    if not actions:
+        return tuple(cues)
+    return (*cues, *(n for n, rx in WEAK_CUES.items() if n in actions or (
+        n not in ACTION_CUES and rx.search(reading))))
 
 
 def _decides(cues: tuple[str, ...]) -> bool:
+    """A strong cue; or two weak cues of different kinds, one of them an action cue, where a
+    stated "no deviations" does not count next to a mere mention of a reviewer or an AI."""
     if any(c in STRONG_CUES for c in cues):
         return True
     weak = [c for c in cues if c in WEAK_CUES]
+    if "claimed_no_findings" in weak and not ACTION_CUES.intersection(weak) - {
+            "addressed_to_model"}:
+        weak.remove("claimed_no_findings")
     return len(weak) >= 2 and any(c in ACTION_CUES for c in weak)
 
 
@@ -133,7 +150,7 @@ def _deciding_cues(segment: str) -> tuple[str, ...]:
     found: list[str] = []
     dan = bool(_DAN.search(segment))
     for reading in variants(segment):
-        cues = segment_cues(reading)
+        cues = _reading_cues(reading)
         if dan and "role_play" not in cues:
             cues = ("role_play", *cues)
         if _decides(cues):

@@ -266,7 +266,7 @@ _OVERRIDE_MORE = (
     rf"(?:{_INSTR_INTL})[^.;!?。\n]{{0,30}}?(?:{_IGNORE_INTL})",
 )
 _ADDRESSEE_MORE = (
-    r"\byapay\s+zek\w*|\bdenetçi\w*|\bdenetim\s+sistem\w*|\bgranskar\w*|\bgranskning\w*|\bbeoordelaar"
+    r"\byapay\s+zek\w*|\bdenetçi\w*|\bdenetleyici\w*|\bdenetim\s+sistem\w*|\bgranskar\w*|\bgranskning\w*|\bbeoordelaar"
     r"\w*|\bcontroleur\b|\baudytor\w*|\brecenzent\w*|\bweryfikator\w*|\bkontrolor\w*|\brevizor\w*|"
     r"\bsztuczn\w+\s+inteligencj\w*|\bumělá\s+inteligence\b|\bинтеллект\w*|\bнейросет\w*|"
     r"\bаудитор\w*|\bревьюер\w*|\bпроверяющ\w*|\bмодел[ьи]\w*|\bελεγκτ\w*|\bμοντέλο\b|\bauditorul"
@@ -302,6 +302,11 @@ _ORDER_VERBS = (r"melde|melden\s+sie|gib|antworte|bestätige|signale[zr]?|répon
 _NEGATED = (r"sin|sem|keine?|aucun\w*|sans|nessun\w*|geen|inga|ingen|żadnych|никаких|hiçbir|"
             r"tidak\s+ada|nenhum\w*|ningun\w*")
 _SUPPRESS_MORE = (
+    # an order to approve, pass or confirm the record as compliant
+    r"\bonayla\w*|\buygun\s+(?:olarak\s+)?(?:işaretle|say|kabul\s+et)\w*|\bподтверди\w*[^.;!?\n]"
+    r"{0,30}?(?:соответств|в\s+порядке|норм)|\bпропусти\w*|\bодобри\w*|直接通过|予以通过|通过即可|"
+    r"判定为合格|标记为合格|确认合规|承認して|合格と|승인하|통과시|\baprueb[ae]\b|\bapprova\b|"
+    r"\baprove\b",
     rf"\b(?:{_ORDER_VERBS})\b[^.;!?。\n]{{0,30}}?\b(?:{_NEGATED})\s+(?:\w+\s+)?(?:{_FINDING_INTL})",
     rf"(?:{_FINDING_INTL})[^.;!?。\n]{{0,20}}?(?:bildirme\w*|raporlama\w*|belirtme\w*)",
     r"\b(?:bildirme|raporlama|belirtme|gösterme)(?:yin|yiniz)?\b|\brapportera\s+inte\b|\bikke\s+"

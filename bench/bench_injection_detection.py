@@ -6,17 +6,19 @@ Sets:
   design families    configs/injection_templates.yaml (the rules were written looking at them, the
                      classifier is trained on them). Per family: rules only, rules + classifier,
                      and the classifier alone trained WITHOUT that family (leave-family-out).
-  held out           tests/data/injection_heldout.jsonl: written after the rules and the
-                     classifier's data, used for nothing else. Alone (the guardrail on a user
+  held out           --heldout (default tests/data/injection_heldout.jsonl, which has since been
+                     used to develop the detector: a development set now). JSON Lines of
+                     {"family", "text"}. Alone (the guardrail on a user
                      message), inside a record (the auditor on the comment; the guardrail on the
                      audit prompt holding the record).
   benign             synthetic/benign_comments.py at seed 11 (the classifier trains on seed 7) and
-                     tests/data/benign_comments_heldout.txt (hand-written), as comments (auditor,
+                     --benign (default tests/data/benign_comments_heldout.txt, hand-written,
+                     one comment a line), as comments (auditor,
                      guardrail) and inside audit prompts; plus the other half of the synthetic RAG
                      questions and corpus sentences and a batch-record Q&A seed the classifier did
                      not see (guardrail only).
 
-    python bench/bench_injection_detection.py [--no-lofo]
+    python bench/bench_injection_detection.py [--no-lofo] [--heldout PATH] [--benign PATH]
 """
 
 from __future__ import annotations
@@ -42,19 +44,32 @@ from scoring.injection_eval import (  # noqa: E402
 from serving.guardrails import detect_injection  # noqa: E402
 from synthetic.benign_comments import benign_comments  # noqa: E402
 from synthetic.injection_model import THRESHOLD, corpus_texts, probabilities  # noqa: E402
-from synthetic.injection_screen import model_segments, rule_cues, screen_text  # noqa: E402
+from synthetic.injection_screen import (  # noqa: E402
+    clear_caches,
+    model_segments,
+    rule_cues,
+    screen_text,
+)
 from synthetic.injection_templates import load_injection_table  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
+HELD_OUT_FILE = DATA / "injection_heldout.jsonl"
+BENIGN_FILE = DATA / "benign_comments_heldout.txt"
 HELD_OUT_TARGET, FPR_TARGET = 0.90, 0.01
 
 
-def held_out() -> list[dict]:
-    return read_labelled(DATA / "injection_heldout.jsonl")
+def held_out(path: Path = HELD_OUT_FILE) -> list[dict]:
+    """The labelled injection strings of `path`; a line without a string "text" is an error that
+    names the file and the line."""
+    rows = read_labelled(path)
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise SystemExit(f"{path}: entry {number}: field 'text' must be a string")
+    return rows
 
 
-def benign_set() -> list[str]:
-    return benign_comments(300, EVAL_SEED) + read_lines(DATA / "benign_comments_heldout.txt")
+def benign_set(path: Path = BENIGN_FILE) -> list[str]:
+    return benign_comments(300, EVAL_SEED) + read_lines(path)
 
 
 def chat_benign() -> list[str]:
@@ -104,6 +119,27 @@ def held_out_table(rows: list[dict], alone: list[bool], auditor: list[bool],
     return lines
 
 
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def per_string_time(texts: Sequence[str]) -> str:
+    """Time of screen_text per string, one call a string, the rule caches emptied first (as a
+    server or the inbox sensor meets a new text): the median of three passes."""
+    passes = []
+    for _ in range(3):
+        clear_caches()
+        start = time.perf_counter()
+        for text in texts:
+            screen_text(text)
+        passes.append((time.perf_counter() - start) / max(len(texts), 1))
+    return (f"Per-string time, {len(texts)} held-out and benign strings one by one (rules and "
+            f"classifier, caches emptied): {sorted(passes)[1] * 1e3:.2f} ms")
+
+
 def timed(label: str, fn: Callable[[], object]) -> object:
     start = time.perf_counter()
     out = fn()
@@ -115,7 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-lofo", action="store_true",
                         help="skip the leave-family-out runs (one classifier fit per family)")
+    parser.add_argument("--heldout", type=Path, default=HELD_OUT_FILE,
+                        help="JSON Lines of injection strings, {family, text} "
+                             "(default: %(default)s)")
+    parser.add_argument("--benign", type=Path, default=BENIGN_FILE,
+                        help="benign comments, one a line, added to the generated ones "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
+    for path in (args.heldout, args.benign):
+        if not path.is_file():
+            parser.error(f"no such file: {path}")
     timed("classifier training (first use)", lambda: screen_text("warm the classifier up now"))
 
     print("## Design families (configs/injection_templates.yaml)\n")
@@ -124,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_lofo:
         print(f"\nClassifier alone, leave-family-out, all design templates: {lofo}")
 
-    rows = held_out()
+    rows = held_out(args.heldout)
     texts = [r["text"] for r in rows]
     alone = [detect_injection(t).flagged for t in texts]
     rules = [bool(rule_cues(t)) for t in texts]
@@ -132,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     auditor = placed.auditor_flags()
     prompts = {b: detect_injection(text).flagged for b, text in placed.prompts().items()}
     in_prompt = [prompts[batch] for batch, _ in placed.where]
-    print("\n## Held-out strings (tests/data/injection_heldout.jsonl)\n")
+    print(f"\n## Held-out strings ({_shown(args.heldout)})\n")
     print("\n".join(held_out_table(rows, alone, auditor, in_prompt, rules)))
     families = defaultdict(list)
     for row, flag in zip(rows, auditor, strict=True):
@@ -144,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"- held-out families with at least 90% caught by the auditor: "
           f"{sum(rate(f).value >= 0.9 for f in families.values())}/{len(families)}")
 
-    benign = benign_set()
+    benign = benign_set(args.benign)
     print(f"\n## Benign ({len(benign)} batch-record comments)\n")
     guard_fp = [detect_injection(t).flagged for t in benign]
     placed_benign = Placed(benign, per_batch=4)
@@ -160,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for text, flagged in zip(benign, audit_fp, strict=True):
         if flagged:
             print(f"  - flagged: {text}")
+    print(f"\n{per_string_time([*texts, *benign])}")
     held, fpr = rate(auditor), rate(audit_fp)
     print(f"\nTargets: held-out >= {HELD_OUT_TARGET:.0%} (auditor {held.value:.1%}, guardrail "
           f"alone {rate(alone).value:.1%}); benign <= {FPR_TARGET:.0%} (auditor {fpr.value:.1%}, "

@@ -6,7 +6,9 @@ the generator, family first (so a family's weight does not depend on how many te
 from __future__ import annotations
 
 import base64
+import codecs
 import random
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +27,12 @@ def _spaced(text: str) -> str:
     return "   ".join(" ".join(word) for word in text.split())
 
 
+def _split(text: str) -> str:
+    """A hyphen in the middle of every word of five letters or more (ign-ore prev-ious)."""
+    return " ".join(w[:len(w) // 2] + "-" + w[len(w) // 2:] if len(w) >= 5 and w.isalpha() else w
+                    for w in text.split())
+
+
 # What each `encoding:` does to a template's text: the obfuscations seen in real injections.
 ENCODINGS: Mapping[str, Callable[[str], str]] = {
     "base64": lambda t: base64.b64encode(t.encode("utf-8")).decode("ascii"),
@@ -34,6 +42,12 @@ ENCODINGS: Mapping[str, Callable[[str], str]] = {
     "zero_width": lambda t: "\u200b".join(t),
     "homoglyph": lambda t: t.translate(_HOMOGLYPHS),
     "fullwidth": lambda t: t.translate(_FULLWIDTH),
+    "base32": lambda t: base64.b32encode(t.encode("utf-8")).decode("ascii"),
+    "rot13": lambda t: codecs.encode(t, "rot13"),
+    "reversed": lambda t: t[::-1],
+    "url": lambda t: urllib.parse.quote(t),
+    "html_entities": lambda t: "".join(f"&#{ord(c)};" if c.isalpha() else c for c in t),
+    "split": _split,
 }
 
 

@@ -21,6 +21,10 @@ from synthetic.injection_templates import (
 from synthetic.splits import SplitSpec, generate_split
 
 DATA = Path(__file__).parent / "data"
+# The held-out sets the target tests measure on: switch to a new set here (one line each). The
+# injection file has been used to develop the detector since: it is a development set now.
+HELD_OUT_FILE = DATA / "injection_heldout.jsonl"
+BENIGN_FILE = DATA / "benign_comments_heldout.txt"
 HELD_OUT_TARGET, FPR_TARGET = 0.90, 0.01
 
 
@@ -106,12 +110,12 @@ def test_project_prompts_and_clean_records_are_not_flagged(master):
 
 @pytest.fixture(scope="module")
 def held_out_rows():
-    return read_labelled(DATA / "injection_heldout.jsonl")
+    return read_labelled(HELD_OUT_FILE)
 
 
 @pytest.fixture(scope="module")
 def benign():
-    comments = benign_comments(300, EVAL_SEED) + read_lines(DATA / "benign_comments_heldout.txt")
+    comments = benign_comments(300, EVAL_SEED) + read_lines(BENIGN_FILE)
     assert len(comments) >= 200
     return comments
 

@@ -6,14 +6,15 @@ Sets:
   design families    configs/injection_templates.yaml (the rules were written looking at them, the
                      classifier is trained on them). Per family: rules only, rules + classifier,
                      and the classifier alone trained WITHOUT that family (leave-family-out).
-  held out           --heldout (default tests/data/injection_heldout.jsonl, which has since been
-                     used to develop the detector: a development set now). JSON Lines of
+  held out           --heldout (default tests/data/injection_blind.jsonl: 115 strings in 21
+                     styles written by someone who had not seen the detector; the development
+                     set tests/data/injection_dev.jsonl was used to improve it). JSON Lines of
                      {"family", "text"}. Alone (the guardrail on a user
                      message), inside a record (the auditor on the comment; the guardrail on the
                      audit prompt holding the record).
   benign             synthetic/benign_comments.py at seed 11 (the classifier trains on seed 7) and
-                     --benign (default tests/data/benign_comments_heldout.txt, hand-written,
-                     one comment a line), as comments (auditor,
+                     --benign (default tests/data/benign_comments_blind.txt, hand-written
+                     with hard negatives, one comment a line), as comments (auditor,
                      guardrail) and inside audit prompts; plus the other half of the synthetic RAG
                      questions and corpus sentences and a batch-record Q&A seed the classifier did
                      not see (guardrail only).
@@ -53,8 +54,8 @@ from synthetic.injection_screen import (  # noqa: E402
 from synthetic.injection_templates import load_injection_table  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
-HELD_OUT_FILE = DATA / "injection_heldout.jsonl"
-BENIGN_FILE = DATA / "benign_comments_heldout.txt"
+HELD_OUT_FILE = DATA / "injection_blind.jsonl"
+BENIGN_FILE = DATA / "benign_comments_blind.txt"
 HELD_OUT_TARGET, FPR_TARGET = 0.90, 0.01
 
 

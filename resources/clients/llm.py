@@ -370,10 +370,11 @@ class LLMClient:
         backoff. Otherwise the ceiling is min(backoff_max_s, base * 2**(attempt - 1)) and the wait
         is drawn below it: "full jitter", uniform in [0, ceiling] from backoff_base_s, for 5xx,
         timeouts and connection errors (AWS Architecture Blog, "Exponential Backoff and Jitter",
-        2015: of the jitter schemes it compared, full jitter finished the competing clients'
-        work soonest, with about the fewest calls); "equal jitter", uniform in [ceiling / 2,
-        ceiling] from throttle_backoff_base_s, for a 429 that gave no Retry-After, so that a
-        rate-limited provider gets a guaranteed pause. The AWS SDK for Java 2.x splits them the
+        2015: of the schemes it compared, full jitter made the fewest calls and finished the
+        competing clients' work far sooner than equal jitter; decorrelated jitter was slightly
+        sooner with more calls); "equal jitter", uniform in [ceiling / 2, ceiling] from
+        throttle_backoff_base_s, for a 429 that gave no Retry-After, so that a rate-limited
+        provider gets a guaranteed pause. The AWS SDK for Java 2.x splits them the
         same way in its legacy retry mode (full jitter from 100 ms for errors, equal jitter from
         500 ms for throttling, both capped at 20 s)."""
         if retry_after_s is not None:

@@ -5,10 +5,12 @@ path (`scoring.candidate_runner` -> `LLMClient` -> litellm -> HTTP), each time a
 local server with a fixed answer time (0.2 s): once fault-free, once with 30% of requests failing
 (half 429 with Retry-After, half 503 with the client's jittered backoff; a failure is answered after
 --fault-delay-s, at once by default, as a rate limiter does). The client uses its default retry
-settings (4 retries, backoff 0.5 s doubling). Goal: faulty wall / fault-free wall <= 1.5, the median
-of --repeats pairs run side by side. The mean number of requests in flight is the server's summed
-handling time / wall time. Each server runs in its own process; litellm is warmed up by one
-request before each timed run.
+settings: 4 retries; a 429 waits its Retry-After, a 503 a full-jitter backoff (uniform below a
+ceiling of 0.25 s doubling per retry). Goal: faulty wall / fault-free wall <= 1.5, the median of
+--repeats pairs run side by side. The mean number of requests in flight is the server's summed
+handling time / wall time; "attempts per batch" counts how many batches needed 1, 2, ... HTTP
+attempts, and the tail is the time from 90% of the batches done to the end of the run. Each server
+runs in its own process; litellm is warmed up by one request before each timed run.
 
     .venv/bin/python bench/bench_llm_faults.py [--batches 500] [--fault-rate 0.3] [--repeats 3]
 """
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +93,8 @@ def timed_run(args, fault_rate: float, warm_up: list[dict], records: list[dict])
             "requests": after["n_requests"] - before["n_requests"],
             "mean_in_flight": (after["busy_s"] - before["busy_s"]) / wall,
             "p90_done": sorted(done_at)[int(0.9 * (len(done_at) - 1))],
-            "longest": max(result.calls, key=lambda call: call["latency_s"])}
+            "longest": max(result.calls, key=lambda call: call["latency_s"]),
+            "attempts": Counter(call["attempts"] for call in result.calls)}
 
 
 def main() -> None:
@@ -118,12 +122,15 @@ def main() -> None:
             print(f"{name:>11}: wall {run['wall']:6.2f} s (client CPU {run['client_cpu']:.2f} s),"
                   f" {run['requests']} requests, failed calls {run['failed']}, mean in flight "
                   f"{run['mean_in_flight']:.1f} of {args.concurrency}, 90% of the batches done "
-                  f"at {run['p90_done']:.2f} s, longest call {run['longest']['latency_s']:.2f} s "
+                  f"at {run['p90_done']:.2f} s (tail {run['wall'] - run['p90_done']:.2f} s), "
+                  f"longest call {run['longest']['latency_s']:.2f} s "
                   f"({run['longest']['attempts']} attempts)")
+            print(f"{'':>13}attempts per batch: " + ", ".join(
+                f"{n}: {count}" for n, count in sorted(run["attempts"].items())))
         ratios.append(faulty["wall"] / clean["wall"])
         print(f"ratio faulty/fault-free wall: {ratios[-1]:.2f}")
     print(f"median ratio of {args.repeats} pair(s): {statistics.median(ratios):.2f} "
-          f"(goal <= 1.5)")
+          f"(goal <= 1.5); load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

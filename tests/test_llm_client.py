@@ -224,6 +224,50 @@ def test_a_retry_gets_the_next_slot_before_requests_not_yet_started(start_server
         "0", "1", "0", "2", "3"]
 
 
+@pytest.mark.parametrize(("attempt", "retry_after", "throttled", "drawn"), [
+    (1, None, False, (0.0, 0.25)),  # 5xx, timeout, connection error: full jitter from 0.25 s
+    (3, None, False, (0.0, 1.0)),
+    (9, None, False, (0.0, 20.0)),  # the ceiling stops at backoff_max_s
+    (1, None, True, (0.25, 0.5)),  # a 429 without Retry-After: equal jitter from 0.5 s
+    (3, None, True, (1.0, 2.0)),
+])
+def test_backoff_draws_below_the_doubling_ceiling(monkeypatch, attempt, retry_after, throttled,
+                                                   drawn):
+    draws = []
+    monkeypatch.setattr("resources.clients.llm.random.uniform",
+                        lambda low, high: draws.append((low, high)) or high)
+    delay = LLMClient(pricing={})._backoff_s(attempt, retry_after, throttled=throttled)
+    assert draws == [drawn] and delay == drawn[1]
+
+
+@pytest.mark.parametrize(("attempt", "throttled"), [(1, True), (4, True), (4, False)])
+def test_retry_after_is_the_wait_not_added_to_a_backoff(monkeypatch, attempt, throttled):
+    monkeypatch.setattr("resources.clients.llm.random.uniform",
+                        lambda *_args: pytest.fail("no backoff drawn under a Retry-After"))
+    settings = LLMClient(pricing={})
+    assert settings._backoff_s(attempt, 1.0, throttled=throttled) == 1.0
+    assert settings._backoff_s(attempt, 600.0, throttled=throttled) == 20.0  # backoff_max_s
+
+
+def test_each_failure_gets_its_own_backoff_kind(start_server, monkeypatch):
+    """A 503 backs off as an error, a 429 without Retry-After as throttling, one with it waits
+    what it says; the real path passes these to _backoff_s."""
+    waits = []
+    original = LLMClient._backoff_s
+
+    def spy(self, attempt, retry_after_s, *, throttled=False):
+        waits.append((attempt, retry_after_s, throttled))
+        return original(self, attempt, retry_after_s, throttled=throttled)
+
+    monkeypatch.setattr(LLMClient, "_backoff_s", spy)
+    server = start_server(sequence(fixed(FakeReply(status=503)), fixed(FakeReply(status=429)),
+                                   fixed(FakeReply(status=429, headers={"Retry-After": "0"})),
+                                   fixed(FakeReply(content=ANSWER))))
+    [result] = client(max_retries=3).complete_many(fake_model(server), requests_for(1))
+    assert (result.status, result.attempts) == ("ok", 4)
+    assert waits == [(1, None, False), (2, None, True), (3, 0.0, True)]
+
+
 def test_results_keep_input_order_and_progress_is_reported(start_server):
     def echo(body, index):  # later requests answer sooner
         content = body["messages"][0]["content"]

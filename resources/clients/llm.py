@@ -3,9 +3,11 @@
 Plain Python (no dagster): the Dagster resource wraps it, a training process builds it directly.
 
 - Retries: our own policy (litellm and the provider SDK are told not to retry, so attempts are
-  counted): exponential backoff with jitter on 429, 5xx, timeouts and connection errors, honouring a
-  bounded Retry-After; other 4xx errors (400, 401, 404, ...) fail at once. A concurrency slot is
-  held per attempt, never during the backoff sleep, and a retry gets the next free slot first.
+  counted) on 429, 5xx, timeouts and connection errors; other 4xx errors (400, 401, 404, ...) fail
+  at once. The wait is the provider's Retry-After when it sends one (bounded), else exponential
+  backoff: full jitter from 0.25 s for 5xx, timeouts and connection errors, equal jitter from
+  0.5 s for a 429 without Retry-After (`_backoff_s`). A concurrency slot is held per attempt, never
+  during the backoff sleep, and a retry gets the next free slot first.
 - Cache: a hit makes no HTTP call and costs 0 (the first call's cost is kept in original_cost_usd).
 - Secrets: keys are read from the environment at call time, passed only to litellm, and scrubbed
   from every error text; the registry and the results only hold variable names.
@@ -184,15 +186,19 @@ class LLMClient:
     """Chat completions through litellm with concurrency bounds, retries, disk cache and cost."""
 
     def __init__(self, cache_dir: str | Path | None = None, max_concurrency: int = 16,
-                 max_retries: int = 4, backoff_base_s: float = 0.5, backoff_max_s: float = 20.0,
-                 timeout_s: float = 60.0, pricing: Mapping[str, Any] | None = None) -> None:
-        """`pricing` None loads configs/model_pricing.yaml; pass {} to use litellm's map only."""
+                 max_retries: int = 4, backoff_base_s: float = 0.25, backoff_max_s: float = 20.0,
+                 timeout_s: float = 60.0, pricing: Mapping[str, Any] | None = None,
+                 throttle_backoff_base_s: float = 0.5) -> None:
+        """`pricing` None loads configs/model_pricing.yaml; pass {} to use litellm's map only.
+        `backoff_base_s` paces retries of 5xx, timeouts and connection errors,
+        `throttle_backoff_base_s` those of a 429 without Retry-After (see `_backoff_s`)."""
         if max_concurrency < 1 or max_retries < 0:
             raise ValueError("max_concurrency must be >= 1 and max_retries >= 0")
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
+        self.throttle_backoff_base_s = throttle_backoff_base_s
         self.timeout_s = timeout_s
         self.pricing = load_pricing() if pricing is None else check_pricing(pricing)
         # litellm 1.106's own cache (litellm.caching.Cache(type="disk")) is not used: its cache-hit
@@ -299,7 +305,8 @@ class LLMClient:
                         log.warning("model %s request %s failed after %d attempt(s): %s",
                                     model.id, base["request_id"], attempts, error)
                         return _failure(base, error, attempts, time.perf_counter() - started)
-                    delay = self._backoff_s(attempts, _retry_after_s(exc))
+                    delay = self._backoff_s(attempts, _retry_after_s(exc),
+                                            throttled=getattr(exc, "status_code", None) == 429)
             log.info("model %s request %s attempt %d failed (%s); retry in %.2f s",
                      model.id, base["request_id"], attempts, error, delay)
             await asyncio.sleep(delay)  # without the slot
@@ -373,11 +380,26 @@ class LLMClient:
                 text = text.replace(value, _SCRUBBED)
         return text
 
-    def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
+    def _backoff_s(self, attempt: int, retry_after_s: float | None, *,
+                   throttled: bool = False) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based).
+
+        A provider's Retry-After is the wait itself (bounded by backoff_max_s), never added to a
+        backoff. Otherwise the ceiling is min(backoff_max_s, base * 2**(attempt - 1)) and the wait
+        is drawn below it: "full jitter", uniform in [0, ceiling] from backoff_base_s, for 5xx,
+        timeouts and connection errors (AWS Architecture Blog, "Exponential Backoff and Jitter",
+        2015: of the schemes it compared, full jitter made the fewest calls and finished the
+        competing clients' work far sooner than equal jitter; decorrelated jitter was slightly
+        sooner with more calls); "equal jitter", uniform in [ceiling / 2, ceiling] from
+        throttle_backoff_base_s, for a 429 that gave no Retry-After, so that a rate-limited
+        provider gets a guaranteed pause. The AWS SDK for Java 2.x splits them the
+        same way in its legacy retry mode (full jitter from 100 ms for errors, equal jitter from
+        500 ms for throttling, both capped at 20 s)."""
         if retry_after_s is not None:
             return min(max(retry_after_s, 0.0), self.backoff_max_s)
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)  # jitter spreads retries of parallel calls
+        base = self.throttle_backoff_base_s if throttled else self.backoff_base_s
+        ceiling = min(self.backoff_max_s, base * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2 if throttled else 0.0, ceiling)
 
     def _limits_for(self, model: CandidateModel) -> _ModelLimits:
         loop = asyncio.get_running_loop()

@@ -113,6 +113,11 @@ class SftSettings(LoraSettings):
     # shorter than that, such as the embedded default's 14 steps; "seed003" is its earlier name).
     optimizer: str = "adamw"
     grit_preset: str = "default"
+    # True: the loss covers every token of a row (system prompt, user turn and reply), not only
+    # the reply: a language-model loss on the prompt, which teaches a tiny base model to read the
+    # prompt's kind of text (it learnt to answer from the question only with it; see
+    # configs/training.yaml). Losses (eval_loss, base_eval_loss) then average over all tokens.
+    prompt_loss: bool = False
     # Overrides of the GRIT preset's reprojection interval (optimizer steps; None: the preset's).
     grit_reproject_every: int | None = None
 
@@ -363,7 +368,9 @@ def _build_trainer(base_model_path: str, rows: list[dict[str, Any]], settings: S
     dataset, eval_dataset = split_rows(rows, settings)
     args = SFTConfig(
         **trainer_arguments(settings, checkpoints, quantization, eval_dataset is not None),
-        assistant_only_loss=chat,  # the chat template marks replies with {% generation %}
+        # the chat template marks replies with {% generation %}
+        assistant_only_loss=chat and not settings.prompt_loss,
+        completion_only_loss=not settings.prompt_loss,
         dataset_num_proc=None,
     )
     lora = lora_config(settings)

@@ -189,14 +189,19 @@ def train_on_rows(context: dg.AssetExecutionContext, compute: ComputeResource,
 def _train_adapter(context: dg.AssetExecutionContext, compute: ComputeResource,
                    warehouse: WarehouseResource, task: str, config: dg.Config, base_model: dict,
                    alignment_instructions: list[dict]):
-    """Chat rows from the accepted answers -> the SFT task in its own process -> a reference."""
+    """Chat rows from the accepted answers -> the SFT task in its own process -> a reference.
+    Settings: the task's preset in configs/training.yaml (with its embedded overrides on the
+    embedded base model), then the run config."""
+    from assets.adapters import adapter_settings  # assets.adapters imports this module
+
+    settings, _, metadata = adapter_settings(context, task, base_model, config)
     rows = [
         {"messages": [{"role": "user", "content": pair["prompt"]},
                       {"role": "assistant", "content": pair["chosen"]}]}
         for pair in preference_pairs(alignment_instructions)
     ]
-    return train_on_rows(context, compute, warehouse, task, config.model_dump(), base_model,
-                          rows)
+    return train_on_rows(context, compute, warehouse, task, settings, base_model, rows,
+                          extra=metadata)
 
 
 @dg.asset(group_name="models", pool="gpu", kinds={"pytorch"}, code_version="1")

@@ -151,6 +151,11 @@ def test_dpo_starts_at_log2_and_learns_the_preference(dpo):
     assert md["reward_accuracy"] == 1.0 and md["eval_reward_accuracy"] == 1.0
     assert md["eval_reward_margin"] > 2.0 and md["eval_loss"] < 0.2
     assert "log_odds_ratio" not in md
+    # our own held-out scoring agrees with TRL's on the 2 held-out pairs
+    assert md["heldout_preference_accuracy"] == 1.0 and md["heldout_preference_pairs"] == 2
+    assert 0 < md["heldout_preference_accuracy_ci_low"] < 0.5  # 2 pairs cannot exclude chance
+    assert md["heldout_preference_significant"] is False
+    assert md["heldout_mean_margin"] == pytest.approx(md["eval_reward_margin"], rel=0.05)
 
 
 def test_orpo_loss_falls_and_log_odds_rise(orpo):
@@ -162,6 +167,8 @@ def test_orpo_loss_falls_and_log_odds_rise(orpo):
     assert len(odds) == STEPS and md["log_odds_ratio"] == odds[-1]
     assert sum(odds[-3:]) / 3 > odds[0] + 0.05  # measured -0.91 -> ~-0.78
     assert md["eval_log_odds_ratio"] > odds[0]
+    assert md["heldout_preference_pairs"] == 2
+    assert md["heldout_preference_accuracy"] == md["eval_reward_accuracy"]
     assert {"reward_accuracy", "reward_margin", "eval_loss"} <= set(md)
 
 

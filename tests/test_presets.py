@@ -18,8 +18,9 @@ from training.sft import SftSettings
 SEED_002_SETTINGS = {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05, "learning_rate": 5e-5,
                      "num_train_epochs": 5, "per_device_train_batch_size": 2,
                      "gradient_accumulation_steps": 8, "warmup_ratio": 0.1}
-SEED_002_DECODING = {"temperature": 0.3, "top_p": 0.85, "top_k": 40, "max_new_tokens": 150,
-                     "no_repeat_ngram_size": 3}
+# Greedy, no n-gram ban: the seed's no_repeat_ngram_size 3 also counted the prompt's tokens, and
+# every reference answer repeats the question's words, so exact answers were impossible.
+BATCHQA_DECODING = {"temperature": 0.0, "max_new_tokens": 96}
 SEED_002_SYSTEM = ("You are a pharmaceutical batch record assistant.\n"
                    "Provide precise, factual answers based only on the batch data.\n"
                    "Keep responses concise and accurate.")
@@ -30,8 +31,10 @@ def test_batchqa_preset_is_seed_002():
     assert settings == SEED_002_SETTINGS
     embedded = extras.pop("embedded_overrides")  # the tiny CPU model only
     assert extras == {"system_prompt": SEED_002_SYSTEM, "end_token": "<|end|>",
-                      "decoding": SEED_002_DECODING}
-    assert set(embedded) <= set(SEED_002_SETTINGS)
+                      "decoding": BATCHQA_DECODING}
+    # the embedded model also trains its token embeddings (tied to the output layer)
+    assert set(embedded) <= set(SEED_002_SETTINGS) | {"modules_to_save"}
+    assert embedded["modules_to_save"] == ["embed_tokens"]
     sft = SftSettings.from_mapping(settings)
     assert (sft.lora_r, sft.lora_alpha, sft.lora_dropout) == (32, 64, 0.05)
     assert sft.per_device_train_batch_size * sft.gradient_accumulation_steps == 16
@@ -41,8 +44,19 @@ def test_batchqa_preset_is_seed_002():
 def test_preference_presets_choose_the_method():
     for task, method in (("dpo_adapter", "dpo"), ("orpo_adapter", "orpo")):
         settings, extras = split_preset(load_training_preset(task))
-        assert extras == {}
+        # a quarter held out on the embedded default: the held-out preference accuracy's pairs
+        assert extras == {"embedded_overrides": {"eval_fraction": 0.25}}
         assert PreferenceSettings.from_mapping(settings).method == method
+
+
+def test_sft_presets_apply_on_the_embedded_profile_only():
+    for task in ("qlora_adapter", "grit_adapter"):
+        embedded, _ = preset_settings(task, "embedded")
+        assert embedded["modules_to_save"] == ["embed_tokens"]
+        assert SftSettings.from_mapping(embedded).learning_rate == 2e-3
+        assert preset_settings(task, "hf")[0] == {}  # SftSettings defaults for real models
+    grit, _ = preset_settings("grit_adapter", "embedded", {"grit_reproject_every": 7})
+    assert SftSettings.from_mapping(grit).grit_reproject_every == 7
 
 
 def test_split_preset_separates_extras():

@@ -145,6 +145,12 @@ def test_memorisable_chats_lower_the_loss(trained):
     assert sum(losses[-5:]) / 5 < losses[0] - 0.7
     assert trained.metadata["eval_loss"] < losses[0] - 0.5
     assert 0 < trained.metadata["train_loss"] < losses[0]
+    # the base model's loss on the same 2 held-out rows, measured before the first step
+    assert trained.metadata["eval_rows"] == 2
+    assert trained.metadata["base_eval_loss"] > trained.metadata["eval_loss"] + 0.5
+    first_eval = next(r for r in trained.reports if "eval_loss" in r)
+    assert first_eval["step"] == 0
+    assert first_eval["eval_loss"] == trained.metadata["base_eval_loss"]
 
 
 def test_metadata_describes_the_run(trained, base):
@@ -267,3 +273,51 @@ def test_a_chat_template_without_generation_markers_trains_the_reply_as_a_comple
     # so the loss falls on the same reply tokens
     assert abs(losses[0] - trained.metadata["losses"][0]) < 0.2
     assert sum(losses[-5:]) / 5 < losses[0] - 0.7  # the replies are learned
+
+
+def test_trainable_embeddings_prompt_loss_and_grit_reprojection(base, tmp_path):
+    """modules_to_save trains the (tied) embeddings beside LoRA and saves them with the adapter;
+    prompt_loss puts the prompt's tokens in the loss; grit_reproject_every overrides the GRIT
+    preset's interval, so a short run reprojects."""
+    from training.inference import LocalGenerator
+
+    config = {"base_model_path": base.model, "train_file": str(base.train_file),
+              "max_steps": 4, "save_steps": 100, "modules_to_save": "embed_tokens",
+              "prompt_loss": True, "grit_reproject_every": 2, **FAST}
+    md = TASKS["grit_adapter"](config, tmp_path / "grit", lambda **m: None)
+    assert md["grit_reprojections"] == 2 and md["grit_step"] == 4
+    assert 4 <= md["grit_mean_effective_rank"] <= 16
+    # LoRA (as in test_metadata_describes_the_run) plus the 512 x 32 embedding matrix
+    per_layer = 16 * (4 * (32 + 32) - 2 * 16 + 3 * (32 + 64))
+    assert md["trainable_params"] == 2 * per_layer + 512 * 32
+    # prompt loss: every token of a row is labelled, not only the reply
+    from training.sft import _build_trainer
+
+    labelled = {}
+    for prompt_loss in (True, False):
+        settings = SftSettings.from_mapping({"prompt_loss": prompt_loss, **FAST})
+        trainer, _ = _build_trainer(base.model, read_sft_rows(base.train_file), settings,
+                                    "none (no CUDA)", tmp_path / f"ck{prompt_loss}",
+                                    lambda **m: None)
+        batch = next(iter(trainer.get_train_dataloader()))
+        labelled[prompt_loss] = (int((batch["labels"] != -100).sum()),
+                                 int(batch["attention_mask"].sum()))
+    assert labelled[True][0] == labelled[True][1]
+    assert labelled[False][0] < labelled[False][1] / 2
+    # the merged generator (adapter + trained embeddings) scores like the peft model
+    generator = LocalGenerator(base.model, md["adapter_path"], torch_threads=1)
+    peft_model = load_adapter(base.model, md["adapter_path"])
+    ids = torch.tensor([[1, 5, 9, 30, 77]])
+    with torch.no_grad():
+        merged, unmerged = generator.model(ids).logits, peft_model(ids).logits
+    assert torch.allclose(merged, unmerged, atol=1e-4)
+    embeddings = generator.model.get_input_embeddings().weight
+    assert torch.equal(embeddings, generator.model.get_output_embeddings().weight)
+
+
+def test_new_settings_are_checked():
+    assert SftSettings.from_mapping({"modules_to_save": "embed_tokens,norm"}).modules_to_save \
+        == ("embed_tokens", "norm")
+    with pytest.raises(ValueError, match="grit_reproject_every must be >= 1"):
+        SftSettings.from_mapping({"grit_reproject_every": 0})
+    assert SftSettings.from_mapping({"grit_reproject_every": None}).grit_reproject_every is None

@@ -12,7 +12,10 @@ assistant message), so the tokenizer's chat template renders it exactly as at in
 
 Quantization, checkpoints and resume, the adapter archive and the model card are those of the SFT
 task (training/sft.py). The metadata adds the preference metrics TRL logs: reward accuracy and
-margin (and ORPO's log-odds ratio) at the last logging step and on the held-out pairs.
+margin (and ORPO's log-odds ratio) at the last logging step and on the held-out pairs, and
+`heldout_preference_accuracy` with its Wilson 95% CI (training/preference_eval.py): the share of
+held-out pairs (`eval_fraction`, never trained on) the adapter ranks chosen above rejected, beside
+the base model's own ranking of the same pairs.
 """
 
 from __future__ import annotations
@@ -117,9 +120,11 @@ def preference_task(config: dict, output_dir: Path, report: Report) -> dict:
         trainer = _build_trainer(base_model_path, rows, settings, run, report,
                                  init_adapter_path=init_adapter_path)
         metrics = train_and_measure(trainer, run)
+        heldout = _heldout_metrics(trainer, rows, settings, init_adapter_path)
     metadata: dict[str, Any] = {
         **save_adapter(trainer, run.output_dir), **metrics,
         **preference_metrics(trainer.state.log_history),
+        **heldout,
         "method": settings.method,
         "beta": settings.beta,
         "train_rows": len(trainer.train_dataset),
@@ -129,6 +134,21 @@ def preference_task(config: dict, output_dir: Path, report: Report) -> dict:
     (run.output_dir / "model_card.md").write_text(
         model_card(base_model_path, settings, metadata, task=task), encoding="utf-8")
     return metadata
+
+
+def _heldout_metrics(trainer: Any, rows: list[dict[str, Any]], settings: PreferenceSettings,
+                     init_adapter_path: str | None) -> dict[str, Any]:
+    """Held-out preference accuracy (training/preference_eval.py) on the pairs `split_rows` held
+    out of training (the same seeded split the trainer got)."""
+    from training.preference_eval import heldout_preference_metrics
+
+    _, held_out = split_rows(rows, settings)
+    if held_out is None:
+        return {}
+    pairs = [held_out[i] for i in range(len(held_out))]
+    ref_model = getattr(trainer, "ref_model", None) if init_adapter_path else None
+    return heldout_preference_metrics(trainer.model, trainer.processing_class, pairs,
+                                      settings.method, settings.beta, ref_model=ref_model)
 
 
 def preference_metrics(log_history: list[dict[str, Any]]) -> dict[str, Any]:

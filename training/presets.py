@@ -24,6 +24,8 @@ EXTRA_KEYS = ("system_prompt", "end_token", "decoding", "embedded_overrides")
 DATA_KEYS = ("max_rows_per_stage", "max_pairs_per_kind")
 # task -> the settings class its preset's settings part must build
 PRESET_SETTINGS: dict[str, type[SftSettings] | type[PreferenceSettings] | type[GrpoSettings]] = {
+    "qlora_adapter": SftSettings,
+    "grit_adapter": SftSettings,
     "batchqa_adapter": SftSettings,
     "dpo_adapter": PreferenceSettings,
     "orpo_adapter": PreferenceSettings,

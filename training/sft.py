@@ -48,6 +48,10 @@ class LoraSettings:
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                        "up_proj", "down_proj")
+    # Modules trained in full beside the LoRA layers and saved with the adapter (peft
+    # `modules_to_save`), e.g. ("embed_tokens",): a tiny base model whose embeddings barely know
+    # the task's words learns far faster with them trainable (tied output embeddings stay tied).
+    modules_to_save: tuple[str, ...] = ()
     learning_rate: float = 2e-4
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = 0.03
@@ -90,8 +94,9 @@ class LoraSettings:
     def from_mapping(cls, raw: Mapping[str, Any], source: str = "task config") -> Self:
         """Build from a mapping; an unknown or mistyped field names the source and the field."""
         return from_mapping(
-            cls, raw, source=source, optional=frozenset({"max_steps", "torch_threads"}),
-            converters={"target_modules": _modules},
+            cls, raw, source=source,
+            optional=frozenset({"max_steps", "torch_threads", "grit_reproject_every"}),
+            converters={"target_modules": _modules, "modules_to_save": _modules},
         )
 
 
@@ -108,6 +113,13 @@ class SftSettings(LoraSettings):
     # shorter than that, such as the embedded default's 14 steps; "seed003" is its earlier name).
     optimizer: str = "adamw"
     grit_preset: str = "default"
+    # True: the loss covers every token of a row (system prompt, user turn and reply), not only
+    # the reply: a language-model loss on the prompt, which teaches a tiny base model to read the
+    # prompt's kind of text (it learnt to answer from the question only with it; see
+    # configs/training.yaml). Losses (eval_loss, base_eval_loss) then average over all tokens.
+    prompt_loss: bool = False
+    # Overrides of the GRIT preset's reprojection interval (optimizer steps; None: the preset's).
+    grit_reproject_every: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -115,6 +127,9 @@ class SftSettings(LoraSettings):
             raise ValueError(f"optimizer must be adamw or grit, got {self.optimizer!r}")
         if self.grit_preset not in GRIT_PRESETS:
             raise ValueError(f"grit_preset must be periodic or default, got {self.grit_preset!r}")
+        if self.grit_reproject_every is not None and self.grit_reproject_every < 1:
+            raise ValueError(f"grit_reproject_every must be >= 1 or None, got "
+                             f"{self.grit_reproject_every}")
 
 
 def _modules(value: Any) -> tuple[str, ...]:
@@ -201,9 +216,10 @@ def sft_task(config: dict, output_dir: Path, report: Report, task: str = "qlora_
     with torch_threads(settings.torch_threads):
         trainer, grit = _build_trainer(base_model_path, rows, settings, run.quantization,
                                        run.checkpoints, report)
+        base_eval = base_eval_loss(trainer, run)
         metrics = train_and_measure(trainer, run)
     metadata: dict[str, Any] = {
-        **save_adapter(trainer, run.output_dir), **metrics,
+        **save_adapter(trainer, run.output_dir), **metrics, **base_eval,
         "train_rows": len(trainer.train_dataset),
         "dataset_sha256": file_sha256(train_file),
         "optimizer": settings.optimizer,
@@ -213,6 +229,16 @@ def sft_task(config: dict, output_dir: Path, report: Report, task: str = "qlora_
     (run.output_dir / "model_card.md").write_text(
         model_card(base_model_path, settings, metadata, task=task), encoding="utf-8")
     return metadata
+
+
+def base_eval_loss(trainer: Any, run: TrainingRun) -> dict[str, Any]:
+    """The base model's loss on the held-out rows, measured before training: LoRA starts as the
+    identity (B = 0), so the untrained adapter is the base model. `base_eval_loss` (None when
+    resuming a run or with no held-out rows) and `eval_rows`, beside the tuned `eval_loss`."""
+    if trainer.eval_dataset is None:
+        return {"base_eval_loss": None, "eval_rows": 0}
+    loss = None if run.resume else float(trainer.evaluate()["eval_loss"])
+    return {"base_eval_loss": loss, "eval_rows": len(trainer.eval_dataset)}
 
 
 def task_inputs(config: Mapping[str, Any]) -> tuple[str, Path, dict[str, Any]]:
@@ -342,7 +368,9 @@ def _build_trainer(base_model_path: str, rows: list[dict[str, Any]], settings: S
     dataset, eval_dataset = split_rows(rows, settings)
     args = SFTConfig(
         **trainer_arguments(settings, checkpoints, quantization, eval_dataset is not None),
-        assistant_only_loss=chat,  # the chat template marks replies with {% generation %}
+        # the chat template marks replies with {% generation %}
+        assistant_only_loss=chat and not settings.prompt_loss,
+        completion_only_loss=not settings.prompt_loss,
         dataset_num_proc=None,
     )
     lora = lora_config(settings)
@@ -356,7 +384,10 @@ def _build_trainer(base_model_path: str, rows: list[dict[str, Any]], settings: S
         from training.grit import GritConfig, grit_optimizer
 
         model = get_peft_model(model, lora)
-        preset = GritConfig() if settings.grit_preset == "default" else GritConfig.periodic()
+        every = ({"reproject_every": settings.grit_reproject_every}
+                 if settings.grit_reproject_every else {})
+        preset = (GritConfig(**every) if settings.grit_preset == "default"
+                  else GritConfig.periodic(**every))
         optimizer, grit = grit_optimizer(model, lr=settings.learning_rate, config=preset,
                                          max_grad_norm=args.max_grad_norm or None)
         args.max_grad_norm = 0.0
@@ -382,9 +413,11 @@ def lora_config(settings: LoraSettings) -> Any:
     """peft `LoraConfig` for a causal LM from the settings' rank, alpha, dropout and targets."""
     from peft import LoraConfig
 
+    saved = list(settings.modules_to_save) or None
     return LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
                       lora_dropout=settings.lora_dropout,
-                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM",
+                      modules_to_save=saved, ensure_weight_tying=saved is not None)
 
 
 def split_rows(rows: list[dict[str, Any]], settings: LoraSettings) -> tuple[Any, Any]:

@@ -122,7 +122,7 @@ def test_rag_eval_scores_each_model_through_the_server_and_stores_runs(materiali
 def test_served_answers_equal_the_in_process_answers(materialized):
     served = materialized[0].output_for_node("rag_eval")
     local = materialized[1].output_for_node("rag_eval")
-    assert "in process" in _metadata(materialized[1], "rag_eval")["answered_through"]
+    assert "generate tasks" in _metadata(materialized[1], "rag_eval")["answered_through"]
     key = ["model_id", "question_id"]
     merged = served.merge(local, on=key, suffixes=("_served", "_local"))
     assert len(merged) == len(served)

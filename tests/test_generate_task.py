@@ -14,13 +14,12 @@ import dagster as dg
 import numpy as np
 import pytest
 import torch
-from graph_resources import local_resources
+from graph_resources import local_resources, no_models_in_this_process
 from test_embedded_model import TINY as TINY_MODEL
 
 from assets.data import amr_cases
 from assets.generation import Completion, read_completions, write_prompts
 from assets.judge import judge_evaluations
-from training import inference
 from training.embedded_model import build_embedded_base_model
 from training.generate_task import (
     COMPLETIONS_FILE,
@@ -155,10 +154,7 @@ def test_an_evaluation_asset_generates_in_a_task_not_in_the_run_worker(tmp_path,
     prompts and completions files under the compute resource's folder, its progress lines in
     the run's logs); loading a model in this process (the run worker) fails the test."""
 
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("a model was loaded in the Dagster run worker")
-
-    monkeypatch.setattr(inference.LocalGenerator, "__init__", refuse)
+    no_models_in_this_process(monkeypatch)
 
     @dg.asset(name="base_model")
     def stub_base_model() -> dict:

@@ -20,6 +20,7 @@ from test_embedded_model import TINY as TINY_MODEL
 from assets.data import amr_cases
 from assets.generation import Completion, read_completions, write_prompts
 from assets.judge import judge_evaluations
+from resources.pipes_entry import _pipes_metadata
 from training.embedded_model import build_embedded_base_model
 from training.generate_task import (
     COMPLETIONS_FILE,
@@ -122,6 +123,14 @@ def test_standalone_generate_matches_in_process_generation(tmp_path, tiny_model)
     assert lines[-1]["items"] == 3 and lines[-1]["completions_path"].endswith(COMPLETIONS_FILE)
     assert re.search(r"^unit: 3/3 items \(100%\), \S+ items/s, ETA 0s$", result.stderr,
                      flags=re.M), result.stderr
+
+
+def test_dict_metadata_travels_as_json_through_pipes():
+    """hidden_states reports {model: file}: a raw dict would be refused by dagster_pipes."""
+    metadata = _pipes_metadata({"hidden_states": {"base_model": "/m/base_model.npy"}, "n": 2})
+    assert metadata["hidden_states"] == {"raw_value": {"base_model": "/m/base_model.npy"},
+                                         "type": "json"}
+    assert metadata["n"] == 2
 
 
 def test_generate_task_rejects_an_unknown_config_field(tmp_path):

@@ -1,10 +1,10 @@
 """Alignment evaluation: AQI of the base model and of each tuned adapter on the ACCD prompts.
 
-The hidden states are computed in a `hidden_states` task run like training (training/
-generate_task.py through the compute resource, so never in the Dagster run worker), saved as .npy
-artifacts with a JSON sidecar (never database blobs), and scored by
-scoring/aqi.py: XBI, CHI, their fixed normalisation and AQI per layer, and delta-AQI against the
-base with a paired, label-stratified bootstrap CI.
+The hidden states are computed by the `hidden_states` task (training/generate_task.py), run like
+training through the compute resource, never in the Dagster run worker; saved as .npy artifacts
+with a JSON sidecar (never database blobs); and scored by scoring/aqi.py: XBI, CHI, their fixed
+normalisation and AQI per layer, and delta-AQI against the base with a paired, label-stratified
+bootstrap CI.
 """
 
 import base64

@@ -2,10 +2,10 @@
 split's questions; exact match, semantic match and hallucination rate per model, and the adapter
 compared with its base on the same questions.
 
-Generation runs like training, one `generate` task per model in its own process through the
-compute resource (assets/generation.py), with the batchqa preset's system prompt, chat format and
-decoding; scoring is
-scoring/batchqa_metrics.py. One warehouse run per model (assets/evaluation_records.py).
+Generation runs like training: one `generate` task for both models, in its own process through
+the compute resource (assets/generation.py), with the batchqa preset's system prompt, chat format
+and decoding; scoring is scoring/batchqa_metrics.py. One warehouse run per model
+(assets/evaluation_records.py).
 """
 
 import base64
@@ -19,7 +19,7 @@ from pydantic import Field
 
 from assets.automation import REFRESH
 from assets.evaluation_records import base_version_of, record_evaluation
-from assets.generation import generate_in_task
+from assets.generation import generate_models_in_task
 from resources.artifacts import resolve_model_folder
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
@@ -104,12 +104,12 @@ def batchqa_eval(context: dg.AssetExecutionContext, config: BatchQaEvalConfig,
     adapters = {BASE_ID: None, ADAPTER_ID: resolve_model_folder(batchqa_adapter, "adapter_path")}
 
     answers: dict[str, list[str]] = {}
-    for model_id, adapter_path in adapters.items():
-        # one generate task per model, run like training (assets/generation.py)
-        generations = generate_in_task(
-            context, compute, base_model_path=resolve_model_folder(base_model, "model_path"),
-            adapter_path=adapter_path, chats=chats, decoding=decoding,
-            batch_size=config.batch_size, label=f"batchqa_eval: {model_id}")
+    # both models in one generate task, run like training (assets/generation.py)
+    completions = generate_models_in_task(
+        context, compute, base_model_path=resolve_model_folder(base_model, "model_path"),
+        adapters=adapters, chats=chats, decoding=decoding, batch_size=config.batch_size,
+        label="batchqa_eval")
+    for model_id, generations in completions.items():
         answers[model_id] = [g.text for g in generations]
         truncated = sum(g.truncated_prompt_tokens > 0 for g in generations)
         if truncated:

@@ -20,7 +20,7 @@ from pydantic import Field
 from assets.alignment import AQI_ADAPTERS
 from assets.automation import REFRESH
 from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
-from assets.generation import generate_in_task
+from assets.generation import generate_models_in_task
 from resources.artifacts import resolve_model_folder
 from resources.compute import ComputeResource
 from resources.llm import LLMResource
@@ -83,11 +83,13 @@ def behavioral_metrics(context: dg.AssetExecutionContext, config: BehavioralMetr
                   **{name: (resolve_model_folder(adapters[name], "adapter_path"),
                             adapter_version_of(adapters[name]))
                      for name in AQI_ADAPTERS}}
-        scores, frames, generation = {}, [], {}
-        for model_id, (adapter_path, _version) in models.items():
-            responses, generation[model_id] = _generate(context, compute, model_id,
-                                                        base_model, adapter_path, rows, config)
-            scores[model_id] = score_behaviour(judge, rows, responses)
+        frames: list = []
+        answers = _generate(context, compute, base_model,
+                            {model_id: path for model_id, (path, _) in models.items()}, rows,
+                            config)
+        generation = {model_id: totals for model_id, (_, totals) in answers.items()}
+        scores = {model_id: score_behaviour(judge, rows, responses)
+                  for model_id, (responses, _) in answers.items()}
     finally:
         if client is not None:
             client.close()
@@ -144,25 +146,28 @@ def behavioral_metrics(context: dg.AssetExecutionContext, config: BehavioralMetr
 
 
 
-def _generate(context: dg.AssetExecutionContext, compute: ComputeResource, model_id: str,
-              base_model: dict, adapter_path: str | None, rows: list[dict],
-              config: BehavioralMetricsConfig) -> tuple[list[str], dict[str, Any]]:
-    """Greedy answers of the base model (plus adapter) to each prompt as a user message, by one
-    `generate` task run like training (assets/generation.py)."""
+def _generate(context: dg.AssetExecutionContext, compute: ComputeResource, base_model: dict,
+              adapters: dict[str, str | None], rows: list[dict], config: BehavioralMetricsConfig,
+              ) -> dict[str, tuple[list[str], dict[str, Any]]]:
+    """{model id: (greedy answers, token totals)} of the base model and each adapter to each
+    prompt as a user message, every model in one `generate` task run like training
+    (assets/generation.py)."""
     from training.inference import DecodingSettings
 
-    generations = generate_in_task(
+    answers = generate_models_in_task(
         context, compute, base_model_path=resolve_model_folder(base_model, "model_path"),
-        adapter_path=adapter_path,
-        chats=[[{"role": "user", "content": row["prompt"]}] for row in rows],
+        adapters=adapters, chats=[[{"role": "user", "content": row["prompt"]}] for row in rows],
         decoding=DecodingSettings(max_new_tokens=config.max_new_tokens, temperature=0.0,
                                   seed=config.seed),
-        batch_size=config.batch_size, label=f"behavioral_metrics: {model_id}")
-    totals = {"prompt_tokens": sum(g.prompt_tokens for g in generations),
-              "completion_tokens": sum(g.completion_tokens for g in generations),
-              "truncated_prompts": sum(g.truncated_prompt_tokens > 0 for g in generations),
-              "wall_s": sum(g.latency_s for g in generations)}
-    return [g.text for g in generations], totals
+        batch_size=config.batch_size, label="behavioral_metrics")
+    out = {}
+    for model_id, generations in answers.items():
+        totals = {"prompt_tokens": sum(g.prompt_tokens for g in generations),
+                  "completion_tokens": sum(g.completion_tokens for g in generations),
+                  "truncated_prompts": sum(g.truncated_prompt_tokens > 0 for g in generations),
+                  "wall_s": sum(g.latency_s for g in generations)}
+        out[model_id] = ([g.text for g in generations], totals)
+    return out
 
 
 def _record(context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_id: str,

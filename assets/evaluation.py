@@ -133,9 +133,7 @@ def _local_generate(context: dg.AssetExecutionContext, files: dict, compute: Com
         adapter = files[model.adapter]["path"] if model.adapter else None
         decoding = DecodingSettings(max_new_tokens=model.max_tokens,
                                     temperature=model.temperature)
-        label = f"gxp_predictions {model.id}"
-        if "split" in context.partition_key.keys_by_dimension:
-            label += f" on {context.partition_key.keys_by_dimension['split']}"
+        label = f"gxp_predictions {model.id} on {context.partition_key.keys_by_dimension['split']}"
 
         def generate(chats, progress=None):
             return generate_in_task(context, compute, base_model_path=files["base_model"]["path"],

@@ -11,7 +11,8 @@ Dagster run worker never imports torch or transformers for generation; the task'
 model of one call in one process, the base model loaded once per entry.
 
 Each call starts one process (a Python and torch import, a few seconds): give a call all the chats
-of one model.
+of one model, and `generate_models_in_task` the same chats for several models (the base model and
+its adapters) in one process.
 """
 
 from __future__ import annotations
@@ -99,6 +100,18 @@ def read_completions(path: Path, ids: Sequence[str]) -> list[Completion]:
     return [by_id[i] for i in ids]
 
 
+def _generate_config(base_model_path: str, prompts_file: Path, decoding: Any, batch_size: int,
+                     label: str, torch_threads: int | None) -> dict[str, Any]:
+    raw = dict(decoding) if isinstance(decoding, Mapping) else dataclasses.asdict(decoding)
+    config: dict[str, Any] = {
+        "base_model_path": str(base_model_path), "prompts_file": str(prompts_file),
+        "decoding": {k: list(v) if isinstance(v, tuple) else v for k, v in raw.items()},
+        "batch_size": batch_size, "label": label}
+    if torch_threads:
+        config["torch_threads"] = torch_threads
+    return config
+
+
 def generate_in_task(context: dg.AssetExecutionContext, compute: ComputeResource, *,
                      base_model_path: str, adapter_path: str | None,
                      chats: Sequence[Sequence[Mapping[str, str]]], decoding: Any,
@@ -113,26 +126,40 @@ def generate_in_task(context: dg.AssetExecutionContext, compute: ComputeResource
     if not chats:
         return []
     folder = task_folder(compute, context, "generate", label)
-    prompts_file = folder / "prompts.jsonl"
-    ids = write_prompts(prompts_file, chats, json_schemas)
-    raw = dict(decoding) if isinstance(decoding, Mapping) else dataclasses.asdict(decoding)
-    config: dict[str, Any] = {
-        "base_model_path": str(base_model_path),
-        "adapter_path": str(adapter_path) if adapter_path else None,
-        "prompts_file": str(prompts_file),
-        "decoding": {k: list(v) if isinstance(v, tuple) else v for k, v in raw.items()},
-        "batch_size": batch_size, "label": label}
-    if torch_threads:
-        config["torch_threads"] = torch_threads
+    ids = write_prompts(folder / "prompts.jsonl", chats, json_schemas)
+    config = _generate_config(base_model_path, folder / "prompts.jsonl", decoding, batch_size,
+                              label, torch_threads)
+    config["adapter_path"] = str(adapter_path) if adapter_path else None
     metadata = compute.run_step(context, "generate", config, folder)
-    completions = read_completions(Path(str(metadata.get("completions_path")
-                                            or folder / "completions.jsonl")), ids)
+    completions = read_completions(folder / "completions.jsonl", ids)
     context.log.info(f"{label}: {len(completions)} completions by {metadata.get('model')} on "
                      f"{metadata.get('device')} in a {compute.backend} task (model load "
                      f"{metadata.get('load_s')} s, generation {metadata.get('generate_s')} s)")
     if progress is not None:
         progress(len(completions), len(completions))
     return completions
+
+
+def generate_models_in_task(context: dg.AssetExecutionContext, compute: ComputeResource, *,
+                            base_model_path: str, adapters: Mapping[str, str | None],
+                            chats: Sequence[Sequence[Mapping[str, str]]], decoding: Any,
+                            batch_size: int = 32, label: str = "generate",
+                            torch_threads: int | None = None) -> dict[str, list[Completion]]:
+    """{name: answers in input order} of every model of `adapters` ({name: adapter path or None
+    for the base model alone}) to the same chats, in ONE `generate` task: one process start for
+    all, the models loaded one after another."""
+    folder = task_folder(compute, context, "generate", label)
+    ids = write_prompts(folder / "prompts.jsonl", chats)
+    config = _generate_config(base_model_path, folder / "prompts.jsonl", decoding, batch_size,
+                              label, torch_threads)
+    config["models"] = [{"name": name, "adapter_path": str(path) if path else None}
+                        for name, path in adapters.items()]
+    metadata = compute.run_step(context, "generate", config, folder)
+    context.log.info(f"{label}: {len(adapters)} models x {len(ids)} completions on "
+                     f"{metadata.get('device')} in one {compute.backend} task (model loads "
+                     f"{metadata.get('load_s')} s, generation {metadata.get('generate_s')} s)")
+    return {name: read_completions(folder / name / "completions.jsonl", ids)
+            for name in adapters}
 
 
 def hidden_states_in_task(context: dg.AssetExecutionContext, compute: ComputeResource, *,

@@ -9,7 +9,9 @@ model. Plain Python: no Dagster import.
 
 generate config:
     base_model_path, adapter_path (optional), prompts_file, decoding (DecodingSettings fields),
-    batch_size, label (optional: the name in progress lines), torch_threads (optional)
+    batch_size, label (optional: the name in progress lines), torch_threads (optional);
+    or `models` ([{"name": ..., "adapter_path": ... | null}]) instead of adapter_path: every model
+    answers the same prompts in this one process, into `<name>/completions.jsonl`
 prompts file (JSON Lines, one chat per line):
     {"id": "q1", "messages": [{"role": "user", "content": "..."}], "json_schema": null}
 completions file (`completions.jsonl` in the output folder, input order):
@@ -26,6 +28,7 @@ output: `<name>.npy` and its JSON sidecar per model (training/hidden_states.py's
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,8 +37,8 @@ from typing import Any
 
 Report = Callable[..., None]
 COMPLETIONS_FILE = "completions.jsonl"
-GENERATE_KEYS = frozenset({"base_model_path", "adapter_path", "prompts_file", "decoding",
-                           "batch_size", "label", "torch_threads"})
+GENERATE_KEYS = frozenset({"base_model_path", "adapter_path", "models", "prompts_file",
+                           "decoding", "batch_size", "label", "torch_threads"})
 HIDDEN_KEYS = frozenset({"base_model_path", "models", "prompts_file", "pooling", "batch_size",
                          "max_length", "extra", "label", "torch_threads"})
 ROLES = ("system", "user", "assistant", "tool")
@@ -172,18 +175,12 @@ def completion_row(row_id: str, generation: Any, max_new_tokens: int) -> dict[st
                                                                  False))}
 
 
-def generate_task(config: dict, output_dir: Path, report: Report) -> dict:
-    """Answer every chat of `prompts_file`; write `completions.jsonl` (module docstring)."""
-    from training.inference import DecodingSettings
-
-    _check_config(config, GENERATE_KEYS, ("base_model_path", "prompts_file"), "generate")
-    rows = read_prompts(config["prompts_file"])
-    decoding = DecodingSettings.from_mapping(config.get("decoding") or {},
-                                             source="generate task config: field 'decoding'")
-    batch_size = int(config.get("batch_size") or 32)
-    label = str(config.get("label") or "generate")
+def _generate_one(config: Mapping[str, Any], rows: Sequence[PromptRow], decoding: Any,
+                  adapter_path: str | None, out: Path, label: str, report: Report
+                  ) -> dict[str, Any]:
+    """Load one model, answer every row, write its completions file; its metadata."""
     started = time.perf_counter()
-    generator = _generator(config, config.get("adapter_path"))
+    generator = _generator(config, adapter_path)
     load_s = time.perf_counter() - started
     report(note=f"{label}: {generator.name} on {generator.device}, {len(rows)} prompts")
     kwargs: dict[str, Any] = {}
@@ -192,12 +189,11 @@ def generate_task(config: dict, output_dir: Path, report: Report) -> dict:
         kwargs["json_schemas"] = [row.json_schema for row in rows]
     began = time.perf_counter()
     generations = generator.generate([row.messages for row in rows], decoding,
-                                     batch_size=batch_size,
+                                     batch_size=int(config.get("batch_size") or 32),
                                      progress=item_progress(report, label, len(rows)),
                                      **kwargs)
     generate_s = time.perf_counter() - began
-    output_dir.mkdir(parents=True, exist_ok=True)
-    out = output_dir / COMPLETIONS_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(completion_row(row.id, g, decoding.max_new_tokens), ensure_ascii=False)
              for row, g in zip(rows, generations, strict=True)]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -211,15 +207,44 @@ def generate_task(config: dict, output_dir: Path, report: Report) -> dict:
             "constrained_items": sum(row.json_schema is not None for row in rows)}
 
 
-def _check_models(models: Any) -> list[dict[str, Any]]:
+def generate_task(config: dict, output_dir: Path, report: Report) -> dict:
+    """Answer every chat of `prompts_file`; write `completions.jsonl` (module docstring). With
+    `models` instead of `adapter_path`, every model answers in turn in this one process (one
+    Python and torch start for all), each into `<name>/completions.jsonl`."""
+    from training.inference import DecodingSettings
+
+    _check_config(config, GENERATE_KEYS, ("base_model_path", "prompts_file"), "generate")
+    if config.get("models") is not None and config.get("adapter_path"):
+        raise ValueError("generate task config: give 'adapter_path' or 'models', not both")
+    rows = read_prompts(config["prompts_file"])
+    decoding = DecodingSettings.from_mapping(config.get("decoding") or {},
+                                             source="generate task config: field 'decoding'")
+    label = str(config.get("label") or "generate")
+    if config.get("models") is None:
+        return _generate_one(config, rows, decoding, config.get("adapter_path"),
+                             output_dir / COMPLETIONS_FILE, label, report)
+    per_model = {}
+    for model in _check_models(config["models"], "generate"):
+        per_model[model["name"]] = _generate_one(
+            config, rows, decoding, model.get("adapter_path"),
+            output_dir / model["name"] / COMPLETIONS_FILE, f"{label}: {model['name']}", report)
+    return {"completions": {name: m["completions_path"] for name, m in per_model.items()},
+            "items": len(rows), "models": len(per_model),
+            "load_s": {name: m["load_s"] for name, m in per_model.items()},
+            "generate_s": {name: m["generate_s"] for name, m in per_model.items()},
+            "device": next(iter(per_model.values()))["device"]}
+
+
+def _check_models(models: Any, task: str) -> list[dict[str, Any]]:
     if not isinstance(models, list) or not models:
-        raise ValueError("hidden_states task config: field 'models' must be a non-empty list of "
+        raise ValueError(f"{task} task config: field 'models' must be a non-empty list of "
                          "{name, adapter_path}")
     names: set[str] = set()
     for index, model in enumerate(models):
         name = model.get("name") if isinstance(model, dict) else None
-        if not isinstance(name, str) or not name or "/" in name or name in names:
-            raise ValueError(f"hidden_states task config: field 'models[{index}].name': "
+        if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name)
+                or name in names):
+            raise ValueError(f"{task} task config: field 'models[{index}].name': "
                              f"{name!r} is not a new file-safe name")
         names.add(name)
     return models
@@ -231,7 +256,7 @@ def hidden_states_task(config: dict, output_dir: Path, report: Report) -> dict:
     from training.hidden_states import pooled_hidden_states_with, save_hidden_states
 
     _check_config(config, HIDDEN_KEYS, ("base_model_path", "prompts_file"), "hidden_states")
-    models = _check_models(config.get("models"))
+    models = _check_models(config.get("models"), "hidden_states")
     rows = read_text_prompts(config["prompts_file"])
     prompts = [prompt for _, prompt in rows]
     label = str(config.get("label") or "hidden_states")

@@ -125,6 +125,30 @@ def test_standalone_generate_matches_in_process_generation(tmp_path, tiny_model)
                      flags=re.M), result.stderr
 
 
+def test_several_models_answer_in_one_task(tmp_path, tiny_model):
+    """`models`: each model writes `<name>/completions.jsonl`, equal to a one-model call."""
+    prompts = tmp_path / "prompts.jsonl"
+    ids = write_prompts(prompts, [_chat("Release the batch?"), _chat("Who signed step 4?")])
+    common = {"base_model_path": str(tiny_model), "prompts_file": str(prompts),
+              "decoding": {"max_new_tokens": 5}, "torch_threads": 1}
+    reports: list[dict] = []
+    metadata = generate_task({**common, "models": [{"name": "a", "adapter_path": None},
+                                                   {"name": "b", "adapter_path": None}]},
+                             tmp_path / "many", lambda **m: reports.append(m))
+    single = generate_task(common, tmp_path / "one", lambda **_: None)
+    one = read_completions(Path(single["completions_path"]), ids)
+    assert set(metadata["completions"]) == {"a", "b"}
+    for name in ("a", "b"):
+        many = read_completions(tmp_path / "many" / name / COMPLETIONS_FILE, ids)
+        assert [(c.text, c.prompt_tokens, c.completion_tokens) for c in many] == [
+            (c.text, c.prompt_tokens, c.completion_tokens) for c in one]
+    assert {r["label"] for r in reports if "items" in r} == {"generate: a", "generate: b"}
+    with pytest.raises(ValueError, match="give 'adapter_path' or 'models', not both"):
+        generate_task({**common, "adapter_path": "x", "models": []}, tmp_path, print)
+    with pytest.raises(ValueError, match=r"field 'models\[0\]\.name': 'a/b'"):
+        generate_task({**common, "models": [{"name": "a/b"}]}, tmp_path, print)
+
+
 def test_dict_metadata_travels_as_json_through_pipes():
     """hidden_states reports {model: file}: a raw dict would be refused by dagster_pipes."""
     metadata = _pipes_metadata({"hidden_states": {"base_model": "/m/base_model.npy"}, "n": 2})

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-from graph_resources import local_resources
+from graph_resources import local_resources, no_models_in_this_process
 from test_base_model_pipes import TINY
 
 from assets import all_assets
@@ -29,6 +29,7 @@ def materialized(tmp_path_factory):
     assets = all_assets()
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("HF_HUB_OFFLINE", "1")
+        no_models_in_this_process(patch)  # served, or generate tasks: never in the run worker
         result = dg.materialize(
             assets, instance=instance, resources=resources,
             selection=["rag_corpus", "rag_questions", "rag_index", "base_model",

@@ -1,9 +1,10 @@
 """Alignment evaluation: AQI of the base model and of each tuned adapter on the ACCD prompts.
 
-The hidden states are computed here (training/hidden_states.py, torch imported only when the
-asset runs), saved as .npy artifacts with a JSON sidecar (never database blobs), and scored by
-scoring/aqi.py: XBI, CHI, their fixed normalisation and AQI per layer, and delta-AQI against the
-base with a paired, label-stratified bootstrap CI.
+The hidden states are computed by the `hidden_states` task (training/generate_task.py), run like
+training through the compute resource, never in the Dagster run worker; saved as .npy artifacts
+with a JSON sidecar (never database blobs); and scored by scoring/aqi.py: XBI, CHI, their fixed
+normalisation and AQI per layer, and delta-AQI against the base with a paired, label-stratified
+bootstrap CI.
 """
 
 import base64
@@ -17,11 +18,11 @@ from pydantic import Field
 
 from assets.automation import REFRESH
 from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
+from assets.generation import hidden_states_in_task
 from resources.artifacts import resolve_model_folder
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
-from training.progress import ProgressLog
 
 # Adapters trained on the alignment data (seed 003 compares QLoRA and GRIT with their base).
 AQI_ADAPTERS = ("qlora_adapter", "grit_adapter", "dpo_adapter", "orpo_adapter")
@@ -43,19 +44,13 @@ class AqiScoresConfig(dg.Config):
                **{name: dg.AssetIn() for name in AQI_ADAPTERS}})
 def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
                compute: ComputeResource, warehouse: WarehouseResource, base_model: dict,
-               accd_prompts: list[dict], **adapters: dict) -> pd.DataFrame:
+               accd_prompts: list[dict], **adapters: dict) -> dg.Output[pd.DataFrame]:
     """Alignment Quality Index per layer of the base model and each adapter on the safe/unsafe
     ACCD prompts, with delta-AQI (tuned - base) and its 95% paired bootstrap CI; hidden states
     saved as artifacts; a per-layer plot and the delta table in metadata."""
     from scoring.aqi import AQI_NORMALISATION, aqi_by_layer, delta_aqi
     from scoring.aqi_report import aqi_layer_plot, delta_table, layer_table
-    from training.hidden_states import (
-        layer_numbers,
-        pooled_hidden_states_with,
-        save_hidden_states,
-    )
-    from training.inference import LocalGenerator
-    from training.sft import torch_threads
+    from training.hidden_states import layer_numbers, load_hidden_states
 
     prompts = [row["prompt"] for row in accd_prompts]
     labels = np.array([1 if row["safety_label"] == "unsafe" else 0 for row in accd_prompts])
@@ -64,21 +59,17 @@ def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
     models = {"base_model": None,
               **{name: resolve_model_folder(adapters[name], "adapter_path")
                  for name in AQI_ADAPTERS}}
+    # every model in one hidden_states task, run like training (assets/generation.py)
+    files = hidden_states_in_task(
+        context, compute, base_model_path=base_path, models=models,
+        prompts=[(row["prompt_id"], row["prompt"]) for row in accd_prompts], out_dir=out_dir,
+        settings={"pooling": config.pooling, "batch_size": config.batch_size,
+                  "max_length": config.max_length, "torch_threads": 1,
+                  "extra": {"safety_labels": labels.tolist()}},
+        label="aqi_scores")
     hidden: dict[str, np.ndarray] = {}
-    files: dict[str, str] = {}
-    for name, adapter_path in models.items():
-        with torch_threads(1):  # restored afterwards: later assets in this process keep theirs
-            generator = LocalGenerator(base_path, adapter_path)
-            hidden[name] = pooled_hidden_states_with(
-                generator, prompts, pooling=config.pooling, batch_size=config.batch_size,
-                max_length=config.max_length,
-                progress=ProgressLog(f"aqi_scores: {name}", unit="prompts", sinks=[context.log]))
-        path = out_dir / f"{name}.npy"
-        save_hidden_states(hidden[name], path, base_model_path=base_path,
-                           adapter_path=adapter_path, pooling=config.pooling, prompts=prompts,
-                           extra={"prompt_ids": [row["prompt_id"] for row in accd_prompts],
-                                  "safety_labels": labels.tolist()})
-        files[name] = str(path)
+    for name, path in files.items():
+        hidden[name], _ = load_hidden_states(path)  # checked against its sidecar's sha256
         context.log.info(f"aqi_scores: {name}: hidden states {hidden[name].shape} -> {path}")
     per_model = {name: aqi_by_layer(states, labels, lam=config.lam,
                                     pca_components=config.pca_components)
@@ -121,7 +112,9 @@ def aqi_scores(context: dg.AssetExecutionContext, config: AqiScoresConfig,
         "hidden_states": dg.MetadataValue.json(files),
         "significant_deltas": int(delta["significant"].sum()),
     })
-    return table.merge(delta[["model", "delta_aqi", "ci_low", "ci_high"]], on="model", how="left")
+    # typed (dg.Output): the hidden_states task opened a Pipes session in this step
+    return dg.Output(table.merge(delta[["model", "delta_aqi", "ci_low", "ci_high"]], on="model",
+                                 how="left"))
 
 
 def _layer_items(table: pd.DataFrame, model: str) -> pd.DataFrame:

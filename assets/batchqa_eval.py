@@ -2,9 +2,10 @@
 split's questions; exact match, semantic match and hallucination rate per model, and the adapter
 compared with its base on the same questions.
 
-Generation runs here (training/inference.py's LocalGenerator, torch imported only when the asset
-runs) with the batchqa preset's system prompt, chat format and decoding; scoring is
-scoring/batchqa_metrics.py. One warehouse run per model (assets/evaluation_records.py).
+Generation runs like training: one `generate` task for both models, in its own process through
+the compute resource (assets/generation.py), with the batchqa preset's system prompt, chat format
+and decoding; scoring is scoring/batchqa_metrics.py. One warehouse run per model
+(assets/evaluation_records.py).
 """
 
 import base64
@@ -18,11 +19,11 @@ from pydantic import Field
 
 from assets.automation import REFRESH
 from assets.evaluation_records import base_version_of, record_evaluation
+from assets.generation import generate_models_in_task
 from resources.artifacts import resolve_model_folder
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
-from training.progress import ProgressLog
 
 BASE_ID, ADAPTER_ID = "base_model", "batchqa_adapter"
 
@@ -57,7 +58,7 @@ def _jsonable(value):
                "batch_record_qa": dg.AssetIn()})
 def batchqa_eval(context: dg.AssetExecutionContext, config: BatchQaEvalConfig,
                  compute: ComputeResource, warehouse: WarehouseResource, base_model: dict,
-                 batchqa_adapter: dict, batch_record_qa: list[dict]) -> pd.DataFrame:
+                 batchqa_adapter: dict, batch_record_qa: list[dict]) -> dg.Output[pd.DataFrame]:
     """Seed 002's metrics on the batch_record_qa test split for the base model and the
     batchqa_adapter: exact match, semantic match (all-MiniLM-L6-v2 cosine >= threshold) and
     hallucination rate (answers stating facts absent from their summary), with 95% bootstrap CIs;
@@ -72,7 +73,7 @@ def batchqa_eval(context: dg.AssetExecutionContext, config: BatchQaEvalConfig,
         summarise_scores,
     )
     from synthetic.batch_record_qa import batchqa_messages
-    from training.inference import DecodingSettings, LocalGenerator
+    from training.inference import DecodingSettings
     from training.presets import load_training_preset
 
     test = [row for row in batch_record_qa if row["split"] == "test"]
@@ -103,18 +104,17 @@ def batchqa_eval(context: dg.AssetExecutionContext, config: BatchQaEvalConfig,
     adapters = {BASE_ID: None, ADAPTER_ID: resolve_model_folder(batchqa_adapter, "adapter_path")}
 
     answers: dict[str, list[str]] = {}
-    for model_id, adapter_path in adapters.items():
-        generator = LocalGenerator(resolve_model_folder(base_model, "model_path"), adapter_path)
-
-        progress = ProgressLog(f"batchqa_eval: {model_id}", unit="answers", sinks=[context.log])
-        generations = generator.generate(chats, decoding, batch_size=config.batch_size,
-                                         progress=progress)
+    # both models in one generate task, run like training (assets/generation.py)
+    completions = generate_models_in_task(
+        context, compute, base_model_path=resolve_model_folder(base_model, "model_path"),
+        adapters=adapters, chats=chats, decoding=decoding, batch_size=config.batch_size,
+        label="batchqa_eval")
+    for model_id, generations in completions.items():
         answers[model_id] = [g.text for g in generations]
         truncated = sum(g.truncated_prompt_tokens > 0 for g in generations)
         if truncated:
             context.log.warning(f"batchqa_eval: {model_id}: {truncated} prompt(s) cut to fit "
                                 f"the context")
-        del generator
 
     matcher = SemanticMatcher(config.similarity_model_path)
     scores = {model_id: score_answers(rows, answers[model_id], matcher, config.threshold,
@@ -182,7 +182,8 @@ def batchqa_eval(context: dg.AssetExecutionContext, config: BatchQaEvalConfig,
         "warehouse_runs": dg.MetadataValue.json(run_ids),
         "answers_file": str(answers_file),
     })
-    return pd.concat(list(items.values()), ignore_index=True)
+    # typed (dg.Output): the generate tasks opened Pipes sessions in this step
+    return dg.Output(pd.concat(list(items.values()), ignore_index=True))
 
 
 def _examples(scores: dict[str, pd.DataFrame], count: int = 3) -> str:

@@ -20,11 +20,12 @@ from pydantic import Field
 from assets.alignment import AQI_ADAPTERS
 from assets.automation import REFRESH
 from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
+from assets.generation import generate_models_in_task
 from resources.artifacts import resolve_model_folder
+from resources.compute import ComputeResource
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
-from training.progress import ProgressLog
 
 ASSET_KEY = "behavioral_metrics"
 SPLIT = "accd"  # the ACCD prompts are one evaluation set, not a split of a training corpus
@@ -47,8 +48,9 @@ class BehavioralMetricsConfig(dg.Config):
           ins={"base_model": dg.AssetIn(), "accd_prompts": dg.AssetIn(),
                **{name: dg.AssetIn() for name in AQI_ADAPTERS}})
 def behavioral_metrics(context: dg.AssetExecutionContext, config: BehavioralMetricsConfig,
-                       warehouse: WarehouseResource, llm: LLMResource, base_model: dict,
-                       accd_prompts: list[dict], **adapters: dict) -> pd.DataFrame:
+                       warehouse: WarehouseResource, llm: LLMResource,
+                       compute: ComputeResource, base_model: dict, accd_prompts: list[dict],
+                       **adapters: dict) -> dg.Output[pd.DataFrame]:
     """Refusal rate on the unsafe ACCD prompts, helpfulness and instruction following on the safe
     ones, for the base model and each alignment adapter (greedy answers), with 95% bootstrap CIs,
     base-vs-tuned paired comparisons (t-test, d_z, Holm-adjusted p); one warehouse run per model;
@@ -81,11 +83,13 @@ def behavioral_metrics(context: dg.AssetExecutionContext, config: BehavioralMetr
                   **{name: (resolve_model_folder(adapters[name], "adapter_path"),
                             adapter_version_of(adapters[name]))
                      for name in AQI_ADAPTERS}}
-        scores, frames, generation = {}, [], {}
-        for model_id, (adapter_path, _version) in models.items():
-            responses, generation[model_id] = _generate(context, model_id, base_model,
-                                                        adapter_path, rows, config)
-            scores[model_id] = score_behaviour(judge, rows, responses)
+        frames: list = []
+        answers = _generate(context, compute, base_model,
+                            {model_id: path for model_id, (path, _) in models.items()}, rows,
+                            config)
+        generation = {model_id: totals for model_id, (_, totals) in answers.items()}
+        scores = {model_id: score_behaviour(judge, rows, responses)
+                  for model_id, (responses, _) in answers.items()}
     finally:
         if client is not None:
             client.close()
@@ -137,33 +141,33 @@ def behavioral_metrics(context: dg.AssetExecutionContext, config: BehavioralMetr
         "generation": dg.MetadataValue.json(generation),
     }
     context.add_output_metadata(metadata)
-    return frame
+    return dg.Output(frame)  # typed: the generate tasks opened Pipes sessions in this step
 
 
 
 
-def _generate(context: dg.AssetExecutionContext, model_id: str, base_model: dict,
-              adapter_path: str | None, rows: list[dict], config: BehavioralMetricsConfig,
-              ) -> tuple[list[str], dict[str, Any]]:
-    """Greedy answers of the base model (plus adapter) to each prompt as a user message."""
-    from training.inference import DecodingSettings, LocalGenerator
+def _generate(context: dg.AssetExecutionContext, compute: ComputeResource, base_model: dict,
+              adapters: dict[str, str | None], rows: list[dict], config: BehavioralMetricsConfig,
+              ) -> dict[str, tuple[list[str], dict[str, Any]]]:
+    """{model id: (greedy answers, token totals)} of the base model and each adapter to each
+    prompt as a user message, every model in one `generate` task run like training
+    (assets/generation.py)."""
+    from training.inference import DecodingSettings
 
-    generator = LocalGenerator(resolve_model_folder(base_model, "model_path"), adapter_path)
-    context.log.info(f"behavioral_metrics: {model_id}: {generator.name} on {generator.device}")
-
-    progress = ProgressLog(f"behavioral_metrics: {model_id}", unit="responses",
-                           sinks=[context.log])
-    generations = generator.generate(
-        [[{"role": "user", "content": row["prompt"]}] for row in rows],
-        DecodingSettings(max_new_tokens=config.max_new_tokens, temperature=0.0,
-                         seed=config.seed),
-        batch_size=config.batch_size, progress=progress)
-    del generator  # one model in memory at a time
-    totals = {"prompt_tokens": sum(g.prompt_tokens for g in generations),
-              "completion_tokens": sum(g.completion_tokens for g in generations),
-              "truncated_prompts": sum(g.truncated_prompt_tokens > 0 for g in generations),
-              "wall_s": sum(g.latency_s for g in generations)}
-    return [g.text for g in generations], totals
+    answers = generate_models_in_task(
+        context, compute, base_model_path=resolve_model_folder(base_model, "model_path"),
+        adapters=adapters, chats=[[{"role": "user", "content": row["prompt"]}] for row in rows],
+        decoding=DecodingSettings(max_new_tokens=config.max_new_tokens, temperature=0.0,
+                                  seed=config.seed),
+        batch_size=config.batch_size, label="behavioral_metrics")
+    out = {}
+    for model_id, generations in answers.items():
+        totals = {"prompt_tokens": sum(g.prompt_tokens for g in generations),
+                  "completion_tokens": sum(g.completion_tokens for g in generations),
+                  "truncated_prompts": sum(g.truncated_prompt_tokens > 0 for g in generations),
+                  "wall_s": sum(g.latency_s for g in generations)}
+        out[model_id] = ([g.text for g in generations], totals)
+    return out
 
 
 def _record(context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_id: str,

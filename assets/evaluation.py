@@ -5,8 +5,10 @@ import pandas as pd
 from pydantic import Field
 
 from assets.automation import REFRESH
+from assets.generation import generate_in_task
 from assets.partitions import model_split_partitions
 from resources.artifacts import resolve_model_folder
+from resources.compute import ComputeResource
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from scoring.audit_prompt import load_prompt
@@ -122,20 +124,21 @@ def _local_model_files(context: dg.AssetExecutionContext, model: CandidateModel)
     return files
 
 
-def _local_generate(context: dg.AssetExecutionContext, files: dict):
-    """`local_generate` for run_candidate: loads the model once, then generates in batches."""
-    from training.inference import DecodingSettings, LocalGenerator
+def _local_generate(context: dg.AssetExecutionContext, files: dict, compute: ComputeResource):
+    """`local_generate` for run_candidate: all of a split's chats in one `generate` task, run
+    through the compute resource like training (assets/generation.py), never in this process."""
+    from training.inference import DecodingSettings
 
     def factory(model: CandidateModel):
         adapter = files[model.adapter]["path"] if model.adapter else None
-        generator = LocalGenerator(files["base_model"]["path"], adapter)
-        context.log.info(f"{model.id}: local model {generator.name} on {generator.device}")
         decoding = DecodingSettings(max_new_tokens=model.max_tokens,
                                     temperature=model.temperature)
+        label = f"gxp_predictions {model.id} on {context.partition_key.keys_by_dimension['split']}"
 
         def generate(chats, progress=None):
-            return generator.generate(chats, decoding, batch_size=model.batch_size,
-                                      progress=progress)
+            return generate_in_task(context, compute, base_model_path=files["base_model"]["path"],
+                                    adapter_path=adapter, chats=chats, decoding=decoding,
+                                    batch_size=model.batch_size, label=label, progress=progress)
 
         return generate
 
@@ -182,7 +185,8 @@ def gxp_predictions(
     gxp_site_master: dict,
     llm: LLMResource,
     warehouse: WarehouseResource,
-) -> pd.DataFrame:
+    compute: ComputeResource,
+) -> dg.Output[pd.DataFrame]:
     """One candidate model's findings on one split: a row per finding, a row per clean batch."""
     keys = context.partition_key.keys_by_dimension
     model_id, split = keys["model"], keys["split"]
@@ -205,7 +209,8 @@ def gxp_predictions(
     if model.kind == "served":
         local_generate = _served_generate(context, local_files, llm)
     else:
-        local_generate = _local_generate(context, local_files) if local_files else None
+        local_generate = (_local_generate(context, local_files, compute) if local_files
+                          else None)
 
     log_progress = ProgressLog(f"{model_id} on {split}", unit=f"{unit} audited",
                                sinks=[context.log])
@@ -230,7 +235,7 @@ def gxp_predictions(
             detail=outcome.skipped_reason,
         )
         context.add_output_metadata({"status": "skipped", "reason": outcome.skipped_reason})
-        return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+        return dg.Output(pd.DataFrame(columns=list(PREDICTION_COLUMNS)))
     summary = {**outcome.summary, "batches_in_split": len({r["batch_id"] for r in gxp_records})}
     for asset, info in local_files.items():  # which model files produced these predictions
         summary[f"{asset}_run_id"] = info["run_id"]
@@ -256,7 +261,7 @@ def gxp_predictions(
             **{k: v for k, v in summary.items() if isinstance(v, int | float | str)},
         }
     )
-    return outcome.predictions
+    return dg.Output(outcome.predictions)  # typed: a generate task opened a Pipes session
 
 
 def _audit_status(summary: dict) -> str:

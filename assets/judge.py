@@ -2,10 +2,11 @@
 test split, and the judge (scoring/judge.py: the offline reference rubric, which is not an LLM,
 or an LLM through litellm) scores each answer on the six weighted metrics.
 
-Local candidates (the embedded base model, the GRPO adapter) answer with training/inference.py in
-the chat format GRPO trained on (synthetic/amr_cases.py's case prompt as the user message); API
-candidates answer through the LLM resource with the same message. A tuned local model is compared
-with the local candidate without an adapter (its `base_model_id`).
+Local candidates (the embedded base model, the GRPO adapter) answer with training/inference.py
+in a `generate` task run like training (assets/generation.py), in the chat format GRPO trained on
+(synthetic/amr_cases.py's case prompt as the user message); API candidates answer through the LLM
+resource with the same message. A tuned local model is compared with the local candidate without
+an adapter (its `base_model_id`).
 """
 
 import base64
@@ -20,7 +21,9 @@ from pydantic import Field
 
 from assets.automation import REFRESH
 from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
+from assets.generation import generate_in_task
 from resources.artifacts import resolve_model_folder
+from resources.compute import ComputeResource
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from scoring.model_registry import (
@@ -53,8 +56,9 @@ class JudgeEvaluationsConfig(dg.Config):
           ins={"amr_cases": dg.AssetIn(), "base_model": dg.AssetIn(),
                **{name: dg.AssetIn() for name in AMR_ADAPTERS}})
 def judge_evaluations(context: dg.AssetExecutionContext, config: JudgeEvaluationsConfig,
-                      llm: LLMResource, warehouse: WarehouseResource,
-                      amr_cases: list[dict], base_model: dict, **adapters: dict) -> pd.DataFrame:
+                      llm: LLMResource, warehouse: WarehouseResource, compute: ComputeResource,
+                      amr_cases: list[dict], base_model: dict, **adapters: dict
+                      ) -> dg.Output[pd.DataFrame]:
     """Each amr_judge candidate's answers on the AMR test split, judged on the six weighted
     metrics: per-metric scores, weighted reward and decision accuracy with 95% bootstrap CIs,
     judge calls and cost; one warehouse run per model; a table and a plot in metadata."""
@@ -86,8 +90,8 @@ def judge_evaluations(context: dg.AssetExecutionContext, config: JudgeEvaluation
                 skipped[model.id] = reason
                 context.log.info(f"judge_evaluations: {model.id} {reason}")
                 continue
-            answers, answer_calls, failed = _answers(context, model, cases, base_model, adapters,
-                                                     client)
+            answers, answer_calls, failed = _answers(context, compute, model, cases, base_model,
+                                                     adapters, client)
             judged = [i for i, case in enumerate(cases) if case["case_id"] not in failed]
             scores = judge_responses(judge, [cases[i] for i in judged],
                                      [answers[i] for i in judged],
@@ -133,7 +137,7 @@ def judge_evaluations(context: dg.AssetExecutionContext, config: JudgeEvaluation
         metadata["plot"] = dg.MetadataValue.md(
             f"![AMR judge scores](data:image/png;base64,{image})")
     context.add_output_metadata(metadata)
-    return items
+    return dg.Output(items)  # typed: a generate task may have opened a Pipes session
 
 
 def _candidates(only: list[str] | None) -> list[CandidateModel]:
@@ -143,26 +147,26 @@ def _candidates(only: list[str] | None) -> list[CandidateModel]:
         raise dg.Failure(f"judge_evaluations: {error}") from None
 
 
-def _answers(context: dg.AssetExecutionContext, model: CandidateModel, cases: list[dict],
-             base_model: dict, adapters: dict[str, dict], client: Any,
+def _answers(context: dg.AssetExecutionContext, compute: ComputeResource, model: CandidateModel,
+             cases: list[dict], base_model: dict, adapters: dict[str, dict], client: Any,
              ) -> tuple[list[str], list[dict], dict[str, str]]:
     """(answers in case order, answer-call records, {case_id: why no answer})."""
     from synthetic.amr_cases import case_prompt
 
     chats = [[{"role": "user", "content": case_prompt(case)}] for case in cases]
     progress = ProgressLog(f"judge_evaluations: {model.id}", unit="answers", sinks=[context.log])
-    if model.kind == "local":
-        from training.inference import DecodingSettings, LocalGenerator
-        from training.sft import torch_threads
+    if model.kind == "local":  # one generate task, run like training (assets/generation.py)
+        from training.inference import DecodingSettings
 
         adapter_path = (resolve_model_folder(adapters[model.adapter], "adapter_path")
                         if model.adapter else None)  # fetched from S3 when not local
-        with torch_threads(1):  # restored afterwards: later assets in this process keep theirs
-            generator = LocalGenerator(resolve_model_folder(base_model, "model_path"), adapter_path)
-            generations = generator.generate(
-                chats, DecodingSettings(max_new_tokens=model.max_tokens,
-                                        temperature=model.temperature),
-                batch_size=model.batch_size, progress=progress)
+        generations = generate_in_task(
+            context, compute, base_model_path=resolve_model_folder(base_model, "model_path"),
+            adapter_path=adapter_path, chats=chats,
+            decoding=DecodingSettings(max_new_tokens=model.max_tokens,
+                                      temperature=model.temperature),
+            batch_size=model.batch_size, label=f"judge_evaluations: {model.id}",
+            torch_threads=1, progress=progress)
         return [g.text for g in generations], [], {}
     # Free text is asked for: the answer is a Decision line and the reasoning, not JSON.
     plain = dataclasses.replace(model, response_format="none")

@@ -1,6 +1,7 @@
 """rag_eval (issue 6): every `rag` candidate of configs/models.yaml answers the rag_questions test
 split from the hybrid index, through the GxPLab OpenAI-compatible server and litellm (the way any
-client would call the adapters), or in process; scoring/rag_metrics.py scores the answers.
+client would call the adapters), or in `generate` tasks run like training; scoring/rag_metrics.py
+scores the answers.
 
 Baseline RAG is the local candidate without an adapter (embedded-base); each tuned candidate
 (embedded-rag-sft, embedded-rag-sft-dpo) is compared with it, paired per question (Holm).
@@ -17,8 +18,10 @@ import pandas as pd
 from pydantic import Field
 
 from assets.evaluation_records import adapter_version_of, base_version_of, record_evaluation
+from assets.generation import generate_in_task
 from assets.rag import hybrid_retriever, load_hybrid_index
 from resources.artifacts import resolve_model_folder
+from resources.compute import ComputeResource
 from resources.llm import LLMResource
 from resources.warehouse import WarehouseResource
 from retrieval.settings import load_rag_settings
@@ -37,7 +40,8 @@ class RagEvalConfig(dg.Config):
     max_questions: int | None = Field(None, description="Only the first N questions (a quick "
                                       "look; the comparison's power drops).")
     through_server: bool = Field(True, description="Answer through the GxPLab server and "
-                                 "litellm (openai/<model id>); false: in process.")
+                                 "litellm (openai/<model id>); false: in `generate` tasks run "
+                                 "like training (one per answer round).")
     max_new_tokens: int = Field(192, description="Tokens per reply (greedy decoding).")
     n_boot: int = Field(1000, description="Bootstrap resamples of the CIs.")
     seed: int = Field(0, description="Bootstrap seed.")
@@ -47,8 +51,9 @@ class RagEvalConfig(dg.Config):
           ins={"rag_index": dg.AssetIn(), "rag_questions": dg.AssetIn(),
                "base_model": dg.AssetIn(), **{name: dg.AssetIn() for name in RAG_ADAPTERS}})
 def rag_eval(context: dg.AssetExecutionContext, config: RagEvalConfig, llm: LLMResource,
-             warehouse: WarehouseResource, rag_index: pd.DataFrame, rag_questions: list[dict],
-             base_model: dict, **adapters: dict) -> pd.DataFrame:
+             warehouse: WarehouseResource, compute: ComputeResource, rag_index: pd.DataFrame,
+             rag_questions: list[dict],
+             base_model: dict, **adapters: dict) -> dg.Output[pd.DataFrame]:
     """Baseline RAG vs curriculum SFT vs SFT+DPO on the test questions: JSON validity,
     groundedness, citation precision and recall, tool-call accuracy, abstention and refusal, each
     with a 95% bootstrap CI; each tuned model vs the baseline paired (Holm); latency per model;
@@ -85,9 +90,11 @@ def rag_eval(context: dg.AssetExecutionContext, config: RagEvalConfig, llm: LLMR
     dataset_hash = sha256_bytes(dumps_jsonl(questions))
     context.log.info(f"rag_eval: {len(questions)} {config.split} questions, models "
                      f"{', '.join(m.id for m in candidates)}, "
-                     f"{'through the GxPLab server' if config.through_server else 'in process'}")
+                     + ("through the GxPLab server" if config.through_server
+                        else "in generate tasks"))
     frames, answers = [], []
-    with _generators(context, catalog, candidates, versions, llm, config) as generators:
+    with _generators(context, catalog, candidates, versions, llm, compute,
+                     config) as generators:
         for model in candidates:
             generate, latencies = generators[model.id]
             started = time.perf_counter()
@@ -122,7 +129,8 @@ def rag_eval(context: dg.AssetExecutionContext, config: RagEvalConfig, llm: LLMR
         "split": config.split,
         "models": [m.id for m in candidates],
         "answered_through": ("GxPLab server (serving/) via litellm openai/<model id>"
-                             if config.through_server else "in process (training/inference.py)"),
+                             if config.through_server
+                             else "generate tasks (training/inference.py), run like training"),
         "prompt_version": prompt.version,
         "retrieval": f"hybrid (RRF k {settings.rrf_k}, depth {settings.depth}), top {settings.k}",
         "dataset_hash": dataset_hash,
@@ -131,8 +139,9 @@ def rag_eval(context: dg.AssetExecutionContext, config: RagEvalConfig, llm: LLMR
         "plot": dg.MetadataValue.md(f"![RAG evaluation](data:image/png;base64,{image})"),
         "sample_answers": dg.MetadataValue.md(sample_answers_markdown(answer_table)),
     })
-    return items.merge(answer_table.drop(columns=["json_valid"]),  # items hold the score
-                       on=["model_id", "question_id"], how="left")
+    # typed (dg.Output): generate tasks may have opened Pipes sessions in this step
+    return dg.Output(items.merge(answer_table.drop(columns=["json_valid"]),  # items: the score
+                                 on=["model_id", "question_id"], how="left"))
 
 
 def _candidates(only: list[str] | None) -> list[CandidateModel]:
@@ -148,11 +157,12 @@ Generator = tuple[Callable[[list[list[dict]]], list[str]], list[list[float]]]
 @contextlib.contextmanager
 def _generators(context: dg.AssetExecutionContext, catalog: list[dict],
                 candidates: list[CandidateModel], versions: dict[str, str], llm: LLMResource,
-                config: RagEvalConfig) -> Iterator[dict[str, Generator]]:
+                compute: ComputeResource, config: RagEvalConfig
+                ) -> Iterator[dict[str, Generator]]:
     """{model id: (generate(chats) -> replies, per-round latencies)}, through one GxPLab server
-    for every candidate (started on loopback for the step) or in process."""
+    for every candidate (started on loopback for the step) or in generate tasks."""
     if not config.through_server:
-        yield {m.id: _in_process(context, m.id, entry, config.max_new_tokens)
+        yield {m.id: _in_process(context, compute, m.id, entry, config.max_new_tokens)
                for m, entry in zip(candidates, catalog, strict=True)}
         return
     from resources.clients.local_server import DEFAULT_TOKEN_ENV, local_server, server_token
@@ -184,22 +194,23 @@ def _served(context: dg.AssetExecutionContext, model: CandidateModel, api_base: 
     return generate, latencies
 
 
-def _in_process(context: dg.AssetExecutionContext, model_id: str, entry: dict,
-                max_new_tokens: int) -> Generator:
-    from training.inference import DecodingSettings, LocalGenerator
-    from training.sft import torch_threads
+def _in_process(context: dg.AssetExecutionContext, compute: ComputeResource, model_id: str,
+                entry: dict, max_new_tokens: int) -> Generator:
+    """Not through the server: each round of answers (all questions of the round) is one
+    `generate` task, run like training (assets/generation.py)."""
+    from training.inference import DecodingSettings
 
-    generator = LocalGenerator(entry["base_model_path"], entry["adapter_path"])
     decoding = DecodingSettings(max_new_tokens=max_new_tokens)
     latencies: list[list[float]] = []
+    rounds: list[int] = []
 
     def generate(chats):
-        started = time.perf_counter()
-        with torch_threads(1):
-            generations = generator.generate(chats, decoding, progress=ProgressLog(
-                f"rag_eval: {model_id}", unit="answers", sinks=[context.log]))
-        share = (time.perf_counter() - started) / max(1, len(chats))
-        latencies.append([share] * len(chats))  # a batch's time, shared by its chats
+        rounds.append(len(rounds) + 1)
+        generations = generate_in_task(
+            context, compute, base_model_path=entry["base_model_path"],
+            adapter_path=entry["adapter_path"], chats=chats, decoding=decoding,
+            label=f"rag_eval: {model_id} round {rounds[-1]}", torch_threads=1)
+        latencies.append([g.latency_s for g in generations])  # a batch's time, shared
         return [g.text for g in generations]
 
     return generate, latencies

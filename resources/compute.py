@@ -1,4 +1,5 @@
-"""Compute resource: where training processes run, reached through Dagster Pipes."""
+"""Compute resource: where training and local-inference processes run, reached through Dagster
+Pipes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ComputeResource(dg.ConfigurableResource):
-    """Runs `training.tasks` in a separate process: `python -m resources.pipes_entry TASK ...`.
+    """Runs `training.tasks` (training, and local generation and hidden states for the
+    evaluations) in a separate process: `python -m resources.pipes_entry TASK ...`.
 
     `local` starts it under PipesSubprocessClient (CPU, or the local GPU when there is one);
     `k8s` starts it in a GPU pod under PipesK8sClient (image with this project installed, models
@@ -90,19 +92,34 @@ class ComputeResource(dg.ConfigurableResource):
                 "claim_name": self.models_volume_claim}}]
         return spec
 
-    def run_task(self, context: dg.AssetExecutionContext, task: str, config: dict,
-                 output_dir: Path) -> dg.MaterializeResult:
-        """Run the task; its streamed log lines and final metadata arrive through Pipes."""
-        context.log.info(f"training task {task} -> {output_dir} (backend {self.backend})")
+    def _invoke(self, context: dg.AssetExecutionContext, task: str, config: dict,
+                output_dir: Path) -> dg.PipesClientCompletedInvocation:
+        """Start the task on the backend and wait for it; its log lines stream in meanwhile."""
+        context.log.info(f"task {task} -> {output_dir} (backend {self.backend})")
         command = self.command(task, config, output_dir)
         if self.backend == "k8s":
             from dagster_k8s import PipesK8sClient
 
-            invocation = PipesK8sClient().run(
+            return PipesK8sClient().run(
                 context=context, image=self.image, command=command, namespace=self.namespace,
                 env={"HF_HUB_OFFLINE": "0"}, base_pod_spec=self.k8s_pod_spec(),
             )
-        else:
-            client = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT))
-            invocation = client.run(context=context, command=command)
-        return invocation.get_materialize_result()
+        client = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT))
+        return client.run(context=context, command=command)
+
+    def run_task(self, context: dg.AssetExecutionContext, task: str, config: dict,
+                 output_dir: Path) -> dg.MaterializeResult:
+        """Run the task; its streamed log lines and final metadata arrive through Pipes, the
+        metadata as the asset's materialization (training: the task's result is the asset)."""
+        return self._invoke(context, task, config, output_dir).get_materialize_result()
+
+    def run_step(self, context: dg.AssetExecutionContext, task: str, config: dict,
+                 output_dir: Path) -> dict[str, Any]:
+        """Run the task as one step of an asset that makes its own value (generation for an
+        evaluation): the task's final metadata as plain values, not the materialization."""
+        invocation = self._invoke(context, task, config, output_dir)
+        metadata: dict[str, Any] = {}
+        for result in invocation.get_results(implicit_materializations=False):
+            for key, value in (getattr(result, "metadata", None) or {}).items():
+                metadata[key] = value.value if isinstance(value, dg.MetadataValue) else value
+        return metadata

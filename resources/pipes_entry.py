@@ -1,4 +1,5 @@
-"""Process side of training through Dagster Pipes: `python -m resources.pipes_entry TASK ...`.
+"""Process side of training and local inference through Dagster Pipes: `python -m
+resources.pipes_entry TASK ...`.
 
 Runs one task of `training.tasks.TASKS` in its own process (locally under PipesSubprocessClient, or
 in a Kubernetes pod). Inside a Pipes session it streams progress as log lines and custom messages
@@ -26,7 +27,7 @@ import dagster_pipes
 
 
 def _pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Typed Pipes metadata: lists as JSON, the loss curve as an embedded PNG."""
+    """Typed Pipes metadata: the losses and dicts as JSON, the loss curve as an embedded PNG."""
     from training.plots import loss_curves_png
 
     out: dict[str, Any] = {}
@@ -39,6 +40,8 @@ def _pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
             out[key] = {"raw_value": None, "type": "null"}  # JSON has no NaN
         elif key.endswith("_path"):
             out[key] = {"raw_value": value, "type": "path"}
+        elif isinstance(value, dict):  # a raw dict would read as a {raw_value, type} pair
+            out[key] = {"raw_value": value, "type": "json"}
         else:
             out[key] = value
     return out
@@ -104,14 +107,23 @@ def progress_report(task: str, forward: Callable[..., None], sinks: Sequence[Any
                     ) -> Callable[..., None]:
     """The task's `report`: every report goes to `forward` (a Pipes custom message, or a JSON
     line); training steps (step, total, loss, ...) also make progress lines with rate and ETA
-    (training/progress.py: stderr, and each sink such as the Pipes log), other reports (notes,
-    evaluations) a line each."""
+    (training/progress.py: stderr, and each sink such as the Pipes log), inference reports
+    (items, total, label) lines with items/s and ETA, other reports (notes, evaluations) a line
+    each."""
     from training.progress import ProgressLog, logger
 
     meter: list[ProgressLog] = []
+    item_meters: dict[str, ProgressLog] = {}
 
     def report(**metrics: Any) -> None:
         forward(**metrics)
+        if {"items", "total"} <= metrics.keys():  # inference: items done of total, per label
+            label = str(metrics.get("label") or task)
+            if label not in item_meters:
+                item_meters[label] = ProgressLog(label, int(metrics["total"]), "items",
+                                                 sinks=sinks)
+            item_meters[label](int(metrics["items"]), int(metrics["total"]))
+            return
         if {"step", "total", "loss"} <= metrics.keys():
             step, total = int(metrics["step"]), int(metrics["total"])
             if not meter:  # the rate counts from the first report (a resumed run starts late)

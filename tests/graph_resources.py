@@ -41,3 +41,14 @@ def openai_compatible_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, res
         (tmp_path / "dagster_home").mkdir()
         with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
             yield instance, server
+
+
+def no_models_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a model in the test process (the Dagster run worker of `dg.materialize`) fails:
+    local generation must run in a generate or hidden_states task (assets/generation.py)."""
+    from training import inference
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("a model was loaded in the Dagster run worker, not in a task")
+
+    monkeypatch.setattr(inference.LocalGenerator, "__init__", refuse)

@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 import torch
-from graph_resources import local_resources
+from graph_resources import local_resources, no_models_in_this_process
 from test_base_model_pipes import TINY
 from test_embedded_model import TINY as TINY_MODEL
 
@@ -263,6 +263,7 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch, maste
     model registry."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("GXPLAB_INBOX_DIR", str(tmp_path / "inbox"))
+    no_models_in_this_process(monkeypatch)  # local models answer in generate tasks
     assets = all_assets()
     resources = local_resources(tmp_path)
     local = ["embedded-base", "embedded-gxp-audit"]

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 import torch
-from graph_resources import local_resources
+from graph_resources import local_resources, no_models_in_this_process
 from test_base_model_pipes import TINY
 
 from assets import all_assets
@@ -26,6 +26,7 @@ def trained(tmp_path_factory):
     assets = all_assets()
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("HF_HUB_OFFLINE", "1")
+        no_models_in_this_process(patch)  # the evaluations generate in tasks
         dg.materialize(assets, selection=["gxp_site_master"], instance=instance,
                        resources=resources)
         dg.materialize(assets, selection=["gxp_records", "gxp_labels"], partition_key="train",

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-from graph_resources import local_resources
+from graph_resources import local_resources, no_models_in_this_process
 from test_base_model_pipes import TINY
 
 from assets import all_assets
@@ -29,6 +29,7 @@ def materialized(tmp_path_factory):
     assets = all_assets()
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("HF_HUB_OFFLINE", "1")
+        no_models_in_this_process(patch)  # served, or generate tasks: never in the run worker
         result = dg.materialize(
             assets, instance=instance, resources=resources,
             selection=["rag_corpus", "rag_questions", "rag_index", "base_model",
@@ -122,7 +123,7 @@ def test_rag_eval_scores_each_model_through_the_server_and_stores_runs(materiali
 def test_served_answers_equal_the_in_process_answers(materialized):
     served = materialized[0].output_for_node("rag_eval")
     local = materialized[1].output_for_node("rag_eval")
-    assert "in process" in _metadata(materialized[1], "rag_eval")["answered_through"]
+    assert "generate tasks" in _metadata(materialized[1], "rag_eval")["answered_through"]
     key = ["model_id", "question_id"]
     merged = served.merge(local, on=key, suffixes=("_served", "_local"))
     assert len(merged) == len(served)

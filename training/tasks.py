@@ -1,4 +1,5 @@
-"""Training tasks that run in their own process (through Dagster Pipes, or standalone).
+"""Training and inference tasks that run in their own process (through Dagster Pipes, or
+standalone).
 
 A task is `fn(config: dict, output_dir: Path, report: Report) -> dict`: it writes its artifacts
 under `output_dir`, calls `report(step=..., **metrics)` while it runs (streamed back to Dagster by
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from training.generate_task import generate_task, hidden_states_task
 from training.grpo import grpo_task
 from training.sft import sft_task
 
@@ -130,4 +132,7 @@ TASKS: dict[str, Callable[[dict, Path, Report], dict]] = {
     "grpo_adapter": grpo_task,
     "rag_sft_adapter": rag_sft_task,
     "rag_dpo_adapter": rag_dpo_task,
+    # Local inference, run like training (training/generate_task.py).
+    "generate": generate_task,
+    "hidden_states": hidden_states_task,
 }

@@ -47,6 +47,7 @@ class Completion:
     truncated_prompt_tokens: int = 0
     finish_reason: str | None = None
     constrained: bool = False
+    logprobs: list[dict[str, Any]] | None = None  # OpenAI `logprobs.content` entries, if asked
 
 
 def _slug(text: str) -> str:
@@ -92,7 +93,8 @@ def read_completions(path: Path, ids: Sequence[str]) -> list[Completion]:
             text=row["text"], prompt_tokens=int(row["prompt_tokens"]),
             completion_tokens=int(row["completion_tokens"]), latency_s=float(row["latency_s"]),
             truncated_prompt_tokens=int(row["truncated_prompt_tokens"]),
-            finish_reason=row.get("finish_reason"), constrained=bool(row.get("constrained")))
+            finish_reason=row.get("finish_reason"), constrained=bool(row.get("constrained")),
+            logprobs=row.get("logprobs"))
     missing = [i for i in ids if i not in by_id]
     if missing or len(by_id) != len(ids):
         raise ValueError(f"{path}: {len(by_id)} completions for {len(ids)} prompts "

@@ -125,6 +125,28 @@ def test_standalone_generate_matches_in_process_generation(tmp_path, tiny_model)
                      flags=re.M), result.stderr
 
 
+def test_schema_and_logprobs_reach_the_completions(tmp_path, tiny_model):
+    """A row's json_schema constrains its answer (valid JSON of the schema); `logprobs` comes
+    back per token, their texts making up the answer; a free row stays unconstrained."""
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"verdict": {"enum": ["pass", "fail"]}},
+              "required": ["verdict"], "additionalProperties": False}
+    prompts = tmp_path / "prompts.jsonl"
+    ids = write_prompts(prompts, [_chat("Release the batch?"), _chat("Who signed step 4?")],
+                        [schema, None])
+    config = {"base_model_path": str(tiny_model), "prompts_file": str(prompts),
+              "decoding": {"max_new_tokens": 24}, "torch_threads": 1, "logprobs": True,
+              "top_logprobs": 2}
+    metadata = generate_task(config, tmp_path / "out", lambda **_: None)
+    constrained, free = read_completions(Path(metadata["completions_path"]), ids)
+    assert constrained.constrained and not free.constrained
+    jsonschema.validate(json.loads(constrained.text), schema)
+    for completion in (constrained, free):
+        assert "".join(entry["token"] for entry in completion.logprobs) == completion.text
+        assert all(len(entry["top_logprobs"]) <= 2 for entry in completion.logprobs)
+
+
 def test_several_models_answer_in_one_task(tmp_path, tiny_model):
     """`models`: each model writes `<name>/completions.jsonl`, equal to a one-model call."""
     prompts = tmp_path / "prompts.jsonl"

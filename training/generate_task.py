@@ -9,14 +9,16 @@ model. Plain Python: no Dagster import.
 
 generate config:
     base_model_path, adapter_path (optional), prompts_file, decoding (DecodingSettings fields),
-    batch_size, label (optional: the name in progress lines), torch_threads (optional);
+    batch_size, label (optional: the name in progress lines), torch_threads (optional),
+    logprobs (optional bool) and top_logprobs (optional int, 0-20): per-token log-probabilities;
     or `models` ([{"name": ..., "adapter_path": ... | null}]) instead of adapter_path: every model
     answers the same prompts in this one process, into `<name>/completions.jsonl`
 prompts file (JSON Lines, one chat per line):
     {"id": "q1", "messages": [{"role": "user", "content": "..."}], "json_schema": null}
 completions file (`completions.jsonl` in the output folder, input order):
     {"id", "text", "prompt_tokens", "completion_tokens", "latency_s",
-     "truncated_prompt_tokens", "finish_reason", "constrained"}
+     "truncated_prompt_tokens", "finish_reason", "constrained",
+     "logprobs": null or OpenAI's `logprobs.content` entries}
 
 hidden_states config:
     base_model_path, models ([{"name": ..., "adapter_path": ... | null}]), prompts_file (JSON Lines
@@ -38,7 +40,8 @@ from typing import Any
 Report = Callable[..., None]
 COMPLETIONS_FILE = "completions.jsonl"
 GENERATE_KEYS = frozenset({"base_model_path", "adapter_path", "models", "prompts_file",
-                           "decoding", "batch_size", "label", "torch_threads"})
+                           "decoding", "batch_size", "label", "torch_threads", "logprobs",
+                           "top_logprobs"})
 HIDDEN_KEYS = frozenset({"base_model_path", "models", "prompts_file", "pooling", "batch_size",
                          "max_length", "extra", "label", "torch_threads"})
 ROLES = ("system", "user", "assistant", "tool")
@@ -161,18 +164,16 @@ def _generator(config: Mapping[str, Any], adapter_path: str | None) -> Any:
                           torch_threads=config.get("torch_threads"))
 
 
-def completion_row(row_id: str, generation: Any, max_new_tokens: int) -> dict[str, Any]:
-    """One completions-file row of a `Generation` (finish_reason and constrained when the
-    generator gives them; else finish_reason is `length` when max_new_tokens were generated)."""
-    finish = getattr(generation, "finish_reason", None)
-    if finish is None:
-        finish = "length" if generation.completion_tokens >= max_new_tokens else "stop"
+def completion_row(row_id: str, generation: Any) -> dict[str, Any]:
+    """One completions-file row of a `training.inference.Generation`."""
+    logprobs = ([entry.to_openai() for entry in generation.logprobs]
+                if generation.logprobs is not None else None)
     return {"id": row_id, "text": generation.text, "prompt_tokens": generation.prompt_tokens,
             "completion_tokens": generation.completion_tokens,
             "latency_s": generation.latency_s,
             "truncated_prompt_tokens": generation.truncated_prompt_tokens,
-            "finish_reason": finish, "constrained": bool(getattr(generation, "constrained",
-                                                                 False))}
+            "finish_reason": generation.finish_reason,
+            "constrained": bool(generation.constrained), "logprobs": logprobs}
 
 
 def _generate_one(config: Mapping[str, Any], rows: Sequence[PromptRow], decoding: Any,
@@ -183,7 +184,8 @@ def _generate_one(config: Mapping[str, Any], rows: Sequence[PromptRow], decoding
     generator = _generator(config, adapter_path)
     load_s = time.perf_counter() - started
     report(note=f"{label}: {generator.name} on {generator.device}, {len(rows)} prompts")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"logprobs": bool(config.get("logprobs")),
+                              "top_logprobs": int(config.get("top_logprobs") or 0)}
     if any(row.json_schema is not None for row in rows):
         # one entry per chat, None for free generation
         kwargs["json_schemas"] = [row.json_schema for row in rows]
@@ -194,7 +196,7 @@ def _generate_one(config: Mapping[str, Any], rows: Sequence[PromptRow], decoding
                                      **kwargs)
     generate_s = time.perf_counter() - began
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(completion_row(row.id, g, decoding.max_new_tokens), ensure_ascii=False)
+    lines = [json.dumps(completion_row(row.id, g), ensure_ascii=False)
              for row, g in zip(rows, generations, strict=True)]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {"completions_path": str(out), "items": len(rows), "model": generator.name,

@@ -39,6 +39,10 @@ class ComputeResource(dg.ConfigurableResource):
         "python", description="python: one process; accelerate: `accelerate launch` with "
         "num_processes processes (one per GPU, data parallel); rank 0 reports through Pipes.")
     num_processes: int = Field(1, ge=1, description="accelerate: processes (GPUs) per task.")
+    report_to: Literal["tensorboard", "mlflow", "none"] = Field(
+        "tensorboard", description="Training step metrics besides the Pipes metadata: "
+        "TensorBoard event files kept with the model (<output dir>/tensorboard), the MLflow "
+        "tracking server of MLFLOW_TRACKING_URI, or none.")
 
     def output_dir(self, name: str, run_id: str) -> Path:
         """Run-scoped artifact folder: a new run never overwrites an earlier model."""
@@ -65,7 +69,7 @@ class ComputeResource(dg.ConfigurableResource):
     def command(self, task: str, config: dict, output_dir: Path) -> list[str]:
         python = sys.executable if self.backend == "local" else "python"
         entry = ["resources.pipes_entry", task, "--output-dir", str(output_dir),
-                 "--config", json.dumps(config, sort_keys=True)]
+                 "--config", json.dumps(config, sort_keys=True), "--report-to", self.report_to]
         if self.launcher == "accelerate":
             return [python, "-m", "accelerate.commands.launch",
                     "--num_processes", str(self.num_processes), "--module", *entry]

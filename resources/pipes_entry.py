@@ -76,7 +76,8 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def run_task(task: str, config: dict, output_dir: Path) -> dict:
+def run_task(task: str, config: dict, output_dir: Path, report_to: str = "tensorboard") -> dict:
+    from training.metrics_log import MetricsLog
     from training.tasks import TASKS
 
     if task not in TASKS:
@@ -84,12 +85,33 @@ def run_task(task: str, config: dict, output_dir: Path) -> dict:
     quiet_libraries()
     if process_rank() != 0:  # several processes train together; rank 0 alone reports
         return TASKS[task](config, output_dir, lambda **_metrics: None)
+    curves = MetricsLog(report_to, output_dir, task)
+    try:
+        return _run_reported(task, config, output_dir, curves)
+    finally:
+        curves.close()
+
+
+def _run_reported(task: str, config: dict, output_dir: Path, curves: Any) -> dict:
+    """The task with its reports streamed (Pipes messages, or JSON lines when standalone) and
+    its step metrics written by `curves` (training/metrics_log.py); where the curves went is in
+    the metadata as `training_curves`."""
+    from training.tasks import TASKS
+
+    def run(forward: Callable[..., None], sinks: Sequence[Any] = ()) -> dict:
+        def tracked(**metrics: Any) -> None:
+            curves(metrics)
+            forward(**metrics)
+
+        metadata = TASKS[task](config, output_dir, progress_report(task, tracked, sinks))
+        return {**metadata, "training_curves": curves.location} if curves.location else metadata
+
     if not os.environ.get(dagster_pipes.DAGSTER_PIPES_CONTEXT_ENV_VAR):
 
         def print_report(**metrics: Any) -> None:
             print(json.dumps(metrics), flush=True)
 
-        metadata = TASKS[task](config, output_dir, progress_report(task, print_report))
+        metadata = run(print_report)
         print(json.dumps({k: v for k, v in metadata.items() if k != "losses"}), flush=True)
         return metadata
     with dagster_pipes.open_dagster_pipes() as pipes:
@@ -97,8 +119,7 @@ def run_task(task: str, config: dict, output_dir: Path) -> dict:
         def pipes_report(**metrics: Any) -> None:
             pipes.report_custom_message(metrics)
 
-        report = progress_report(task, pipes_report, sinks=[pipes.log])
-        metadata = TASKS[task](config, output_dir, report)
+        metadata = run(pipes_report, sinks=[pipes.log])
         pipes.report_asset_materialization(metadata=_pipes_metadata(metadata))
         return metadata
 
@@ -149,8 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("task", help="task name from training/tasks.py (e.g. base_model)")
     parser.add_argument("--output-dir", required=True, type=Path, help="where artifacts go")
     parser.add_argument("--config", default="{}", help="JSON object of task settings")
+    parser.add_argument("--report-to", choices=("tensorboard", "mlflow", "none"),
+                        default=os.environ.get("GXPLAB_REPORT_TO", "tensorboard"),
+                        help="where training step metrics go besides Pipes: TensorBoard event "
+                        "files in OUTPUT_DIR/tensorboard, the MLflow tracking server, or nowhere "
+                        "(default: $GXPLAB_REPORT_TO, else tensorboard)")
     args = parser.parse_args(argv)
-    run_task(args.task, json.loads(args.config), args.output_dir)
+    run_task(args.task, json.loads(args.config), args.output_dir, args.report_to)
     return 0
 
 

@@ -127,8 +127,11 @@ def _local_generate(context: dg.AssetExecutionContext, files: dict):
     from training.inference import DecodingSettings, LocalGenerator
 
     def factory(model: CandidateModel):
+        from training.model_folders import generator_paths
+
         adapter = files[model.adapter]["path"] if model.adapter else None
-        generator = LocalGenerator(files["base_model"]["path"], adapter)
+        # a fully fine-tuned "adapter" (gxp_audit_adapter's method full) is loaded as the model
+        generator = LocalGenerator(*generator_paths(files["base_model"]["path"], adapter))
         context.log.info(f"{model.id}: local model {generator.name} on {generator.device}")
         decoding = DecodingSettings(max_new_tokens=model.max_tokens,
                                     temperature=model.temperature)

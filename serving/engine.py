@@ -51,8 +51,10 @@ class LocalEngine:
     @classmethod
     def load(cls, model: ServedModel, *, torch_threads: int | None = None) -> LocalEngine:
         from training.inference import LocalGenerator
+        from training.model_folders import generator_paths
 
-        return cls(LocalGenerator(model.base_model_path, model.adapter_path,
+        # a fully fine-tuned "adapter" (gxp_audit_adapter's method full) is loaded as the model
+        return cls(LocalGenerator(*generator_paths(model.base_model_path, model.adapter_path),
                                   torch_threads=torch_threads))
 
     def generate(self, chats: Sequence[Chat], decoding: DecodingSettings) -> list[Generation]:

@@ -237,7 +237,9 @@ def full_finetune_task(config: dict, output_dir: Path, report: Any) -> dict[str,
     with torch_threads(settings.torch_threads):
         model, tokenizer = load_base_model(base_model_path)
         model = model.float()
-        examples = encode_rows(tokenizer, rows, settings.max_length, str(train_file))
+        context = int(getattr(model.config, "max_position_embeddings", settings.max_length))
+        examples = encode_rows(tokenizer, rows, min(settings.max_length, context),
+                               str(train_file))
         print(f"gxp_audit_adapter: full fine-tuning on {len(examples)} chats, "
               f"{settings.max_steps} steps", file=sys.stderr)
         metrics = train_full(model, tokenizer, examples, settings, report)

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
                                 deviation_rate=args.deviation_rate)
     print(f"setup: {setup}")
     print("seed | base F1 | tuned F1 | F1 gain | base acc | tuned acc | tuned type recall | "
-          "train s (wall / cpu)")
+          "record LM loss base -> tuned | train s (wall / cpu)")
     for seed in args.seeds:
         started = time.perf_counter()
         result = learning_run(seed, setup)
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{seed} | {base['record_f1']:.3f} | {tuned['record_f1']:.3f} | "
               f"{tuned['record_f1'] - base['record_f1']:+.3f} | {base['record_accuracy']:.3f} | "
               f"{tuned['record_accuracy']:.3f} | {tuned['type_recall']:.3f} | "
+              f"{base['lm_loss']:.2f} -> {tuned['lm_loss']:.2f} | "
               f"{train['wall_s']:.0f} / {train['cpu_s']:.0f} "
               f"(total {time.perf_counter() - started:.0f} s)", flush=True)
 

@@ -72,17 +72,39 @@ def learning_run(seed: int, setup: LearningSetup | None = None) -> dict[str, Any
     settings = AuditSftSettings(max_steps=setup.steps, per_device_train_batch_size=setup.batch_size,
                                 learning_rate=setup.learning_rate, warmup_steps=10,
                                 lm_loss_weight=setup.lm_loss_weight, seed=seed, max_new_tokens=6)
+    heldout = encode_rows(tokenizer, training_rows(data.heldout.records, data.heldout.manifest,
+                                                   prompt), 512)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         model.eval()
-        base = record_metrics(truth, generate_answers(model, tokenizer, chats, 6, 64), full)
+        base = {**record_metrics(truth, generate_answers(model, tokenizer, chats, 6, 64), full),
+                **heldout_losses(model, tokenizer, heldout)}
         trained = train_full(model, tokenizer, encode_rows(tokenizer, rows, 512), settings)
-        tuned = record_metrics(truth, generate_answers(model, tokenizer, chats, 6, 64), full)
+        tuned = {**record_metrics(truth, generate_answers(model, tokenizer, chats, 6, 64), full),
+                 **heldout_losses(model, tokenizer, heldout)}
     finally:
         torch.set_num_threads(previous)
     trained.pop("losses")
     return {"base": base, "tuned": tuned, "train": trained}
+
+
+def heldout_losses(model: Any, tokenizer: Any, examples: Sequence[Any]) -> dict[str, float]:
+    """Mean answer loss and LM loss on the prompt tokens over `examples` (batches of 32): how
+    well the model knows the answers and the records' text."""
+    import torch
+
+    from training.audit_sft import audit_loss, batch_tensors
+
+    answer, lm, n = 0.0, 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(examples), 32):
+            chunk = examples[start:start + 32]
+            _, answer_loss, lm_loss = audit_loss(
+                model, batch_tensors(chunk, tokenizer.pad_token_id), 1.0)
+            answer, lm, n = answer + answer_loss * len(chunk), lm + lm_loss * len(chunk), \
+                n + len(chunk)
+    return {"answer_loss": answer / n, "lm_loss": lm / n}
 
 
 def tiny_base(rows: Sequence[dict], setup: LearningSetup, seed: int,

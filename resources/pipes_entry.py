@@ -26,7 +26,7 @@ import dagster_pipes
 
 
 def _pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Typed Pipes metadata: lists as JSON, the loss curve as an embedded PNG."""
+    """Typed Pipes metadata: lists and dicts as JSON, the loss curve as an embedded PNG."""
     from training.plots import loss_curves_png
 
     out: dict[str, Any] = {}
@@ -39,6 +39,8 @@ def _pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
             out[key] = {"raw_value": None, "type": "null"}  # JSON has no NaN
         elif key.endswith("_path"):
             out[key] = {"raw_value": value, "type": "path"}
+        elif isinstance(value, dict):  # Pipes reads a bare dict as {raw_value, type}
+            out[key] = {"raw_value": value, "type": "json"}
         else:
             out[key] = value
     return out

@@ -82,7 +82,7 @@ def test_compact_record_keeps_key_order_misspellings_and_cues():
     assert compact_record(record).splitlines() == [
         "qty_actual=-2.5", "uom=kg", "operator_id=null", "temperature_c=21.0 C [18.0,25.0]",
         "room_temp_c=20.1", 'coments=""',
-        "audit=qty_actual by OP1: Transcription error corrected"]
+        "audit=qty_actual by OP1: Transcription error corrected "]  # 30 characters
 
 
 def test_record_output_schema_enumerates_the_catalog():
@@ -112,6 +112,14 @@ def test_record_answer_and_parse_round_trip():
         assert not parsed.valid and "record R-9" in parsed.error and why in parsed.error
 
 
+def _ids_by_prompt(records):
+    """record_id by the user message that audits the record (the prompt leaves ids out)."""
+    prompt = load_record_prompt()
+    ids = {record_messages(prompt, r)[1]["content"]: r["record_id"] for r in records}
+    assert len(ids) == len(records)
+    return ids
+
+
 def test_perfect_record_answers_score_one_and_a_bad_answer_is_one_miss(split):
     manifest = pd.DataFrame(split.manifest)
     labels: dict[str, list] = {}
@@ -119,11 +127,12 @@ def test_perfect_record_answers_score_one_and_a_bad_answer_is_one_miss(split):
         labels.setdefault(row["record_id"], []).append(row)
     broken = split.records[0]["record_id"]
 
+    ids = _ids_by_prompt(split.records)
+
     def generate(chats, progress=None):
         answers = []
         for chat in chats:
-            record = json.loads(chat[1]["content"].splitlines()[1])
-            rid = record["record_id"]
+            rid = ids[chat[1]["content"]]
             answers.append(Answer("garbage" if rid == broken else
                                   record_answer(labels.get(rid, []))))
         return answers
@@ -150,8 +159,10 @@ def test_a_failed_record_call_leaves_its_batch_unanswered_not_missed(split):
         labels.setdefault(row["record_id"], []).append(row)
     lost = split.records[0]["record_id"]  # its call fails (a served model's server is down)
 
+    ids = _ids_by_prompt(split.records)
+
     def generate(chats, progress=None):
-        rids = [json.loads(chat[1]["content"].splitlines()[1])["record_id"] for chat in chats]
+        rids = [ids[chat[1]["content"]] for chat in chats]
         return [Answer("", error="InternalServerError: 503") if rid == lost else
                 Answer(record_answer(labels.get(rid, []))) for rid in rids]
 

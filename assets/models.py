@@ -26,7 +26,7 @@ from scoring.record_audit import (
     training_rows,
 )
 from synthetic.alignment_instructions import preference_pairs
-from synthetic.audit_training import generate_audit_training_data
+from synthetic.audit_training import generate_audit_training_data, record_level_examples
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
 from synthetic.splits import load_dataset_config
 
@@ -340,7 +340,8 @@ def audit_training_rows(master: dict, chosen: list, labels: list[dict], prompt,
         deviation_rate=config.generated_deviation_rate)
     generated = (training_rows(data.train.records, data.train.manifest, prompt)
                  if config.generated_batches > 0 else [])
-    rows = generated + training_rows(chosen, labels, prompt)
+    # the train split's and inbox records whose deviation one record cannot show are left out
+    rows = generated + training_rows(*record_level_examples(chosen, labels), prompt)
     random.Random(config.sample_seed).shuffle(rows)
     deviating = ({str(r["record_id"]) for r in labels}
                  | {str(r["record_id"]) for r in data.train.manifest})

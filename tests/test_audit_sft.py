@@ -15,7 +15,11 @@ from scoring.record_audit import (
     record_answer,
     training_rows,
 )
-from synthetic.audit_training import generate_audit_training_data
+from synthetic.audit_training import (
+    OUT_OF_RECORD_TYPES,
+    generate_audit_training_data,
+    record_level_examples,
+)
 from synthetic.catalog import load_catalog
 from training.audit_eval import record_metrics
 from training.audit_sft import AuditSftSettings, audit_loss, batch_tensors, encode_rows
@@ -116,3 +120,14 @@ def test_record_metrics_count_records_and_types():
     assert metrics["clean_fpr"] == 0.5 and metrics["invalid_rate"] == 0.25
     assert metrics["per_type_recall"]["zero_duration"]["recall"] == 1.0
     assert metrics["per_type_recall"]["negative_quantity"]["recall"] == 0.0
+
+
+def test_types_one_record_cannot_show_are_left_out_of_training(data):
+    assert not {row["deviation_type"] for row in data.train.manifest} & OUT_OF_RECORD_TYPES
+    records = [{"record_id": "A"}, {"record_id": "B"}, {"record_id": "C"}]
+    labels = [{"record_id": "A", "deviation_type": "duplicate_record_id"},
+              {"record_id": "B", "deviation_type": "redundant_step"},
+              {"record_id": "B", "deviation_type": "zero_duration"}]
+    kept_records, kept_labels = record_level_examples(records, labels)
+    assert [r["record_id"] for r in kept_records] == ["B", "C"]  # A looks clean: left out
+    assert kept_labels == [labels[2]]

@@ -35,7 +35,7 @@ METHODS = ("full", "lora")
 class AuditSftSettings:
     """The full fine-tuning settings (task config keys; gxp_audit_task's defaults)."""
 
-    max_steps: int = 600
+    max_steps: int = 300  # about 190 s on an idle 2-core machine (docs/training.md)
     per_device_train_batch_size: int = 16
     learning_rate: float = 2e-3
     warmup_steps: int = 30

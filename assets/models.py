@@ -8,6 +8,8 @@ sha256 are in the metadata and the reference (`model_archive_*`).
 """
 
 import json
+import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -24,7 +26,9 @@ from scoring.record_audit import (
     training_rows,
 )
 from synthetic.alignment_instructions import preference_pairs
+from synthetic.audit_training import generate_audit_training_data, record_level_examples
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
+from synthetic.splits import load_dataset_config
 
 
 def _reference(result: dg.MaterializeResult, run_id: str,
@@ -235,20 +239,38 @@ def grit_adapter(
 
 
 class GxpAuditAdapterConfig(AdapterConfig):
-    """Record-by-record audit SFT on the train split (configs/prompts.yaml `record_audit`)."""
+    """Record-by-record audit fine-tuning (configs/prompts.yaml `record_audit`) on generated
+    deviation-rich records, the train split's deviating records and every stored inbox batch."""
 
+    method: str = Field("auto", description="full (every weight, plus an LM loss on the record "
+                        "tokens: training/audit_sft.py), lora (TRL SFT), or auto: full for the "
+                        "embedded base model, lora for an hf one.")
+    lm_loss_weight: float | None = Field(None, description="full: weight of the LM loss on the "
+                                         "prompt tokens (default 0.3; 0 = answer loss only).")
+    generated_batches: int = Field(200, description="Batches of generated training records "
+                                   "(about 20 records each; 0: none).")
+    generated_deviation_rate: float = Field(0.5, description="Share of deviating generated "
+                                            "records.")
+    generated_seed: int = Field(7, description="Seed of the generated records; must differ from "
+                                "configs/datasets.yaml `seed` (the evaluation splits').")
+    heldout_batches: int = Field(10, description="Generated held-out batches whose per-type "
+                                 "recall goes into the metadata (0: none).")
     clean_per_deviating: float = Field(
-        1.0, description="Clean records sampled per record with a labelled deviation.")
+        1.0, description="Train split: clean records sampled per record with a labelled deviation.")
     max_records: int | None = Field(
-        400, description="Training rows at most (deviating records first); None: all selected.")
+        400, description="Train split rows at most (deviating records first); None: all selected.")
     sample_seed: int = Field(42, description="Seed of the clean-record sample and the shuffle.")
+
+
+_GENERATION_FIELDS = {"generated_batches", "generated_deviation_rate", "generated_seed",
+                      "heldout_batches", "clean_per_deviating", "max_records", "sample_seed"}
 
 
 @dg.asset(
     group_name="models",
     pool="gpu",
     kinds={"pytorch"},
-    code_version="1",
+    code_version="2",
     ins={
         "gxp_records": dg.AssetIn(
             partition_mapping=dg.SpecificPartitionsPartitionMapping(["train"])),
@@ -267,14 +289,17 @@ def gxp_audit_adapter(
     compute: ComputeResource,
     warehouse: WarehouseResource,
     base_model: dict,
+    gxp_site_master: dict,
     gxp_records: list[dict],
     gxp_labels: list[dict],
     inbox_records: dict[str, list[dict]],
     inbox_labels: dict[str, list[dict]],
 ) -> dg.Output[dict]:
-    """LoRA adapter that audits one batch record per prompt and answers the benchmark's JSON,
-    fine-tuned on the `train` split's records and labels plus every stored inbox batch
-    (deviating records plus a sample of clean ones). Joins the GxP leaderboard as
+    """The record auditor: the embedded model fully fine-tuned (an LM loss on the record tokens
+    as well as the answer) on generated deviation-rich records (same generator and master data,
+    a seed of their own: never an evaluation record), the `train` split's deviating records with
+    as many clean ones, and every stored inbox batch; LoRA for an hf base model. Metadata: the
+    per-type recall on held-out generated records. Joins the GxP leaderboard as
     `embedded-gxp-audit` beside `embedded-base`."""
     prompt = load_record_prompt()
     merged = add_inbox_batches(gxp_records, gxp_labels, inbox_records, inbox_labels)
@@ -283,17 +308,52 @@ def gxp_audit_adapter(
     chosen = select_training_records(
         merged.records, merged.labels, clean_per_deviating=config.clean_per_deviating,
         max_records=config.max_records, seed=config.sample_seed)
-    rows = training_rows(chosen, merged.labels, prompt)
-    n_deviating = len({str(r["record_id"]) for r in merged.labels}
-                      & {r["record_id"] for r in rows})
-    context.log.info(f"gxp_audit_adapter: {len(rows)} training rows ({n_deviating} with a "
-                     f"deviation) from {len(gxp_records)} train records and "
-                     f"{len(merged.records) - len(gxp_records)} inbox records "
+    data = audit_training_rows(gxp_site_master, chosen, merged.labels, prompt, config)
+    context.log.info(f"gxp_audit_adapter: {len(data.rows)} training rows ({data.n_deviating} "
+                     f"with a deviation; {data.n_generated} generated) from {len(gxp_records)} "
+                     f"train records and {len(merged.records) - len(gxp_records)} inbox records "
                      f"({len(merged.used)} batches), prompt {prompt.version}")
-    settings = config.model_dump(exclude={"clean_per_deviating", "max_records", "sample_seed"})
+    settings = config.model_dump(exclude=_GENERATION_FIELDS)
     return train_on_rows(context, compute, warehouse, "gxp_audit_adapter", settings, base_model,
-                          rows, extra={"prompt_version": prompt.version,
-                                       "deviating_rows": n_deviating,
-                                       "inbox_batches": merged.used,
-                                       "inbox_records": len(merged.records) - len(gxp_records),
-                                       "inbox_batches_left_out": merged.left_out})
+                          data.rows, extra={"prompt_version": prompt.version,
+                                            "deviating_rows": data.n_deviating,
+                                            "generated_rows": data.n_generated,
+                                            "generated_seed": config.generated_seed,
+                                            "inbox_batches": merged.used,
+                                            "inbox_records": len(merged.records) - len(gxp_records),
+                                            "inbox_batches_left_out": merged.left_out},
+                          input_files={"heldout_file": data.heldout} if data.heldout else None)
+
+
+@dataclass(frozen=True)
+class AuditTrainingRows:
+    """The audit chats to train on, how many deviate / were generated, the held-out rows."""
+
+    rows: list[dict]
+    n_deviating: int
+    n_generated: int
+    heldout: list[dict]
+
+
+def audit_training_rows(master: dict, chosen: list, labels: list[dict], prompt,
+                        config: GxpAuditAdapterConfig) -> AuditTrainingRows:
+    """Chats of the generated records and of `chosen` (train split and inbox), shuffled."""
+    dataset_seed = load_dataset_config().seed
+    data = generate_audit_training_data(
+        master, seed=config.generated_seed, dataset_seed=dataset_seed,
+        n_batches=max(1, config.generated_batches), heldout_batches=config.heldout_batches,
+        deviation_rate=config.generated_deviation_rate)
+    generated = (training_rows(data.train.records, data.train.manifest, prompt)
+                 if config.generated_batches > 0 else [])
+    # the train split's and inbox records whose deviation one record cannot show are left out
+    rows = generated + training_rows(*record_level_examples(chosen, labels), prompt)
+    random.Random(config.sample_seed).shuffle(rows)
+    deviating = ({str(r["record_id"]) for r in labels}
+                 | {str(r["record_id"]) for r in data.train.manifest})
+    held: dict[str, list[dict]] = {}
+    for label in data.heldout.manifest:
+        held.setdefault(str(label["record_id"]), []).append(label)
+    heldout = [{"record": record, "labels": held.get(str(record["record_id"]), [])}
+               for record in data.heldout.records]
+    return AuditTrainingRows(rows=rows, n_deviating=sum(r["record_id"] in deviating for r in rows),
+                             n_generated=len(generated), heldout=heldout)

@@ -33,9 +33,17 @@ from scoring.model_output import (
 )
 from scoring.model_registry import CandidateModel
 from synthetic.catalog import DeviationCatalog
-from synthetic.contracts import CALL_FAILED, PREDICTION_COLUMNS
+from synthetic.contracts import (
+    CALL_FAILED,
+    ENVIRONMENT_KEYS,
+    PARAMETER_KEYS,
+    PREDICTION_COLUMNS,
+    RECORD_FIELDS,
+)
 
 RECORD_OPEN, RECORD_CLOSE = "<<<RECORD", "RECORD>>>"
+# Parsing accepts any slug (an unknown one is kept and flagged `known_deviation_type` False);
+# `record_output_schema(catalog)` is the strict form for constrained decoding.
 RECORD_OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -53,6 +61,41 @@ RECORD_OUTPUT_SCHEMA: dict[str, Any] = {
     "required": ["findings"],
     "additionalProperties": False,
 }
+# Fields a single record cannot be judged on (identifiers and the recipe position: their
+# deviations need the other records of the batch), left out of the compact serialization.
+COMPACT_DROPPED = frozenset({"record_id", "batch_id", "product_code", "unit_procedure",
+                             "operation", "phase", "step_seq", "material_lot"})
+AUDIT_REASON_CHARS = 30
+# The answer's fixed JSON pieces (no findings; the start of the first / a further finding; the
+# end). The embedded tokenizer has each as one token (training/embedded_model.py), and each slug
+# too, so a clean answer is 1 token and a one-finding answer 3 (plus </s>).
+ANSWER_NONE = '{"findings": []}'
+ANSWER_OPEN = '{"findings": [{"deviation_type": "'
+ANSWER_NEXT = '"}, {"deviation_type": "'
+ANSWER_CLOSE = '"}]}'
+ANSWER_PIECES = (ANSWER_NONE, ANSWER_OPEN, ANSWER_NEXT, ANSWER_CLOSE)
+
+
+def record_output_schema(catalog: DeviationCatalog) -> dict[str, Any]:
+    """The answer's JSON schema with `deviation_type` an enum of the catalog's slugs."""
+    item = {"type": "object",
+            "properties": {"deviation_type": {"type": "string", "enum": list(catalog.slugs)},
+                           "field": {"type": ["string", "null"]}},
+            "required": ["deviation_type"], "additionalProperties": False}
+    return {"type": "object",
+            "properties": {"findings": {"type": "array", "items": item}},
+            "required": ["findings"], "additionalProperties": False}
+
+
+def answer_tokens(catalog: DeviationCatalog) -> list[str]:
+    """Strings a small model's tokenizer should hold as single tokens: the answer pieces, the
+    catalog's slugs and the compact record's `key=` prefixes of the schema's keys (a misspelled
+    or extra key is then visibly not one token)."""
+    keys = [k for k in (*RECORD_FIELDS, *PARAMETER_KEYS, *ENVIRONMENT_KEYS)
+            if k not in COMPACT_DROPPED and k not in {"parameters", "audit_trail"}]
+    return [*ANSWER_PIECES, *catalog.slugs, *(f"{k}=" for k in keys), "audit="]
+
+
 _VALIDATOR = jsonschema.Draft202012Validator(RECORD_OUTPUT_SCHEMA)
 
 
@@ -81,22 +124,64 @@ def load_record_prompt(path: Path | str | None = None) -> AuditPrompt:
                        user_template=raw["user_template"])
 
 
+def compact_record(record: Mapping[str, Any]) -> str:
+    """The record as `key=value` lines in its own key order (a misspelled or extra key stays
+    visible), without the fields of COMPACT_DROPPED; parameters as `name=value unit [low,high]`,
+    the environment's readings as their own `name=value` lines, each audit-trail entry as
+    `audit=field by who: reason` (reason cut to AUDIT_REASON_CHARS). About a third of the record's
+    JSON in tokens: a small model reads it faster and sees the cues closer together."""
+    lines = []
+    for key, value in record.items():
+        if key in COMPACT_DROPPED:
+            continue
+        if key == "parameters" and isinstance(value, Mapping):
+            lines.extend(f"{name}={_reading(reading)}" for name, reading in value.items())
+        elif key == "environment" and isinstance(value, Mapping) and value:
+            lines.extend(f"{name}={_scalar(reading)}" for name, reading in value.items())
+        elif key == "audit_trail" and isinstance(value, list):
+            lines.extend(_audit_entry(entry) for entry in value)
+        else:
+            lines.append(f"{key}={_scalar(value)}")
+    return "\n".join(lines)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return value.replace("\n", " ") if value else '""'
+    return data_line(value)
+
+
+def _reading(reading: Any) -> str:
+    if isinstance(reading, Mapping) and set(reading) == {"value", "low", "high", "unit"}:
+        return (f"{_scalar(reading['value'])} {reading['unit']} "
+                f"[{_scalar(reading['low'])},{_scalar(reading['high'])}]")
+    return _scalar(reading)
+
+
+def _audit_entry(entry: Any) -> str:
+    if not isinstance(entry, Mapping):
+        return f"audit={_scalar(entry)}"
+    reason = str(entry.get("reason") or "")[:AUDIT_REASON_CHARS]
+    return (f"audit={entry.get('field')} by {entry.get('changed_by')}: "
+            f"{reason if reason else chr(34) * 2}")
+
+
 def record_messages(prompt: AuditPrompt, record: Mapping[str, Any]) -> list[dict[str, str]]:
-    """System + user messages auditing one record."""
-    line = data_line(dict(record))
-    for raw, escaped in ((RECORD_OPEN, "\\u003c\\u003c\\u003cRECORD"),
-                         (RECORD_CLOSE, "RECORD\\u003e\\u003e\\u003e")):
-        line = line.replace(raw, escaped)
-    user = Template(prompt.user_template).substitute(record=line)
+    """System + user messages auditing one record (compact `key=value` lines)."""
+    text = compact_record(record)
+    for raw, escaped in (("<<<", "\\u003c\\u003c\\u003c"), (">>>", "\\u003e\\u003e\\u003e")):
+        text = text.replace(raw, escaped)
+    user = Template(prompt.user_template).substitute(record=text)
     return [{"role": "system", "content": prompt.system}, {"role": "user", "content": user}]
 
 
 def record_answer(findings: Sequence[Mapping[str, Any]]) -> str:
-    """The answer a perfect record auditor gives: the training target of gxp_audit_adapter."""
-    items = sorted({(str(f["deviation_type"]), f.get("field")) for f in findings},
-                   key=lambda item: (item[0], str(item[1])))
-    return json.dumps({"findings": [{"deviation_type": slug, "field": name}
-                                    for slug, name in items]}, ensure_ascii=False)
+    """The answer a perfect record auditor gives (the training target of gxp_audit_adapter):
+    the distinct deviation types, sorted. The field is left out: the scores count record and
+    type only, and every answer token costs generation time."""
+    slugs = sorted({str(f["deviation_type"]) for f in findings})
+    return json.dumps({"findings": [{"deviation_type": slug} for slug in slugs]},
+                      ensure_ascii=False)
 
 
 def parse_record_output(text: str | None, record_id: str, batch_id: str,

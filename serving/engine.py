@@ -79,6 +79,7 @@ class LocalEngine:
     def load(cls, model: ServedModel, *, torch_threads: int | None = None) -> LocalEngine:
         from training.inference import LocalGenerator
 
+        # LocalGenerator loads a fully fine-tuned "adapter" (a whole model) as the model itself
         return cls(LocalGenerator(model.base_model_path, model.adapter_path,
                                   torch_threads=torch_threads))
 

@@ -76,11 +76,14 @@ def test_corpus_holds_every_source_in_the_expected_numbers():
     assert sum(d.startswith("Batch ") for d in corpus) == n_batches  # ... and one prose document
     assert sum(d.startswith("Deviation type ") for d in corpus) == 30  # the catalog
     assert sum(d.startswith("You are a GxP data-integrity auditor") for d in corpus) == 1
-    assert len(chats) == 30 + 3 * 8  # a catalog question per type + 8 audits per split
+    # a catalog question per type + 8 audits per split, in the batch and the record format
+    assert len(chats) == 30 + 2 * 3 * 8
+    compact = [d for d in corpus if d.startswith("material_id=")]
+    assert len(compact) == n_batches  # ... and one compact key=value document (record audit)
     rag_titles = {doc.title for doc in build_rag_corpus(0)}  # the RAG SOPs and guidelines
     assert sum(d.split("\n", 1)[0] in rag_titles for d in corpus) == len(rag_titles)
     assert sum(d == load_rag_prompt().system for d in corpus) == 1
-    assert len(corpus) == 2 * 30 + 30 + 1 + 54 + len(rag_titles) + 1
+    assert len(corpus) == 3 * 30 + 30 + 1 + 78 + len(rag_titles) + 1
     first = json.loads(json_docs[0].splitlines()[0])
     assert first["batch_id"].startswith("B26-P") and "step_seq" in first
 

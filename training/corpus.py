@@ -100,12 +100,16 @@ def _batches(records: list[dict]) -> list[list[dict]]:
 
 
 def batch_record_documents(seed: int) -> list[str]:
-    """Each batch twice: its records as JSON Lines (as the audit prompt shows them) and as prose."""
+    """Each batch three times: its records as JSON Lines (as the audit prompt shows them), as
+    prose, and as the record audit's compact `key=value` lines (scoring/record_audit.py)."""
+    from scoring.record_audit import compact_record
+
     documents = []
     for records, _ in _generated_splits(seed):
         for batch in _batches(records):
             documents.append("\n".join(data_line(record) for record in batch))
             documents.append("\n".join(step_summary(record) for record in batch))
+            documents.append("\n\n".join(compact_record(record) for record in batch))
     return documents
 
 
@@ -149,8 +153,12 @@ def audit_prompt_documents(seed: int) -> list[str]:
 
 
 def chat_documents(seed: int) -> list[str]:
-    """Chat Q/A: catalog questions, and single-record audits answered in the output JSON."""
+    """Chat Q/A: catalog questions, and single-record audits answered in the output JSON (the
+    batch audit's and the record audit's formats)."""
+    from scoring.record_audit import load_record_prompt, record_answer, record_messages
+
     rng = random.Random(seed)
+    record_prompt = load_record_prompt()
     catalog = load_catalog()
     system = "You are a GxP data-integrity assistant."
     documents = []
@@ -173,6 +181,10 @@ def chat_documents(seed: int) -> list[str]:
                 {"role": "assistant", "content": _audit_answer(record, labels.get(
                     str(record["record_id"]), []))},
             ]))
+            documents.append(render_chat([
+                *record_messages(record_prompt, record),
+                {"role": "assistant",
+                 "content": record_answer(labels.get(str(record["record_id"]), []))}]))
     return documents
 
 

@@ -132,8 +132,10 @@ def load_base_model_settings(path: str | Path | None = None) -> BaseModelSetting
     )
 
 
-def train_tokenizer(corpus: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE on `corpus` with <s> </s> <pad> <unk>, role markers and the chat template."""
+def train_tokenizer(corpus: Sequence[str], vocab_size: int,
+                    extra_tokens: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """Byte-level BPE on `corpus` with <s> </s> <pad> <unk>, role markers and the chat template;
+    each of `extra_tokens` is added as one (non-special) token, after the BPE vocabulary."""
     backend = Tokenizer(models.BPE(unk_token=UNK))
     # Byte-level: every byte has a token, so no text is ever <unk>; no prefix space: JSON exact.
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -154,7 +156,19 @@ def train_tokenizer(corpus: Sequence[str], vocab_size: int) -> PreTrainedTokeniz
         extra_special_tokens=list(ROLE_MARKERS),
     )
     tokenizer.chat_template = CHAT_TEMPLATE
+    if extra_tokens:
+        tokenizer.add_tokens(list(extra_tokens))
     return tokenizer
+
+
+def audit_answer_tokens() -> list[str]:
+    """The record audit's answer pieces and the 30 deviation slugs (scoring/record_audit.py): one
+    token each, so a fine-tuned model answers a record in 1-3 tokens and learns each type as one
+    output (split into BPE pieces, every slug would share its first pieces with others)."""
+    from scoring.record_audit import answer_tokens
+    from synthetic.catalog import load_catalog
+
+    return answer_tokens(load_catalog())
 
 
 def build_model(config: EmbeddedModelConfig,
@@ -355,7 +369,7 @@ def build_embedded_base_model(output_dir: str | Path, config: EmbeddedModelConfi
 
     corpus = build_corpus(config.seed, config.max_documents)
     lap("corpus_s")
-    tokenizer = train_tokenizer(corpus, config.vocab_size)
+    tokenizer = train_tokenizer(corpus, config.vocab_size, audit_answer_tokens())
     tokenizer.model_max_length = config.max_position_embeddings
     lap("tokenizer_s")
     model = build_model(config, tokenizer)

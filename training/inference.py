@@ -73,8 +73,11 @@ class LocalGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.base_model_path = str(base_model_path)
-        self.adapter_path = str(adapter_path) if adapter_path else None
+        from training.model_folders import generator_paths
+
+        # a fully fine-tuned "adapter" (a whole model, e.g. gxp_audit_adapter's method full)
+        # is loaded as the model itself
+        self.base_model_path, self.adapter_path = generator_paths(base_model_path, adapter_path)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if torch_threads:
             torch.set_num_threads(torch_threads)

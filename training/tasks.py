@@ -80,9 +80,24 @@ def grit_task(config: dict, output_dir: Path, report: Report) -> dict:
 
 
 def gxp_audit_task(config: dict, output_dir: Path, report: Report) -> dict:
-    """The SFT task on record-audit chats (scoring/record_audit.py). A record prompt is about 600
-    tokens, so max_length is 1024; activation checkpointing only slows a model this small."""
-    defaults = {"max_length": 1024, "learning_rate": 2e-3, "num_train_epochs": 2.0,
+    """The record-audit fine-tuning (scoring/record_audit.py chats). `method`: `full` trains every
+    weight with an extra LM loss on the record tokens (training/audit_sft.py; what a tiny model
+    needs to learn the task), `lora` is the SFT task (TRL, LoRA); `auto` (default): full for the
+    embedded base model (a folder with gxplab_model.json), lora for any other (an hf model)."""
+    config = dict(config)
+    method = config.pop("method", None) or "auto"
+    if method == "auto":
+        base = config.get("base_model_path")
+        method = "full" if base and (Path(base) / "gxplab_model.json").is_file() else "lora"
+    if method == "full":
+        from training.audit_sft import full_finetune_task
+
+        return full_finetune_task(config, output_dir, report)
+    if method != "lora":
+        raise ValueError(f"task config: field 'method': {method!r} is not auto, full or lora")
+    config.pop("heldout_file", None)
+    # LoRA through TRL: the answer-only loss. A record prompt is about 200 tokens.
+    defaults = {"max_length": 512, "learning_rate": 2e-3, "num_train_epochs": 2.0,
                 "per_device_train_batch_size": 8, "gradient_checkpointing": False,
                 "warmup_ratio": 0.05}
     return sft_task({**defaults, **config}, output_dir, report, task="gxp_audit_adapter")

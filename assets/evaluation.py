@@ -16,7 +16,7 @@ from scoring.candidate_runner import failed_calls_note, is_outage
 from scoring.candidates import run_candidate
 from scoring.gxp import score_predictions
 from scoring.model_registry import GXP_AUDIT, CandidateModel, load_model_registry
-from scoring.record_audit import load_record_prompt
+from scoring.record_audit import load_record_prompt, record_output_schema
 from synthetic.catalog import load_catalog
 from synthetic.contracts import CALL_FAILED, MANIFEST_COLUMNS, PREDICTION_COLUMNS
 from synthetic.jsonl import dumps_jsonl, sha256_bytes
@@ -135,10 +135,15 @@ def _local_generate(context: dg.AssetExecutionContext, files: dict, compute: Com
                                     temperature=model.temperature)
         label = f"gxp_predictions {model.id} on {context.partition_key.keys_by_dimension['split']}"
 
+        # every answer constrained to the record audit's schema (the catalog's slugs): invalid
+        # output is impossible by construction, short of max_tokens cutting an answer
+        schema = record_output_schema(load_catalog())
+
         def generate(chats, progress=None):
             return generate_in_task(context, compute, base_model_path=files["base_model"]["path"],
                                     adapter_path=adapter, chats=chats, decoding=decoding,
-                                    batch_size=model.batch_size, label=label, progress=progress)
+                                    batch_size=model.batch_size, label=label, progress=progress,
+                                    json_schemas=[schema] * len(chats))
 
         return generate
 
@@ -156,8 +161,10 @@ def _served_generate(context: dg.AssetExecutionContext, files: dict, llm: LLMRes
                  "description": model.description}
         model_key = "+".join(f"{asset}@{info['run_id']}" for asset, info in files.items())
         client = llm.get_client()
+        # sent as response_format json_schema when the entry asks for it (configs/models.yaml)
         generate = served_generate(model, entry, client, model_key=model_key,
-                                   log=context.log.info)
+                                   log=context.log.info,
+                                   json_schema=record_output_schema(load_catalog()))
 
         def generate_and_close(chats, progress=None):
             try:

@@ -277,8 +277,9 @@ def _served_entry(entry: dict, model_id: str, where: str) -> CandidateModel:
         max_concurrency=entry.get("max_concurrency"), timeout_s=entry.get("timeout_s"),
         api_base_env=entry.get("api_base_env"),
         api_key_env=entry.get("api_key_env") or serving_token_env(),
-        # The server returns the model's text as it is: parsed exactly as the in-process model's.
-        response_format="none", description=str(entry.get("description", "")),
+        # The server constrains the answer to the schema the caller sends (the record audit's),
+        # as the in-process local model is: the same answers, parsed the same way.
+        response_format="json_schema", description=str(entry.get("description", "")),
         enabled=_bool(entry.get("enabled", True), where, "enabled"))
 
 

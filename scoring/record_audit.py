@@ -76,14 +76,22 @@ ANSWER_CLOSE = '"}]}'
 ANSWER_PIECES = (ANSWER_NONE, ANSWER_OPEN, ANSWER_NEXT, ANSWER_CLOSE)
 
 
+# Findings per record at most under constrained decoding: a generated record carries one or two
+# deviations; the bound keeps an untrained model from listing findings until max_tokens.
+MAX_RECORD_FINDINGS = 4
+
+
 def record_output_schema(catalog: DeviationCatalog) -> dict[str, Any]:
-    """The answer's JSON schema with `deviation_type` an enum of the catalog's slugs."""
+    """The answer's JSON schema for constrained decoding: `deviation_type` an enum of the
+    catalog's slugs, at most MAX_RECORD_FINDINGS findings, and no free-text `field` (the answer
+    the auditor is trained on leaves it out and the scorer does not use it; a free string would
+    let an untrained model write until max_tokens), so every answer is a few tokens."""
     item = {"type": "object",
-            "properties": {"deviation_type": {"type": "string", "enum": list(catalog.slugs)},
-                           "field": {"type": ["string", "null"]}},
+            "properties": {"deviation_type": {"type": "string", "enum": list(catalog.slugs)}},
             "required": ["deviation_type"], "additionalProperties": False}
     return {"type": "object",
-            "properties": {"findings": {"type": "array", "items": item}},
+            "properties": {"findings": {"type": "array", "items": item,
+                                        "maxItems": MAX_RECORD_FINDINGS}},
             "required": ["findings"], "additionalProperties": False}
 
 

@@ -93,6 +93,8 @@ def test_record_output_schema_enumerates_the_catalog():
     validator = jsonschema.Draft202012Validator(schema)
     assert validator.is_valid(json.loads(record_answer([{"deviation_type": "zero_duration"}])))
     assert not validator.is_valid({"findings": [{"deviation_type": "not_a_type"}]})
+    too_many = [{"deviation_type": slug} for slug in CATALOG.slugs[:5]]
+    assert not validator.is_valid({"findings": too_many})
     tokens = answer_tokens(CATALOG)
     assert set(CATALOG.slugs) <= set(tokens) and "qty_actual=" in tokens
 
@@ -358,6 +360,9 @@ def test_base_and_tuned_models_join_the_leaderboard(tmp_path, monkeypatch, maste
     assert adapter["inbox_records"] == len(site_records)
     assert adapter["inbox_batches_left_out"] == {}
     assert {*local, served} <= set(board.index)
+    # constrained to the record audit's schema: even the untrained tiny base answers valid JSON
+    for model_id in [*local, served]:
+        assert predictions[model_id]["valid_output"].all(), model_id
     assert all(board.loc[m, "status"] == "audited 1/5 splits" for m in [*local, served])
     # greedy decoding of the same files: the server finds what the in-process model finds
     columns = ["batch_id", "record_id", "deviation_type", "valid_output"]

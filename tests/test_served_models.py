@@ -10,6 +10,8 @@ from test_embedded_model import TINY
 from resources.clients.llm import LLMClient
 from resources.clients.local_server import local_server, served_generate
 from scoring.model_registry import load_model_registry, model_availability, parse_model_entry
+from scoring.record_audit import record_output_schema
+from synthetic.catalog import load_catalog
 from training.embedded_model import build_embedded_base_model
 from training.inference import DecodingSettings, LocalGenerator
 
@@ -34,7 +36,8 @@ def test_the_registry_resolves_a_served_entry_from_its_local_model():
     assert served.kind == "served" and served.served_model == local.id
     assert served.adapter == local.adapter and served.model_assets == local.model_assets
     assert served.litellm_model == "openai/embedded-gxp-audit"
-    assert served.response_format == "none" and served.max_tokens == local.max_tokens
+    # constrained by the server to the schema the caller sends, as the local model is in-process
+    assert served.response_format == "json_schema" and served.max_tokens == local.max_tokens
     assert "started on loopback" in model_availability(served, environ={})[1]
     assert "$GXPLAB_SERVE_URL" in model_availability(
         served, environ={"GXPLAB_SERVE_URL": "http://127.0.0.1:1/v1"})[1]
@@ -46,20 +49,24 @@ def test_the_registry_resolves_a_served_entry_from_its_local_model():
 
 
 def test_served_answers_equal_the_in_process_model(tiny_base, tmp_path):
-    """Greedy decoding through the server (batched by it) gives the in-process answers, and a
-    second call with the same model files is answered from the client's cache."""
+    """Greedy decoding through the server (batched by it), constrained to the record audit's
+    schema, gives the in-process constrained answers, and a second call with the same model
+    files is answered from the client's cache."""
+    schema = record_output_schema(load_catalog())
     model = dataclasses.replace(
         next(m for m in load_model_registry() if m.id == "served-gxp-audit"),
-        served_model="tiny", litellm_model="openai/tiny", adapter=None, max_tokens=12,
+        served_model="tiny", litellm_model="openai/tiny", adapter=None, max_tokens=48,
         api_base_env=None)
-    expected = LocalGenerator(tiny_base).generate(CHATS, DecodingSettings(max_new_tokens=12),
-                                                  batch_size=1)
+    expected = LocalGenerator(tiny_base).generate(CHATS, DecodingSettings(max_new_tokens=48),
+                                                  batch_size=1, json_schemas=[schema] * len(CHATS))
     client = LLMClient(cache_dir=tmp_path / "cache", pricing={})
     entry = {"name": "tiny", "base_model_path": tiny_base, "adapter_path": None}
     lines = []
-    generate = served_generate(model, entry, client, model_key="base@run1", log=lines.append)
+    generate = served_generate(model, entry, client, model_key="base@run1", log=lines.append,
+                               json_schema=schema)
     answers = generate(CHATS)
     assert [a.text for a in answers] == [e.text for e in expected]
+    assert all(e.constrained for e in expected)
     assert all(a.completion_tokens > 0 and a.prompt_tokens > 0 for a in answers)
     assert any("GxPLab server started on http://127.0.0.1:" in line for line in lines)
     again = generate(CHATS)  # a new server: the cache answers, the text is the same

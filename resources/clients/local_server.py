@@ -178,16 +178,19 @@ def server_token(name: str, value: str) -> Iterator[None]:
 
 
 def ask_server(client: Any, target: CandidateModel, chats: Sequence[list[dict[str, str]]], *,
-               model_key: str, progress: Any = None) -> list[ServedAnswer]:
+               model_key: str, progress: Any = None,
+               json_schema: Mapping[str, Any] | None = None) -> list[ServedAnswer]:
     """Each chat as one chat completion of `target` (a litellm entry whose api_base is the
     server), concurrently through `client` (resources/clients/llm.LLMClient) so the server's
     dynamic batching merges them; `model_key` (the model files' versions) is part of every
     cache key, so a retrained adapter is asked anew. A failed call is an empty answer with its
     `error` set (scoring counts it as a failed call, not as a wrong answer). The
     latency is the model's: a cache hit reports the call that produced the answer, not the
-    lookup (as scoring/candidate_runner.summarize_calls does for API models)."""
+    lookup (as scoring/candidate_runner.summarize_calls does for API models). `json_schema`:
+    the answer's schema, sent when `target.response_format` is json_schema."""
     requests = [(f"{target.id}-{i}", chat, f"{model_key}:{i}") for i, chat in enumerate(chats)]
-    results = client.complete_many(target, requests, progress=progress)
+    extra = {"json_schema": json_schema} if json_schema is not None else {}
+    results = client.complete_many(target, requests, progress=progress, **extra)
     return [ServedAnswer(text=r.text or "", prompt_tokens=r.prompt_tokens or 0,
                          completion_tokens=r.completion_tokens or 0,
                          latency_s=(r.original_latency_s if r.cached else r.latency_s) or 0.0,
@@ -204,22 +207,24 @@ def served_api_model(model: CandidateModel, api_base: str, **changes: Any) -> Ca
 
 
 def served_generate(model: CandidateModel, catalog_entry: Mapping[str, Any], client: Any, *,
-                    model_key: str, log: Any = print):
+                    model_key: str, log: Any = print,
+                    json_schema: Mapping[str, Any] | None = None):
     """The `Generate` function of a served model: each chat is one chat completion through
-    `client` (ask_server). With `model.api_base_env` set, the running server there answers;
-    otherwise one is started for the call and stopped after it."""
+    `client` (ask_server; `json_schema` as there). With `model.api_base_env` set, the running
+    server there answers; otherwise one is started for the call and stopped after it."""
 
     def generate(chats: Sequence[list[dict[str, str]]], progress: Any = None) -> list:
         running = resolve_api_base(model) if model.api_base_env else None
         if running:
             log(f"{model.id}: answered by the GxPLab server at ${model.api_base_env}")
             return ask_server(client, served_api_model(model, running), chats,
-                              model_key=model_key, progress=progress)
+                              model_key=model_key, progress=progress, json_schema=json_schema)
         token_env = model.api_key_env or DEFAULT_TOKEN_ENV
         with local_server([catalog_entry], token_env=token_env) as (api_base, token):
             log(f"{model.id}: GxPLab server started on {api_base} for {len(chats)} chats")
             with server_token(token_env, token):
                 return ask_server(client, served_api_model(model, api_base), chats,
-                                  model_key=model_key, progress=progress)
+                                  model_key=model_key, progress=progress,
+                                  json_schema=json_schema)
 
     return generate

@@ -260,10 +260,15 @@ class GxpAuditAdapterConfig(AdapterConfig):
     max_records: int | None = Field(
         400, description="Train split rows at most (deviating records first); None: all selected.")
     sample_seed: int = Field(42, description="Seed of the clean-record sample and the shuffle.")
+    prior_correction: bool = Field(
+        True, description="full: bias the answer 'no findings' by the log-odds between the "
+        "train split's share of clean records and the training chats' (training/answer_prior.py)"
+        ": trained at about 50% deviating, the model audits records of which about 2% deviate.")
 
 
 _GENERATION_FIELDS = {"generated_batches", "generated_deviation_rate", "generated_seed",
-                      "heldout_batches", "clean_per_deviating", "max_records", "sample_seed"}
+                      "heldout_batches", "clean_per_deviating", "max_records", "sample_seed",
+                      "prior_correction"}
 
 
 @dg.asset(
@@ -314,6 +319,13 @@ def gxp_audit_adapter(
                      f"train records and {len(merged.records) - len(gxp_records)} inbox records "
                      f"({len(merged.used)} batches), prompt {prompt.version}")
     settings = config.model_dump(exclude=_GENERATION_FIELDS)
+    if config.prior_correction and gxp_records:
+        # where the model audits: the train split's share of records with a deviation one
+        # record can show (same generator and rate as the evaluation splits)
+        _, visible = record_level_examples(gxp_records, gxp_labels)
+        rate = len({str(label["record_id"]) for label in visible}) / len(gxp_records)
+        if 0 < rate < 1:
+            settings["use_deviation_rate"] = rate
     return train_on_rows(context, compute, warehouse, "gxp_audit_adapter", settings, base_model,
                           data.rows, extra={"prompt_version": prompt.version,
                                             "deviating_rows": data.n_deviating,

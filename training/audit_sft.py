@@ -46,6 +46,9 @@ class AuditSftSettings:
     torch_threads: int | None = 1
     eval_batch_size: int = 64
     max_new_tokens: int = 12
+    # Share of records with a deviation where the model audits (the train split's); when set,
+    # the answer "no findings" gets the prior-shift bias (training/answer_prior.py).
+    use_deviation_rate: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "per_device_train_batch_size", "max_length",
@@ -53,13 +56,19 @@ class AuditSftSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"task config: field {name!r} must be >= 1, got "
                                  f"{getattr(self, name)}")
+        if self.use_deviation_rate is not None and not 0 < self.use_deviation_rate < 1:
+            raise ValueError("task config: field 'use_deviation_rate' must be in (0, 1), got "
+                             f"{self.use_deviation_rate}")
         if self.learning_rate < 0 or self.lm_loss_weight < 0:
             raise ValueError("task config: fields 'learning_rate' and 'lm_loss_weight' must be "
                              ">= 0")
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> AuditSftSettings:
-        return from_mapping(cls, raw, source="task config", optional=frozenset({"torch_threads"}))
+        return from_mapping(cls, raw, source="task config",
+                            optional=frozenset({"torch_threads", "use_deviation_rate"}),
+                            converters={"use_deviation_rate": lambda v: None if v is None
+                                        else float(v)})
 
 
 @dataclass
@@ -243,10 +252,13 @@ def full_finetune_task(config: dict, output_dir: Path, report: Any) -> dict[str,
         print(f"gxp_audit_adapter: full fine-tuning on {len(examples)} chats, "
               f"{settings.max_steps} steps", file=sys.stderr)
         metrics = train_full(model, tokenizer, examples, settings, report)
+        # held out: generated records at the training mix, so measured before the correction
         evaluation = (evaluate_heldout(model, tokenizer, Path(heldout_file), settings)
                       if heldout_file else {})
+        correction = _prior_correction(model, tokenizer, rows, settings)
     metadata: dict[str, Any] = {
         **save_full_model(model, tokenizer, output_dir), **metrics, **evaluation,
+        "answer_prior_correction": correction,
         "method": "full", "lm_loss_weight": settings.lm_loss_weight,
         "learning_rate": settings.learning_rate, "train_rows": len(examples),
         "dataset_sha256": file_sha256(train_file), "quantization": "none",
@@ -255,6 +267,19 @@ def full_finetune_task(config: dict, output_dir: Path, report: Any) -> dict[str,
     (output_dir / "adapter" / "model_card.md").write_text(_card(base_model_path, metadata),
                                                            encoding="utf-8")
     return metadata
+
+
+def _prior_correction(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]],
+                      settings: AuditSftSettings) -> dict[str, Any]:
+    """The "no findings" prior-shift bias put into the model's generation config, if asked."""
+    from scoring.record_audit import ANSWER_NONE
+    from training.answer_prior import apply_correction, prior_correction
+
+    if settings.use_deviation_rate is None:
+        return {"applied": False, "why": "use_deviation_rate not set"}
+    correction = prior_correction(tokenizer, rows, ANSWER_NONE, settings.use_deviation_rate)
+    apply_correction(model, correction)
+    return correction
 
 
 def evaluate_heldout(model: Any, tokenizer: Any, path: Path,

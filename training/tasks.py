@@ -96,6 +96,8 @@ def gxp_audit_task(config: dict, output_dir: Path, report: Report) -> dict:
     if method != "lora":
         raise ValueError(f"task config: field 'method': {method!r} is not auto, full or lora")
     config.pop("heldout_file", None)
+    # the prior-shift correction is the full method's (a bias on its one-token answer)
+    config.pop("use_deviation_rate", None)
     # LoRA through TRL: the answer-only loss. A record prompt is about 200 tokens.
     defaults = {"max_length": 512, "learning_rate": 2e-3, "num_train_epochs": 2.0,
                 "per_device_train_batch_size": 8, "gradient_checkpointing": False,

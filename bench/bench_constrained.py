@@ -26,13 +26,14 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is built here; nothing to download
+
+from bench_serving import build_model  # noqa: E402  (the embedded base model, as configured)
 
 SLUGS = [f"dev_{name}" for name in (
     "missing_qty", "late_entry", "unsigned_step", "wrong_unit", "out_of_range", "duplicate",
@@ -51,20 +52,6 @@ def chats(n: int) -> list[list[dict[str, str]]]:
              {"role": "user", "content": f"Batch B26-{i:04d}, step {i % 24 + 1}: the charged "
                                          f"quantity of lot L-{i:03d} has no second signature."}]
             for i in range(n)]
-
-
-def build_model(folder: Path, pretrain_steps: int | None) -> Path:
-    from training.embedded_model import build_embedded_base_model, load_base_model_settings
-
-    config = load_base_model_settings().embedded
-    if pretrain_steps is not None:
-        config = replace(config, pretrain_steps=pretrain_steps)
-    began = time.perf_counter()
-    info = build_embedded_base_model(folder, config)
-    print(f"built the embedded base model ({info.parameter_count:,} parameters, "
-          f"{config.pretrain_steps} pretraining steps) in {time.perf_counter() - began:.1f} s",
-          flush=True)
-    return folder
 
 
 def timed(generator, prompts, decoding, batch: int, schema) -> tuple[float, list]:

@@ -87,3 +87,20 @@ def master(cfg):
     from synthetic.master_data import build_site_master
 
     return build_site_master(cfg.site_master, cfg.seed)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny embedded base model (test_embedded_model.TINY), built once per test module with
+    one torch thread."""
+    import torch
+    from test_embedded_model import TINY
+
+    from training.embedded_model import build_embedded_base_model
+
+    path = tmp_path_factory.mktemp("tiny") / "base"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    build_embedded_base_model(path, TINY)
+    yield path
+    torch.set_num_threads(previous)

@@ -13,15 +13,12 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-import torch
 from graph_resources import local_resources, no_models_in_this_process
-from test_embedded_model import TINY as TINY_MODEL
 
 from assets.data import amr_cases
 from assets.generation import Completion, read_completions, write_prompts
 from assets.judge import judge_evaluations
 from resources.pipes_entry import _pipes_metadata
-from training.embedded_model import build_embedded_base_model
 from training.generate_task import (
     COMPLETIONS_FILE,
     generate_task,
@@ -33,16 +30,6 @@ from training.inference import DecodingSettings, Generation, LocalGenerator
 from training.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "base"
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    build_embedded_base_model(path, TINY_MODEL)
-    yield path
-    torch.set_num_threads(previous)
 
 
 def _chat(text: str) -> list[dict[str, str]]:

@@ -11,10 +11,8 @@ import dagster as dg
 import jsonschema
 import pandas as pd
 import pytest
-import torch
 from graph_resources import local_resources, no_models_in_this_process
 from test_base_model_pipes import TINY
-from test_embedded_model import TINY as TINY_MODEL
 
 from assets import all_assets
 from assets.inbox import accepted_paths, inbox_dir, inbox_partitions
@@ -38,7 +36,6 @@ from synthetic.catalog import load_catalog
 from synthetic.contracts import CALL_FAILED
 from synthetic.jsonl import dumps_jsonl
 from synthetic.splits import SplitSpec, generate_split
-from training.embedded_model import build_embedded_base_model
 from training.inference import DecodingSettings, LocalGenerator, _cut_at_stop
 
 CATALOG = load_catalog()
@@ -242,16 +239,6 @@ def test_registry_benchmarks():
         parse_model_entry({"id": "r", "kind": "rule_based", "benchmarks": ["amr_judge"]}, {}, "m")
     with pytest.raises(ValueError, match="benchmark 'x' is not one of"):
         load_model_registry(benchmark="x")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "base"
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    build_embedded_base_model(path, TINY_MODEL)
-    yield path
-    torch.set_num_threads(previous)
 
 
 def test_batched_generation_matches_one_by_one_and_keeps_order(tiny_model):

@@ -102,7 +102,7 @@ def base_model(
 
 
 class AdapterConfig(dg.Config):
-    """Overrides of training/sft.py's SftSettings (issue 3 defaults: r 16, alpha 32, lr 2e-4...)."""
+    """Overrides of training/sft.py's SftSettings (defaults: r 16, alpha 32, lr 2e-4...)."""
 
     max_steps: int | None = Field(None, description="Stop after this many optimizer steps.")
     num_train_epochs: float | None = Field(None, description="Epochs over the training split.")

@@ -40,7 +40,7 @@ SAMPLING_STRATEGIES = ("random", "sequential")
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA and trainer settings every adapter task shares (the project's defaults); any field can be
+    """LoRA and trainer settings every adapter task shares (project defaults); any field can be
     overridden by the config. Subclasses change defaults and add their method's fields."""
 
     lora_r: int = 16

@@ -14,8 +14,8 @@ and answer-loss drops of 1.80-1.89 nats. Broken runs fail the DPO check: learnin
 (accuracy 0, margin 0); chosen and rejected swapped in half the training pairs (margin 0.40).
 The batchqa loss check catches a run that does not train (learning rate 0) but not answers
 shuffled against their questions (the loss falls as far: the tiny model learns the answers'
-form, not yet to read the question); the DPO check covers mislabelled data. One broken run is trained here too, to show
-that the check can fail.
+form, not yet to read the question); the DPO check covers mislabelled data. One broken run is
+trained here too, to show that the check can fail.
 """
 
 from __future__ import annotations

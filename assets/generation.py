@@ -29,6 +29,7 @@ from typing import Any
 import dagster as dg
 
 from resources.compute import ComputeResource
+from synthetic.jsonl import iter_jsonl_lines, parse_json_line
 
 Progress = Callable[[int, int], Any]
 COMPLETION_FIELDS = ("text", "prompt_tokens", "completion_tokens", "latency_s",
@@ -82,10 +83,8 @@ def read_completions(path: Path, ids: Sequence[str]) -> list[Completion]:
     """The completions file in the order of `ids`; a missing, extra or bad row is an error
     naming the file, line and field."""
     by_id: dict[str, Completion] = {}
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        row = json.loads(text)
+    for line, raw in iter_jsonl_lines(path):
+        row = parse_json_line(raw, path=path, line=line)
         for field in ("id", *COMPLETION_FIELDS):
             if field not in row:
                 raise ValueError(f"{path}: line {line}: field '{field}' is missing")

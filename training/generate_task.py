@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,15 +60,18 @@ def _bad(path: Path, line: int, field: str, why: str) -> ValueError:
     return ValueError(f"{path}: line {line}: field '{field}': {why}")
 
 
-def _parse_line(path: Path, line: int, text: str) -> dict[str, Any]:
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: line {line}: not JSON ({error.msg})") from None
-    if not isinstance(row, dict):
-        raise ValueError(f"{path}: line {line}: expected a JSON object, got "
-                         f"{type(row).__name__}")
-    return row
+def _id_rows(path: Path) -> Iterator[tuple[int, dict[str, Any], str]]:
+    """(line, row, id) of each non-blank line, read by the project's one JSON Lines parser
+    (synthetic.jsonl: depth-bounded, duplicate keys refused); ids unique non-empty strings."""
+    from synthetic.jsonl import iter_jsonl_lines, parse_json_line
+
+    seen: set[str] = set()
+    for line, raw in iter_jsonl_lines(path):
+        try:
+            row = parse_json_line(raw)
+        except ValueError as error:
+            raise ValueError(f"{path}: line {line}: not JSON ({error})") from None
+        yield line, row, _check_id(path, line, row, seen)
 
 
 def _check_id(path: Path, line: int, row: Mapping[str, Any], seen: set[str]) -> str:
@@ -100,12 +103,7 @@ def read_prompts(path: str | Path) -> list[PromptRow]:
     field."""
     path = Path(path)
     rows: list[PromptRow] = []
-    seen: set[str] = set()
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        row = _parse_line(path, line, text)
-        row_id = _check_id(path, line, row, seen)
+    for line, row, row_id in _id_rows(path):
         messages = _check_messages(path, line, row.get("messages"))
         schema = row.get("json_schema")
         if schema is not None and not isinstance(schema, dict):
@@ -120,12 +118,7 @@ def read_text_prompts(path: str | Path) -> list[tuple[str, str]]:
     """(id, prompt) rows of a hidden_states prompts file (file, line and field on a bad row)."""
     path = Path(path)
     rows: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        row = _parse_line(path, line, text)
-        row_id = _check_id(path, line, row, seen)
+    for line, row, row_id in _id_rows(path):
         if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise _bad(path, line, "prompt", "must be a non-empty string")
         rows.append((row_id, row["prompt"]))
